@@ -1,0 +1,2 @@
+//! The live system behind `mlink run`: cameras, model sessions, link predictions, the
+//! re-selection loop, sinks and metrics.

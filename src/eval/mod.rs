@@ -1,0 +1,1 @@
+//! Offline evaluation: replay of scheduling methods over recorded traces, baselines and reports.

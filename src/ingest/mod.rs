@@ -1,0 +1,1 @@
+//! GStreamer camera ingest: sources, sampling, bounded delivery, reconnection.
