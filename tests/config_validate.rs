@@ -705,3 +705,13 @@ fn validate_command_prints_the_schema() {
     );
     assert_eq!(schema, config::json_schema());
 }
+
+#[test]
+fn validate_on_a_parsed_pipeline_matches_load_and_validate() {
+    let case = Case::new(&edit("    memory_mb: 100\n", "    memory_mb: 20\n"));
+    let p = config::load(&case.file()).unwrap();
+    let errors = config::validate(&p, &case.file(), case.dir.path());
+    assert_eq!(errors, case.errors());
+    assert_eq!(errors.len(), 1);
+    assert_eq!((errors[0].line, errors[0].column), (27, 16));
+}

@@ -196,7 +196,9 @@ fn quoted_after_expected(s: &str) -> Vec<String> {
 fn expected_words(expected: &str) -> String {
     match expected.trim() {
         "f64" | "f32" => "a number".into(),
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a non-negative integer".into(),
+        "u8" => "an integer from 0 to 255".into(),
+        "u16" => "an integer from 0 to 65535".into(),
+        "u32" | "u64" | "usize" => "a non-negative integer".into(),
         "i8" | "i16" | "i32" | "i64" | "isize" => "an integer".into(),
         "a sequence" => "a list".into(),
         "a map" => "a mapping".into(),

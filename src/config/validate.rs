@@ -474,7 +474,7 @@ fn check_scheduler(p: &Pipeline, out: &mut Vec<Issue>) {
     for (budget, (field, unit, cost)) in resources {
         let Some(budget) = budget else { continue };
         let path = format!("scheduler.budget.{field}");
-        if !(budget > 0.0) {
+        if budget.is_nan() || budget <= 0.0 {
             out.push(Issue::new(
                 path,
                 format!("must be positive, found {budget}"),
