@@ -30,7 +30,7 @@ def decode(name, frame, width, height):
     """Frame `frame` (0-based) of data/footage/NAME as packed RGB bytes."""
     with tempfile.TemporaryDirectory() as tmp:
         # Videos stop after the wanted frame; a still image is a single buffer.
-        limit = [] if name.endswith(".jpg") else ["identity", f"eos-after={frame + 1}", "!"]
+        limit = [] if name.endswith(".jpg") else ["identity", f"eos-after={frame + 2}", "!"]
         subprocess.run(
             ["gst-launch-1.0", "-q", "filesrc", f"location={os.path.join(FOOTAGE, name)}", "!", "decodebin",
              "!", "videoconvert", "!", "video/x-raw,format=RGB", "!", *limit,

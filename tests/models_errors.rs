@@ -7,7 +7,12 @@ use mlink::metrics::Metrics;
 use mlink::models::{LoadedModel, ModelError};
 use models_support::*;
 
-fn load_err(dir: &std::path::Path, file: &str, adapter: AdapterKind, head: HeadConfig) -> ModelError {
+fn load_err(
+    dir: &std::path::Path,
+    file: &str,
+    adapter: AdapterKind,
+    head: HeadConfig,
+) -> ModelError {
     match LoadedModel::load(&model("m", file, adapter, head), dir, &Metrics::new()) {
         Ok(_) => panic!("loading {file} should fail"),
         Err(e) => e,
@@ -15,7 +20,9 @@ fn load_err(dir: &std::path::Path, file: &str, adapter: AdapterKind, head: HeadC
 }
 
 fn count() -> HeadConfig {
-    HeadConfig::Count { classes: classes(&["person"]) }
+    HeadConfig::Count {
+        classes: classes(&["person"]),
+    }
 }
 
 #[test]
@@ -23,7 +30,10 @@ fn missing_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let e = load_err(dir.path(), "nothing.onnx", AdapterKind::Centernet, count());
     assert!(matches!(e, ModelError::MissingFile { .. }), "{e:?}");
-    assert!(e.to_string().contains("nothing.onnx") && e.to_string().contains("does not exist"), "{e}");
+    assert!(
+        e.to_string().contains("nothing.onnx") && e.to_string().contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -32,41 +42,92 @@ fn truncated_and_corrupt_files_are_rejected() {
     let bytes = std::fs::read(models_dir().join("blazeface.onnx")).unwrap();
     write(dir.path(), "half.onnx", "");
     std::fs::write(dir.path().join("half.onnx"), &bytes[..bytes.len() / 2]).unwrap();
-    let e = load_err(dir.path(), "half.onnx", AdapterKind::Blazeface, HeadConfig::Count { classes: classes(&["face"]) });
-    assert!(matches!(e, ModelError::BadFile { .. } | ModelError::Session { .. }), "{e:?}");
+    let e = load_err(
+        dir.path(),
+        "half.onnx",
+        AdapterKind::Blazeface,
+        HeadConfig::Count {
+            classes: classes(&["face"]),
+        },
+    );
+    assert!(
+        matches!(e, ModelError::BadFile { .. } | ModelError::Session { .. }),
+        "{e:?}"
+    );
     assert!(e.to_string().contains("half.onnx"), "{e}");
 
-    write(dir.path(), "junk.onnx", "this is not an ONNX model, just text pretending to be one");
-    let e = load_err(dir.path(), "junk.onnx", AdapterKind::Blazeface, HeadConfig::Count { classes: classes(&["face"]) });
+    write(
+        dir.path(),
+        "junk.onnx",
+        "this is not an ONNX model, just text pretending to be one",
+    );
+    let e = load_err(
+        dir.path(),
+        "junk.onnx",
+        AdapterKind::Blazeface,
+        HeadConfig::Count {
+            classes: classes(&["face"]),
+        },
+    );
     assert!(e.to_string().contains("junk.onnx"), "{e}");
 }
 
 #[test]
 fn a_model_that_does_not_fit_its_adapter_says_why() {
     // BlazeFace's file declared as CenterNet.
-    let e = load_err(&models_dir(), "blazeface.onnx", AdapterKind::Centernet, count());
+    let e = load_err(
+        &models_dir(),
+        "blazeface.onnx",
+        AdapterKind::Centernet,
+        count(),
+    );
     assert!(matches!(e, ModelError::Mismatch { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("centernet") && msg.contains("[1, N, 6]"), "{msg}");
+    assert!(
+        msg.contains("centernet") && msg.contains("[1, N, 6]"),
+        "{msg}"
+    );
     // The gender classifier declared as EfficientNet.
-    let e = load_err(&models_dir(), "gender.onnx", AdapterKind::EfficientnetLite, HeadConfig::Probs);
-    assert!(e.to_string().contains("224"), "{e}");
+    let e = load_err(
+        &models_dir(),
+        "gender.onnx",
+        AdapterKind::EfficientnetLite,
+        HeadConfig::Probs,
+    );
+    assert!(e.to_string().contains("[N, 1280]"), "{e}");
 }
 
 #[test]
 fn a_head_that_does_not_fit_the_family_is_rejected_without_loading() {
-    let cfg = model("m", "centernet.onnx", AdapterKind::Centernet, HeadConfig::Probs);
+    let cfg = model(
+        "m",
+        "centernet.onnx",
+        AdapterKind::Centernet,
+        HeadConfig::Probs,
+    );
     let e = mlink::models::head_spec(&cfg, &models_dir()).unwrap_err();
     assert!(e.to_string().contains("probs"), "{e}");
-    let cfg = model("g", "gender.onnx", AdapterKind::FaceAttribute, HeadConfig::Probs);
+    let cfg = model(
+        "g",
+        "gender.onnx",
+        AdapterKind::FaceAttribute,
+        HeadConfig::Probs,
+    );
     let spec = mlink::models::head_spec(&cfg, &models_dir()).unwrap();
-    assert_eq!(spec, mlink::output::OutputSpec::vector(2, mlink::output::TaskKind::SingleLabel));
+    assert_eq!(
+        spec,
+        mlink::output::OutputSpec::vector(2, mlink::output::TaskKind::SingleLabel)
+    );
 }
 
 #[test]
 fn missing_runtime_library_is_a_clear_error_from_the_binary() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(models_dir().join("blazeface.onnx"), dir.path().join("blazeface.onnx")).unwrap();
+    std::fs::copy(
+        models_dir().join("blazeface.onnx"),
+        dir.path().join("blazeface.onnx"),
+    )
+    .unwrap();
     let p = write(
         dir.path(),
         "p.yaml",
@@ -79,7 +140,11 @@ fn missing_runtime_library_is_a_clear_error_from_the_binary() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("ONNX Runtime library not found") && stderr.contains("/nonexistent/libonnxruntime.so"), "{stderr}");
+    assert!(
+        stderr.contains("ONNX Runtime library not found")
+            && stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -114,7 +179,14 @@ fn profile_measures_every_model_of_a_pipeline() {
         .args(["bench", "models", p.to_str().unwrap(), "--runs", "3"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("faces") && text.contains("gender") && text.contains("pre+post"), "{text}");
+    assert!(
+        text.contains("faces") && text.contains("gender") && text.contains("pre+post"),
+        "{text}"
+    );
 }

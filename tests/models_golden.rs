@@ -13,15 +13,41 @@ fn load(cfg: &mlink::config::ModelConfig) -> LoadedModel {
 
 fn persons_and_vehicles(id: &str, file: &str, adapter: AdapterKind) {
     let frames = decode("vtest.avi", &[0, 40, 80], 768, 576);
-    let cfg = model(id, file, adapter, HeadConfig::ClassCounts { classes: classes(&["person", "vehicle"]) });
+    let mut cfg = model(
+        id,
+        file,
+        adapter,
+        HeadConfig::ClassCounts {
+            classes: classes(&["person", "vehicle"]),
+        },
+    );
+    // At the default 0.3 CenterNet also reports some bags and shadows as people on this footage.
+    cfg.min_score = 0.4;
     let mut m = load(&cfg);
     for f in &frames {
         let inf = m.infer(f, None).unwrap();
         let c = count_of(&inf.value);
-        assert!((2.0..=9.0).contains(&c[0]), "{id} frame {}: {} persons", f.seq, c[0]);
-        assert!((0.0..=3.0).contains(&c[1]), "{id} frame {}: {} vehicles", f.seq, c[1]);
+        assert!(
+            (2.0..=9.0).contains(&c[0]),
+            "{id} frame {}: {} persons",
+            f.seq,
+            c[0]
+        );
+        assert!(
+            (0.0..=3.0).contains(&c[1]),
+            "{id} frame {}: {} vehicles",
+            f.seq,
+            c[1]
+        );
         for d in &inf.detections {
-            assert!(d.x1 >= 0.0 && d.x2 <= 768.0 && d.y1 >= 0.0 && d.y2 <= 576.0 && d.x1 < d.x2 && d.y1 < d.y2);
+            assert!(
+                d.x1 >= 0.0
+                    && d.x2 <= 768.0
+                    && d.y1 >= 0.0
+                    && d.y2 <= 576.0
+                    && d.x1 < d.x2
+                    && d.y1 < d.y2
+            );
         }
         // Pedestrians seen from above are taller than wide.
         let people: Vec<_> = inf.detections.iter().filter(|d| d.class == 0).collect();
@@ -43,7 +69,14 @@ fn nanodet_finds_people_and_about_one_vehicle_on_vtest() {
 #[test]
 fn movenet_finds_people_with_keypoints_on_vtest() {
     let frames = decode("vtest.avi", &[0, 40, 80], 768, 576);
-    let cfg = model("pose", "movenet-multipose.onnx", AdapterKind::MovenetMultipose, HeadConfig::Count { classes: classes(&["person"]) });
+    let cfg = model(
+        "pose",
+        "movenet-multipose.onnx",
+        AdapterKind::MovenetMultipose,
+        HeadConfig::Count {
+            classes: classes(&["person"]),
+        },
+    );
     let mut m = load(&cfg);
     for f in &frames {
         let inf = m.infer(f, None).unwrap();
@@ -56,13 +89,28 @@ fn movenet_finds_people_with_keypoints_on_vtest() {
 #[test]
 fn blazeface_finds_the_face_and_gender_says_male() {
     let frame = &decode("carphone_pristine.mp4", &[0], 176, 144)[0];
-    let mut face = load(&model("faces", "blazeface.onnx", AdapterKind::Blazeface, HeadConfig::Count { classes: classes(&["face"]) }));
+    let mut face = load(&model(
+        "faces",
+        "blazeface.onnx",
+        AdapterKind::Blazeface,
+        HeadConfig::Count {
+            classes: classes(&["face"]),
+        },
+    ));
     let inf = face.infer(frame, None).unwrap();
     assert_eq!(count_of(&inf.value), vec![1.0], "{:?}", inf.detections);
     let d = &inf.detections[0];
-    assert!(d.x2 - d.x1 > 20.0 && d.y2 - d.y1 > 20.0, "face too small: {d:?}");
+    assert!(
+        d.x2 - d.x1 > 20.0 && d.y2 - d.y1 > 20.0,
+        "face too small: {d:?}"
+    );
 
-    let mut gcfg = model("gender", "gender.onnx", AdapterKind::FaceAttribute, HeadConfig::Probs);
+    let mut gcfg = model(
+        "gender",
+        "gender.onnx",
+        AdapterKind::FaceAttribute,
+        HeadConfig::Probs,
+    );
     gcfg.crops_from = Some("faces".into());
     let mut gender = load(&gcfg);
     let g = gender.infer(frame, Some(&inf.detections)).unwrap();
@@ -74,7 +122,12 @@ fn blazeface_finds_the_face_and_gender_says_male() {
     let none = gender.infer(frame, Some(&[])).unwrap();
     assert_eq!(count_of(&none.value), vec![0.5, 0.5]);
 
-    let mut acfg = model("age", "age.onnx", AdapterKind::FaceAttribute, HeadConfig::Label);
+    let mut acfg = model(
+        "age",
+        "age.onnx",
+        AdapterKind::FaceAttribute,
+        HeadConfig::Label,
+    );
     acfg.crops_from = Some("faces".into());
     let mut age = load(&acfg);
     let a = count_of(&age.infer(frame, Some(&inf.detections)).unwrap().value);
@@ -85,13 +138,29 @@ fn blazeface_finds_the_face_and_gender_says_male() {
 #[test]
 fn efficientnet_classifies_the_fox_squirrel() {
     let frame = &decode("squirrel_cls.jpg", &[0], 535, 426)[0];
-    let mut m = load(&model("cls", "efficientnet-lite0.onnx", AdapterKind::EfficientnetLite, HeadConfig::Label));
+    let mut m = load(&model(
+        "cls",
+        "efficientnet-lite0.onnx",
+        AdapterKind::EfficientnetLite,
+        HeadConfig::Label,
+    ));
     let v = count_of(&m.infer(frame, None).unwrap().value);
     assert_eq!(v.iter().position(|&x| x == 1.0), Some(335));
-    let names = mlink::models::classes::read_imagenet_names(&footage("classification_classes_ILSVRC2012.txt")).unwrap();
+    let names = mlink::models::classes::read_imagenet_names(&footage(
+        "classification_classes_ILSVRC2012.txt",
+    ))
+    .unwrap();
     assert!(names[335].starts_with("fox squirrel"));
-    let mut f = load(&model("feat", "efficientnet-lite0.onnx", AdapterKind::EfficientnetLite, HeadConfig::Features));
+    let mut f = load(&model(
+        "feat",
+        "efficientnet-lite0.onnx",
+        AdapterKind::EfficientnetLite,
+        HeadConfig::Features,
+    ));
     let feats = count_of(&f.infer(frame, None).unwrap().value);
     assert_eq!(feats.len(), 1280);
-    assert!(feats.iter().any(|&x| x > 0.0) && feats.iter().all(|&x| x >= 0.0), "ReLU6 features");
+    assert!(
+        feats.iter().any(|&x| x > 0.0) && feats.iter().all(|&x| x >= 0.0),
+        "ReLU6 features"
+    );
 }

@@ -44,7 +44,10 @@ fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
     let costs: Vec<ModelCost> = pipeline
         .models
         .iter()
-        .map(|m| profile_model(m, &base, &frame, args.runs, &metrics).with_context(|| format!("benchmarking model {}", m.id)))
+        .map(|m| {
+            profile_model(m, &base, &frame, args.runs, &metrics)
+                .with_context(|| format!("benchmarking model {}", m.id))
+        })
         .collect::<anyhow::Result<_>>()?;
     if args.json {
         let rows: Vec<_> = costs
@@ -59,12 +62,23 @@ fn models(args: ModelsArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("provider: {}   frame: {w}x{h}   runs: {}", info.provider, args.runs);
-        println!("{:<24} {:>9} {:>9} {:>9} {:>9} {:>10}", "model", "total ms", "pre ms", "run ms", "post ms", "pre+post");
+        println!(
+            "provider: {}   frame: {w}x{h}   runs: {}",
+            info.provider, args.runs
+        );
+        println!(
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "model", "total ms", "pre ms", "run ms", "post ms", "pre+post"
+        );
         for c in &costs {
             println!(
                 "{:<24} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1}%",
-                c.model, c.latency_ms, c.pre_ms, c.run_ms, c.post_ms, 100.0 * c.overhead_share()
+                c.model,
+                c.latency_ms,
+                c.pre_ms,
+                c.run_ms,
+                c.post_ms,
+                100.0 * c.overhead_share()
             );
         }
     }

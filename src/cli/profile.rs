@@ -33,7 +33,13 @@ pub struct Row {
 /// Loads a pipeline file and the folder its model paths are relative to.
 pub(crate) fn load_pipeline(path: &Path) -> anyhow::Result<(crate::config::Pipeline, PathBuf)> {
     let pipeline = crate::config::load(path).map_err(|errors| {
-        anyhow::anyhow!(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))
+        anyhow::anyhow!(
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok((pipeline, base))
@@ -88,9 +94,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("provider: {}   frame: {w}x{h}", info.provider);
-        println!("{:<24} {:>9} {:>11} {:>11}", "model", "source", "memory MB", "latency ms");
+        println!(
+            "{:<24} {:>9} {:>11} {:>11}",
+            "model", "source", "memory MB", "latency ms"
+        );
         for r in &rows {
-            println!("{:<24} {:>9} {:>11.1} {:>11.2}", r.model, r.source, r.memory_mb, r.latency_ms);
+            println!(
+                "{:<24} {:>9} {:>11.1} {:>11.2}",
+                r.model, r.source, r.memory_mb, r.latency_ms
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -56,14 +56,28 @@ pub enum AdapterOutput {
 
 #[derive(Clone, Debug)]
 enum Family {
-    Centernet { detections: String },
+    Centernet {
+        detections: String,
+    },
     /// (stride, scores output, box-bins output) per level.
-    Nanodet { levels: Vec<(usize, String, String)> },
-    Movenet { output: String },
+    Nanodet {
+        levels: Vec<(usize, String, String)>,
+    },
+    Movenet {
+        output: String,
+    },
     /// (stride, anchors per cell, scores output, regressors output) per level.
-    Blazeface { levels: Vec<(usize, usize, String, String)> },
-    Efficientnet { logits: String, features: String },
-    FaceAttribute { probabilities: String, classes: usize },
+    Blazeface {
+        levels: Vec<(usize, usize, String, String)>,
+    },
+    Efficientnet {
+        logits: String,
+        features: String,
+    },
+    FaceAttribute {
+        probabilities: String,
+        classes: usize,
+    },
 }
 
 /// A model family's pre- and post-processing, bound to one model's input and output names.
@@ -89,13 +103,16 @@ fn dims(io: &IoInfo) -> String {
 }
 
 fn fixed(io: &IoInfo, i: usize) -> Option<usize> {
-    io.dims.get(i).copied().flatten().and_then(|v| usize::try_from(v).ok())
+    io.dims
+        .get(i)
+        .copied()
+        .flatten()
+        .and_then(|v| usize::try_from(v).ok())
 }
 
 fn find_output<'a>(outputs: &'a [IoInfo], want: &[Option<i64>]) -> Option<&'a IoInfo> {
     outputs.iter().find(|o| {
-        o.dims.len() == want.len()
-            && o.dims.iter().zip(want).all(|(d, w)| w.is_none() || d == w)
+        o.dims.len() == want.len() && o.dims.iter().zip(want).all(|(d, w)| w.is_none() || d == w)
     })
 }
 
@@ -135,7 +152,9 @@ impl Adapter {
                 let det = find_output(outputs, &[Some(1), None, Some(6)])
                     .ok_or_else(|| missing("[1, N, 6] (detections)"))?;
                 (
-                    Family::Centernet { detections: det.name.clone() },
+                    Family::Centernet {
+                        detections: det.name.clone(),
+                    },
                     size,
                     Layout::Nhwc,
                     Normalize::IDENTITY,
@@ -147,23 +166,38 @@ impl Adapter {
                 let mut levels = Vec::new();
                 for stride in [8, 16, 32] {
                     let n = ((w / stride) * (h / stride)) as i64;
-                    let scores = find_output(outputs, &[Some(1), Some(n), Some(80)])
-                        .ok_or_else(|| missing(&format!("[1, {n}, 80] (stride {stride} scores)")))?;
-                    let bins = find_output(outputs, &[Some(1), Some(n), Some(4 * NANODET_BINS as i64)])
-                        .ok_or_else(|| missing(&format!("[1, {n}, 44] (stride {stride} boxes)")))?;
+                    let scores =
+                        find_output(outputs, &[Some(1), Some(n), Some(80)]).ok_or_else(|| {
+                            missing(&format!("[1, {n}, 80] (stride {stride} scores)"))
+                        })?;
+                    let bins =
+                        find_output(outputs, &[Some(1), Some(n), Some(4 * NANODET_BINS as i64)])
+                            .ok_or_else(|| {
+                                missing(&format!("[1, {n}, 44] (stride {stride} boxes)"))
+                            })?;
                     levels.push((stride, scores.name.clone(), bins.name.clone()));
                 }
-                (Family::Nanodet { levels }, (w, h), Layout::Nchw, Normalize::uniform(0.0, 255.0))
+                (
+                    Family::Nanodet { levels },
+                    (w, h),
+                    Layout::Nchw,
+                    Normalize::uniform(0.0, 255.0),
+                )
             }
             AdapterKind::MovenetMultipose => {
                 expect_input(INT32, 4, "int32 [1, H, W, 3]")?;
                 if fixed(input, 3) != Some(3) {
-                    return Err(format!("expected input int32 [1, H, W, 3], found {}", dims(input)));
+                    return Err(format!(
+                        "expected input int32 [1, H, W, 3], found {}",
+                        dims(input)
+                    ));
                 }
                 let out = find_output(outputs, &[Some(1), Some(6), Some(56)])
                     .ok_or_else(|| missing("[1, 6, 56] (people)"))?;
                 (
-                    Family::Movenet { output: out.name.clone() },
+                    Family::Movenet {
+                        output: out.name.clone(),
+                    },
                     (0, 0),
                     Layout::Nhwc,
                     Normalize::IDENTITY,
@@ -181,7 +215,12 @@ impl Adapter {
                         .ok_or_else(|| missing(&format!("[1, {n}, 16] (stride {stride} boxes)")))?;
                     levels.push((stride, per_cell, s.name.clone(), r.name.clone()));
                 }
-                (Family::Blazeface { levels }, (w, h), Layout::Nhwc, Normalize::uniform(127.5, 127.5))
+                (
+                    Family::Blazeface { levels },
+                    (w, h),
+                    Layout::Nhwc,
+                    Normalize::uniform(127.5, 127.5),
+                )
             }
             AdapterKind::EfficientnetLite => {
                 expect_input(FLOAT, 4, "float [N, 3, 224, 224]")?;
@@ -204,14 +243,20 @@ impl Adapter {
                 expect_input(FLOAT, 4, "float [N, 3, S, S]")?;
                 let size = nchw("float [N, 3, S, S]")?;
                 let [out] = outputs else {
-                    return Err(format!("expected one output [N, classes], found: {}", all_outputs()));
+                    return Err(format!(
+                        "expected one output [N, classes], found: {}",
+                        all_outputs()
+                    ));
                 };
                 let classes = match (out.dims.len(), fixed(out, 1)) {
                     (2, Some(c)) if c >= 2 => c,
                     _ => return Err(format!("expected output [N, classes], found {}", dims(out))),
                 };
                 (
-                    Family::FaceAttribute { probabilities: out.name.clone(), classes },
+                    Family::FaceAttribute {
+                        probabilities: out.name.clone(),
+                        classes,
+                    },
                     size,
                     Layout::Nchw,
                     Normalize {
@@ -221,7 +266,15 @@ impl Adapter {
                 )
             }
         };
-        Ok(Self { kind, family, input: input.name.clone(), width, height, layout, norm })
+        Ok(Self {
+            kind,
+            family,
+            input: input.name.clone(),
+            width,
+            height,
+            layout,
+            norm,
+        })
     }
 
     pub fn kind(&self) -> AdapterKind {
@@ -236,9 +289,15 @@ impl Adapter {
     pub fn output_names(&self) -> Vec<&str> {
         match &self.family {
             Family::Centernet { detections } => vec![detections],
-            Family::Nanodet { levels } => levels.iter().flat_map(|(_, s, b)| [s.as_str(), b.as_str()]).collect(),
+            Family::Nanodet { levels } => levels
+                .iter()
+                .flat_map(|(_, s, b)| [s.as_str(), b.as_str()])
+                .collect(),
             Family::Movenet { output } => vec![output],
-            Family::Blazeface { levels } => levels.iter().flat_map(|(_, _, s, r)| [s.as_str(), r.as_str()]).collect(),
+            Family::Blazeface { levels } => levels
+                .iter()
+                .flat_map(|(_, _, s, r)| [s.as_str(), r.as_str()])
+                .collect(),
             Family::Efficientnet { logits, features } => vec![logits, features],
             Family::FaceAttribute { probabilities, .. } => vec![probabilities],
         }
@@ -246,7 +305,10 @@ impl Adapter {
 
     /// Whether the family runs on crops (a batch of regions) rather than on whole frames.
     pub fn takes_crops(&self) -> bool {
-        matches!(self.family, Family::Efficientnet { .. } | Family::FaceAttribute { .. })
+        matches!(
+            self.family,
+            Family::Efficientnet { .. } | Family::FaceAttribute { .. }
+        )
     }
 
     /// The class vocabulary of a detector family; `None` for classifiers.
@@ -286,7 +348,9 @@ impl Adapter {
         let data = match self.family {
             // MoveNet takes integer pixels; the resize keeps them integral at the native size
             // and rounds them otherwise.
-            Family::Movenet { .. } => InputData::I32(data.into_iter().map(|v| v.round() as i32).collect()),
+            Family::Movenet { .. } => {
+                InputData::I32(data.into_iter().map(|v| v.round() as i32).collect())
+            }
             _ => InputData::F32(data),
         };
         Prepared { shape, data }
@@ -318,7 +382,9 @@ impl Adapter {
                     let (scores, bins) = (&raw[2 * l].data, &raw[2 * l + 1].data);
                     let cols = iw / stride;
                     for (cell, s) in scores.chunks_exact(80).enumerate() {
-                        let Some((class, &score)) = s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) else {
+                        let Some((class, &score)) =
+                            s.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1))
+                        else {
                             continue;
                         };
                         if score < min_score {
@@ -329,10 +395,14 @@ impl Adapter {
                             .chunks_exact(NANODET_BINS)
                             .map(|side| {
                                 let p = softmax(side);
-                                p.iter().enumerate().map(|(i, q)| q * i as f32).sum::<f32>() * *stride as f32
+                                p.iter().enumerate().map(|(i, q)| q * i as f32).sum::<f32>()
+                                    * *stride as f32
                             })
                             .collect();
-                        let (ax, ay) = (((cell % cols) * stride) as f32, ((cell / cols) * stride) as f32);
+                        let (ax, ay) = (
+                            ((cell % cols) * stride) as f32,
+                            ((cell / cols) * stride) as f32,
+                        );
                         out.push(Detection {
                             class: class as u32,
                             score,
@@ -358,7 +428,11 @@ impl Adapter {
                     x2: p[54] * fw,
                     y2: p[53] * fh,
                     keypoints: (0..17)
-                        .map(|k| Keypoint { x: p[3 * k + 1] * fw, y: p[3 * k] * fh, score: p[3 * k + 2] })
+                        .map(|k| Keypoint {
+                            x: p[3 * k + 1] * fw,
+                            y: p[3 * k] * fh,
+                            score: p[3 * k + 2],
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -393,17 +467,29 @@ impl Adapter {
             Family::Efficientnet { .. } => {
                 return AdapterOutput::Classes {
                     probs: raw[0].data.chunks_exact(1000).map(softmax).collect(),
-                    features: raw[1].data.chunks_exact(1280).map(<[f32]>::to_vec).collect(),
+                    features: raw[1]
+                        .data
+                        .chunks_exact(1280)
+                        .map(<[f32]>::to_vec)
+                        .collect(),
                 };
             }
             Family::FaceAttribute { classes, .. } => {
                 return AdapterOutput::Classes {
-                    probs: raw[0].data.chunks_exact(*classes).map(<[f32]>::to_vec).collect(),
+                    probs: raw[0]
+                        .data
+                        .chunks_exact(*classes)
+                        .map(<[f32]>::to_vec)
+                        .collect(),
                     features: vec![],
                 };
             }
         };
-        let iou = if matches!(self.family, Family::Blazeface { .. }) { FACE_NMS_IOU } else { NMS_IOU };
+        let iou = if matches!(self.family, Family::Blazeface { .. }) {
+            FACE_NMS_IOU
+        } else {
+            NMS_IOU
+        };
         if !matches!(self.family, Family::Movenet { .. }) {
             dets = nms(dets, iou);
         }
@@ -437,7 +523,12 @@ fn movenet_size(w: usize, h: usize) -> (usize, usize) {
 pub fn face_region(d: &Detection) -> Region {
     let (cx, cy) = d.centre();
     let side = f64::from((d.x2 - d.x1).max(d.y2 - d.y1).max(1.0)) * (1.0 + 2.0 * FACE_CROP_MARGIN);
-    Region { x: f64::from(cx) - side / 2.0, y: f64::from(cy) - side / 2.0, w: side, h: side }
+    Region {
+        x: f64::from(cx) - side / 2.0,
+        y: f64::from(cy) - side / 2.0,
+        w: side,
+        h: side,
+    }
 }
 
 #[cfg(test)]

@@ -118,7 +118,10 @@ impl ClassVocabulary {
         match self {
             ClassVocabulary::Coco => {
                 if name == "vehicle" {
-                    return Ok(VEHICLE_CLASSES.iter().map(|v| coco_id(v).unwrap_or(0)).collect());
+                    return Ok(VEHICLE_CLASSES
+                        .iter()
+                        .map(|v| coco_id(v).unwrap_or(0))
+                        .collect());
                 }
                 coco_id(name).map(|i| vec![i]).ok_or_else(|| {
                     let hint = closest(name, COCO_CLASSES.iter().copied().chain(["vehicle"]));
@@ -146,7 +149,10 @@ impl ClassVocabulary {
 
 /// The 0-based COCO id of a class name.
 pub fn coco_id(name: &str) -> Option<u32> {
-    COCO_CLASSES.iter().position(|c| *c == name).map(|i| i as u32)
+    COCO_CLASSES
+        .iter()
+        .position(|c| *c == name)
+        .map(|i| i as u32)
 }
 
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> String {
@@ -183,7 +189,10 @@ mod tests {
     #[test]
     fn resolves_names_groups_and_suggests() {
         assert_eq!(ClassVocabulary::Coco.resolve("person").unwrap(), vec![0]);
-        assert_eq!(ClassVocabulary::Coco.resolve("vehicle").unwrap(), vec![1, 2, 3, 5, 6, 7]);
+        assert_eq!(
+            ClassVocabulary::Coco.resolve("vehicle").unwrap(),
+            vec![1, 2, 3, 5, 6, 7]
+        );
         let e = ClassVocabulary::Coco.resolve("persn").unwrap_err();
         assert!(e.contains("did you mean \"person\""), "{e}");
         assert!(ClassVocabulary::Face.resolve("person").is_err());

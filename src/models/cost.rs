@@ -1,9 +1,9 @@
 //! Model costs: host memory (RSS growth from session creation plus a first run) and latency
 //! (median of warm runs, split into pre-processing, the session run and post-processing).
 
+use super::ModelError;
 use super::loaded::{LoadedModel, Timing};
 use super::postprocess::Detection;
-use super::ModelError;
 use crate::config::ModelConfig;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
@@ -29,7 +29,11 @@ pub struct ModelCost {
 impl ModelCost {
     /// Share of pre- and post-processing in the median latency.
     pub fn overhead_share(&self) -> f64 {
-        if self.latency_ms > 0.0 { (self.pre_ms + self.post_ms) / self.latency_ms } else { 0.0 }
+        if self.latency_ms > 0.0 {
+            (self.pre_ms + self.post_ms) / self.latency_ms
+        } else {
+            0.0
+        }
     }
 }
 
@@ -38,9 +42,11 @@ pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
         })
         .map_or(0, |kb| kb * 1024)
 }
@@ -55,15 +61,22 @@ pub fn synthetic_frame(width: u32, height: u32) -> Frame {
             state ^= state << 13;
             state ^= state >> 17;
             state ^= state << 5;
-            let noise = (state & 31) as u32;
+            let noise = state & 31;
             rgb.push(((x * 255 / width.max(1)) / 2 + noise) as u8);
             rgb.push(((y * 255 / height.max(1)) / 2 + noise) as u8);
             rgb.push((((x + y) % 64) * 2 + noise) as u8);
         }
     }
     // The buffer has exactly width * height * 3 bytes by construction.
-    Frame::new(Arc::from("synthetic"), 0, None, width, height, Arc::from(rgb))
-        .unwrap_or_else(|_| unreachable!("buffer sized from its dimensions"))
+    Frame::new(
+        Arc::from("synthetic"),
+        0,
+        None,
+        width,
+        height,
+        Arc::from(rgb),
+    )
+    .unwrap_or_else(|_| unreachable!("buffer sized from its dimensions"))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -72,7 +85,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Loads `cfg`, runs it once on `frame` to measure memory, then `warm_runs` times to measure
@@ -102,7 +119,11 @@ pub fn profile_model(
         .map(|_| model.infer(frame, crops).map(|i| i.timing))
         .collect::<Result<_, _>>()?;
     drop(model);
-    metrics.model_unloads.with_label_values(&[cfg.id.as_str()]).inc();
+    release_freed_memory();
+    metrics
+        .model_unloads
+        .with_label_values(&[cfg.id.as_str()])
+        .inc();
     Ok(ModelCost {
         model: cfg.id.clone(),
         memory_mb,
@@ -112,4 +133,20 @@ pub fn profile_model(
         post_ms: median(timings.iter().map(|t| t.post_ms).collect()),
         runs: timings.len(),
     })
+}
+
+/// Hands memory freed by dropped sessions back to the operating system. glibc keeps freed
+/// heap pages in its arenas (ONNX Runtime's weights and buffers are many mid-sized blocks), so
+/// without this the RSS of a process stays at its high-water mark after an unload.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: malloc_trim only walks glibc's own arenas; it takes no pointers from us.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }

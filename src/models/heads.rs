@@ -48,10 +48,18 @@ pub struct Head {
 enum HeadKind {
     Count(Vec<u32>),
     ClassCounts(Vec<Vec<u32>>),
-    Occupancy { ids: Vec<u32>, rows: usize, cols: usize },
+    Occupancy {
+        ids: Vec<u32>,
+        rows: usize,
+        cols: usize,
+    },
     Probs(usize),
     Features,
-    Boxes { ids: Vec<u32>, grid: usize, max_boxes: usize },
+    Boxes {
+        ids: Vec<u32>,
+        grid: usize,
+        max_boxes: usize,
+    },
     Label(usize),
 }
 
@@ -70,21 +78,35 @@ fn head_name(h: &HeadConfig) -> &'static str {
 impl Head {
     /// Binds a head to a model family. `num_classes` is the classifier's class count (`None`
     /// for detectors).
-    pub fn new(model: &str, adapter: AdapterKind, cfg: &HeadConfig, num_classes: Option<usize>) -> Result<Self, ModelError> {
+    pub fn new(
+        model: &str,
+        adapter: AdapterKind,
+        cfg: &HeadConfig,
+        num_classes: Option<usize>,
+    ) -> Result<Self, ModelError> {
         let name = head_name(cfg);
-        let err = |message: String| ModelError::Head { model: model.to_string(), head: name, message };
+        let err = |message: String| ModelError::Head {
+            model: model.to_string(),
+            head: name,
+            message,
+        };
         let vocab = vocabulary(adapter);
         let detector = |what: &str| -> Result<ClassVocabulary, ModelError> {
             vocab.ok_or_else(|| err(format!("{what} needs a detector (centernet, nanodet, movenet_multipose, blazeface), not {adapter:?}")))
         };
-        let resolve = |v: ClassVocabulary, classes: &[String]| -> Result<Vec<Vec<u32>>, ModelError> {
-            if classes.is_empty() {
-                return Err(err("`classes` is empty".into()));
-            }
-            classes.iter().map(|c| v.resolve(c).map_err(&err)).collect()
-        };
+        let resolve =
+            |v: ClassVocabulary, classes: &[String]| -> Result<Vec<Vec<u32>>, ModelError> {
+                if classes.is_empty() {
+                    return Err(err("`classes` is empty".into()));
+                }
+                classes.iter().map(|c| v.resolve(c).map_err(&err)).collect()
+            };
         let classifier = |what: &str| -> Result<usize, ModelError> {
-            num_classes.ok_or_else(|| err(format!("{what} needs a classifier (efficientnet_lite, face_attribute), not {adapter:?}")))
+            num_classes.ok_or_else(|| {
+                err(format!(
+                    "{what} needs a classifier (efficientnet_lite, face_attribute), not {adapter:?}"
+                ))
+            })
         };
         let kind = match cfg {
             HeadConfig::Count { classes } => {
@@ -95,25 +117,47 @@ impl Head {
                 let v = detector("class_counts")?;
                 HeadKind::ClassCounts(resolve(v, classes)?)
             }
-            HeadConfig::Occupancy { classes, rows, cols } => {
+            HeadConfig::Occupancy {
+                classes,
+                rows,
+                cols,
+            } => {
                 let v = detector("occupancy")?;
                 if *rows == 0 || *cols == 0 {
-                    return Err(err(format!("the grid must have at least one cell, found {rows} x {cols}")));
+                    return Err(err(format!(
+                        "the grid must have at least one cell, found {rows} x {cols}"
+                    )));
                 }
-                HeadKind::Occupancy { ids: resolve(v, classes)?.concat(), rows: *rows, cols: *cols }
+                HeadKind::Occupancy {
+                    ids: resolve(v, classes)?.concat(),
+                    rows: *rows,
+                    cols: *cols,
+                }
             }
-            HeadConfig::Boxes { classes, grid, max_boxes } => {
+            HeadConfig::Boxes {
+                classes,
+                grid,
+                max_boxes,
+            } => {
                 let v = detector("boxes")?;
                 if *grid < 2 || *max_boxes == 0 {
-                    return Err(err(format!("`grid` must be at least 2 and `max_boxes` at least 1, found {grid} and {max_boxes}")));
+                    return Err(err(format!(
+                        "`grid` must be at least 2 and `max_boxes` at least 1, found {grid} and {max_boxes}"
+                    )));
                 }
-                HeadKind::Boxes { ids: resolve(v, classes)?.concat(), grid: *grid, max_boxes: *max_boxes }
+                HeadKind::Boxes {
+                    ids: resolve(v, classes)?.concat(),
+                    grid: *grid,
+                    max_boxes: *max_boxes,
+                }
             }
             HeadConfig::Probs => HeadKind::Probs(classifier("probs")?),
             HeadConfig::Label => HeadKind::Label(classifier("label")?),
             HeadConfig::Features => {
                 if adapter != AdapterKind::EfficientnetLite {
-                    return Err(err(format!("features needs efficientnet_lite, not {adapter:?}")));
+                    return Err(err(format!(
+                        "features needs efficientnet_lite, not {adapter:?}"
+                    )));
                 }
                 HeadKind::Features
             }
@@ -121,10 +165,16 @@ impl Head {
         let spec = match &kind {
             HeadKind::Count(_) => OutputSpec::vector(1, TaskKind::Count),
             HeadKind::ClassCounts(c) => OutputSpec::vector(c.len(), TaskKind::Count),
-            HeadKind::Occupancy { rows, cols, .. } => OutputSpec::vector(rows * cols, TaskKind::Count),
-            HeadKind::Probs(n) | HeadKind::Label(n) => OutputSpec::vector(*n, TaskKind::SingleLabel),
+            HeadKind::Occupancy { rows, cols, .. } => {
+                OutputSpec::vector(rows * cols, TaskKind::Count)
+            }
+            HeadKind::Probs(n) | HeadKind::Label(n) => {
+                OutputSpec::vector(*n, TaskKind::SingleLabel)
+            }
             HeadKind::Features => OutputSpec::vector(FEATURES_LEN, TaskKind::Regression),
-            HeadKind::Boxes { grid, max_boxes, .. } => OutputSpec::sequence(grid + 1, 4 * max_boxes + 1, *grid as u32),
+            HeadKind::Boxes {
+                grid, max_boxes, ..
+            } => OutputSpec::sequence(grid + 1, 4 * max_boxes + 1, *grid as u32),
         };
         Ok(Self { kind, spec })
     }
@@ -141,7 +191,12 @@ impl Head {
         };
         match &self.kind {
             HeadKind::Count(ids) => OutputValue::Vector(vec![of(dets, ids).count() as f32]),
-            HeadKind::ClassCounts(groups) => OutputValue::Vector(groups.iter().map(|ids| of(dets, ids).count() as f32).collect()),
+            HeadKind::ClassCounts(groups) => OutputValue::Vector(
+                groups
+                    .iter()
+                    .map(|ids| of(dets, ids).count() as f32)
+                    .collect(),
+            ),
             HeadKind::Occupancy { ids, rows, cols } => {
                 let mut grid = vec![0.0; rows * cols];
                 for d in of(dets, ids) {
@@ -152,14 +207,27 @@ impl Head {
                 }
                 OutputValue::Vector(grid)
             }
-            HeadKind::Boxes { ids, grid, max_boxes } => {
+            HeadKind::Boxes {
+                ids,
+                grid,
+                max_boxes,
+            } => {
                 let mut chosen: Vec<&Detection> = of(dets, ids).collect();
                 chosen.sort_by(|a, b| b.score.total_cmp(&a.score));
                 chosen.truncate(*max_boxes);
-                let q = |v: f32, extent: u32| ((v / extent as f32 * *grid as f32) as i64).clamp(0, *grid as i64 - 1) as u32;
+                let q = |v: f32, extent: u32| {
+                    ((v / extent as f32 * *grid as f32) as i64).clamp(0, *grid as i64 - 1) as u32
+                };
                 let mut boxes: Vec<[u32; 4]> = chosen
                     .iter()
-                    .map(|d| [q(d.x1, width), q(d.y1, height), q(d.x2, width), q(d.y2, height)])
+                    .map(|d| {
+                        [
+                            q(d.x1, width),
+                            q(d.y1, height),
+                            q(d.x2, width),
+                            q(d.y2, height),
+                        ]
+                    })
                     .collect();
                 boxes.sort();
                 let mut tokens: Vec<u32> = boxes.concat();
@@ -168,7 +236,9 @@ impl Head {
             }
             HeadKind::Probs(n) | HeadKind::Label(n) => {
                 let probs = match out {
-                    AdapterOutput::Classes { probs, .. } => mean(probs, *n).unwrap_or_else(|| vec![1.0 / *n as f32; *n]),
+                    AdapterOutput::Classes { probs, .. } => {
+                        mean(probs, *n).unwrap_or_else(|| vec![1.0 / *n as f32; *n])
+                    }
                     AdapterOutput::Detections(_) => vec![1.0 / *n as f32; *n],
                 };
                 if matches!(self.kind, HeadKind::Label(_)) && out_has_images(out) {
@@ -182,9 +252,9 @@ impl Head {
                 }
             }
             HeadKind::Features => match out {
-                AdapterOutput::Classes { features, .. } => {
-                    OutputValue::Vector(mean(features, FEATURES_LEN).unwrap_or_else(|| vec![0.0; FEATURES_LEN]))
-                }
+                AdapterOutput::Classes { features, .. } => OutputValue::Vector(
+                    mean(features, FEATURES_LEN).unwrap_or_else(|| vec![0.0; FEATURES_LEN]),
+                ),
                 AdapterOutput::Detections(_) => OutputValue::Vector(vec![0.0; FEATURES_LEN]),
             },
         }
@@ -247,7 +317,15 @@ mod tests {
     use super::*;
 
     fn det(class: u32, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
-        Detection { class, score, x1, y1, x2, y2, keypoints: vec![] }
+        Detection {
+            class,
+            score,
+            x1,
+            y1,
+            x2,
+            y2,
+            keypoints: vec![],
+        }
     }
 
     fn coco(head: HeadConfig) -> Head {
@@ -262,13 +340,31 @@ mod tests {
             det(2, 0.7, 40.0, 40.0, 60.0, 60.0),
         ]);
         let classes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let count = coco(HeadConfig::Count { classes: classes(&["person"]) });
+        let count = coco(HeadConfig::Count {
+            classes: classes(&["person"]),
+        });
         assert_eq!(count.apply(&out, 100, 100), OutputValue::Vector(vec![2.0]));
-        let cc = coco(HeadConfig::ClassCounts { classes: classes(&["person", "vehicle", "dog"]) });
-        assert_eq!(cc.apply(&out, 100, 100), OutputValue::Vector(vec![2.0, 1.0, 0.0]));
-        let occ = coco(HeadConfig::Occupancy { classes: classes(&["person"]), rows: 2, cols: 2 });
-        assert_eq!(occ.apply(&out, 100, 100), OutputValue::Vector(vec![1.0, 0.0, 0.0, 1.0]));
-        let boxes = coco(HeadConfig::Boxes { classes: classes(&["person", "car"]), grid: 10, max_boxes: 2 });
+        let cc = coco(HeadConfig::ClassCounts {
+            classes: classes(&["person", "vehicle", "dog"]),
+        });
+        assert_eq!(
+            cc.apply(&out, 100, 100),
+            OutputValue::Vector(vec![2.0, 1.0, 0.0])
+        );
+        let occ = coco(HeadConfig::Occupancy {
+            classes: classes(&["person"]),
+            rows: 2,
+            cols: 2,
+        });
+        assert_eq!(
+            occ.apply(&out, 100, 100),
+            OutputValue::Vector(vec![1.0, 0.0, 0.0, 1.0])
+        );
+        let boxes = coco(HeadConfig::Boxes {
+            classes: classes(&["person", "car"]),
+            grid: 10,
+            max_boxes: 2,
+        });
         let v = boxes.apply(&out, 100, 100);
         assert_eq!(v, OutputValue::Tokens(vec![0, 0, 1, 1, 9, 9, 9, 9, 10]));
         assert!(boxes.spec().check(&v).is_ok());
@@ -277,24 +373,64 @@ mod tests {
 
     #[test]
     fn classifier_heads_average_crops_and_handle_none() {
-        let probs = Head::new("g", AdapterKind::FaceAttribute, &HeadConfig::Probs, Some(2)).unwrap();
-        let label = Head::new("g", AdapterKind::FaceAttribute, &HeadConfig::Label, Some(2)).unwrap();
-        let two = AdapterOutput::Classes { probs: vec![vec![0.2, 0.8], vec![0.4, 0.6]], features: vec![] };
+        let probs =
+            Head::new("g", AdapterKind::FaceAttribute, &HeadConfig::Probs, Some(2)).unwrap();
+        let label =
+            Head::new("g", AdapterKind::FaceAttribute, &HeadConfig::Label, Some(2)).unwrap();
+        let two = AdapterOutput::Classes {
+            probs: vec![vec![0.2, 0.8], vec![0.4, 0.6]],
+            features: vec![],
+        };
         let v = probs.apply(&two, 1, 1);
         let OutputValue::Vector(p) = &v else { panic!() };
         assert!((p[0] - 0.3).abs() < 1e-6 && (p[1] - 0.7).abs() < 1e-6);
         assert_eq!(label.apply(&two, 1, 1), OutputValue::Vector(vec![0.0, 1.0]));
-        let none = AdapterOutput::Classes { probs: vec![], features: vec![] };
-        assert_eq!(probs.apply(&none, 1, 1), OutputValue::Vector(vec![0.5, 0.5]));
-        assert_eq!(label.apply(&none, 1, 1), OutputValue::Vector(vec![0.5, 0.5]));
+        let none = AdapterOutput::Classes {
+            probs: vec![],
+            features: vec![],
+        };
+        assert_eq!(
+            probs.apply(&none, 1, 1),
+            OutputValue::Vector(vec![0.5, 0.5])
+        );
+        assert_eq!(
+            label.apply(&none, 1, 1),
+            OutputValue::Vector(vec![0.5, 0.5])
+        );
     }
 
     #[test]
     fn heads_that_do_not_fit_the_family_are_rejected() {
         assert!(Head::new("m", AdapterKind::Centernet, &HeadConfig::Probs, None).is_err());
-        assert!(Head::new("m", AdapterKind::EfficientnetLite, &HeadConfig::Count { classes: vec!["person".into()] }, Some(1000)).is_err());
-        assert!(Head::new("m", AdapterKind::FaceAttribute, &HeadConfig::Features, Some(2)).is_err());
-        let e = Head::new("m", AdapterKind::Blazeface, &HeadConfig::Count { classes: vec!["person".into()] }, None).unwrap_err();
+        assert!(
+            Head::new(
+                "m",
+                AdapterKind::EfficientnetLite,
+                &HeadConfig::Count {
+                    classes: vec!["person".into()]
+                },
+                Some(1000)
+            )
+            .is_err()
+        );
+        assert!(
+            Head::new(
+                "m",
+                AdapterKind::FaceAttribute,
+                &HeadConfig::Features,
+                Some(2)
+            )
+            .is_err()
+        );
+        let e = Head::new(
+            "m",
+            AdapterKind::Blazeface,
+            &HeadConfig::Count {
+                classes: vec!["person".into()],
+            },
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("`face`"), "{e}");
     }
 }

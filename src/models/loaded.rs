@@ -1,12 +1,12 @@
 //! One loaded model: its ONNX Runtime session, its family adapter and its output head.
 
+use super::ModelError;
 use super::adapters::{Adapter, AdapterOutput, InputData, RawTensor, face_region};
 use super::heads::Head;
 use super::onnx_info::{IoInfo, read_signature};
 use super::postprocess::Detection;
 use super::preprocess::Region;
 use super::runtime::{cuda_available, environment, init_runtime};
-use super::ModelError;
 use crate::config::{AdapterKind, ModelConfig};
 use crate::frame::Frame;
 use crate::metrics::Metrics;
@@ -70,7 +70,11 @@ fn io_info(name: &str, ty: &ValueType) -> IoInfo {
         }
         _ => (0, vec![]),
     };
-    IoInfo { name: name.to_string(), elem_type, dims }
+    IoInfo {
+        name: name.to_string(),
+        elem_type,
+        dims,
+    }
 }
 
 impl LoadedModel {
@@ -104,26 +108,46 @@ impl LoadedModel {
             .map_err(|e| session_err(&e))?
             .commit_from_file(&path)
             .map_err(|e| session_err(&e))?;
-        let inputs: Vec<IoInfo> = session.inputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
-        let outputs: Vec<IoInfo> = session.outputs().iter().map(|o| io_info(o.name(), o.dtype())).collect();
-        let adapter = Adapter::new(cfg.adapter, &inputs, &outputs).map_err(|message| ModelError::Mismatch {
-            model: cfg.id.clone(),
-            path: path.clone(),
-            adapter: adapter_name(cfg.adapter),
-            message,
+        let inputs: Vec<IoInfo> = session
+            .inputs()
+            .iter()
+            .map(|o| io_info(o.name(), o.dtype()))
+            .collect();
+        let outputs: Vec<IoInfo> = session
+            .outputs()
+            .iter()
+            .map(|o| io_info(o.name(), o.dtype()))
+            .collect();
+        let adapter = Adapter::new(cfg.adapter, &inputs, &outputs).map_err(|message| {
+            ModelError::Mismatch {
+                model: cfg.id.clone(),
+                path: path.clone(),
+                adapter: adapter_name(cfg.adapter),
+                message,
+            }
         })?;
         if cfg.crops_from.is_some() && !adapter.takes_crops() {
             return Err(ModelError::Config {
                 model: cfg.id.clone(),
-                message: format!("crops_from needs a classifier (efficientnet_lite, face_attribute), not {}", adapter_name(cfg.adapter)),
+                message: format!(
+                    "crops_from needs a classifier (efficientnet_lite, face_attribute), not {}",
+                    adapter_name(cfg.adapter)
+                ),
             });
         }
         let head = Head::new(&cfg.id, cfg.adapter, &cfg.head, adapter.num_classes())?;
-        metrics.model_loads.with_label_values(&[cfg.id.as_str()]).inc();
+        metrics
+            .model_loads
+            .with_label_values(&[cfg.id.as_str()])
+            .inc();
         tracing::info!(model = %cfg.id, path = %path.display(), adapter = adapter_name(cfg.adapter), "model loaded");
         Ok(Self {
-            executions: metrics.model_executions.with_label_values(&[cfg.id.as_str()]),
-            latency: metrics.inference_seconds.with_label_values(&[cfg.id.as_str()]),
+            executions: metrics
+                .model_executions
+                .with_label_values(&[cfg.id.as_str()]),
+            latency: metrics
+                .inference_seconds
+                .with_label_values(&[cfg.id.as_str()]),
             cfg: cfg.clone(),
             path,
             session,
@@ -154,7 +178,11 @@ impl LoadedModel {
 
     /// Runs the model on `frame`, or on crops of `crops` (another model's detections) when the
     /// model is configured with `crops_from`.
-    pub fn infer(&mut self, frame: &Frame, crops: Option<&[Detection]>) -> Result<Inference, ModelError> {
+    pub fn infer(
+        &mut self,
+        frame: &Frame,
+        crops: Option<&[Detection]>,
+    ) -> Result<Inference, ModelError> {
         let t0 = Instant::now();
         let regions = self.regions(frame, crops)?;
         let raw = if regions.is_empty() {
@@ -165,11 +193,20 @@ impl LoadedModel {
         };
         let (raw, mut timing) = match raw {
             Some((raw, timing)) => (raw, timing),
-            None => (vec![], Timing { pre_ms: ms(t0), ..Timing::default() }),
+            None => (
+                vec![],
+                Timing {
+                    pre_ms: ms(t0),
+                    ..Timing::default()
+                },
+            ),
         };
         let t2 = Instant::now();
         let out = if raw.is_empty() {
-            AdapterOutput::Classes { probs: vec![], features: vec![] }
+            AdapterOutput::Classes {
+                probs: vec![],
+                features: vec![],
+            }
         } else {
             self.adapter.decode(frame, &raw, self.cfg.min_score)
         };
@@ -181,18 +218,33 @@ impl LoadedModel {
         timing.post_ms = ms(t2);
         self.executions.inc();
         self.latency.observe(timing.total_ms() / 1000.0);
-        Ok(Inference { value, detections, probs, timing })
+        Ok(Inference {
+            value,
+            detections,
+            probs,
+            timing,
+        })
     }
 
     /// Pre-processing and the session run only: the raw output tensors, in the adapter's order.
-    pub fn run_raw(&mut self, frame: &Frame, crops: Option<&[Detection]>) -> Result<Vec<RawTensor>, ModelError> {
+    pub fn run_raw(
+        &mut self,
+        frame: &Frame,
+        crops: Option<&[Detection]>,
+    ) -> Result<Vec<RawTensor>, ModelError> {
         let regions = self.regions(frame, crops)?;
         Ok(self.run_regions(frame, &regions)?.0)
     }
 
-    fn regions(&self, frame: &Frame, crops: Option<&[Detection]>) -> Result<Vec<Region>, ModelError> {
+    fn regions(
+        &self,
+        frame: &Frame,
+        crops: Option<&[Detection]>,
+    ) -> Result<Vec<Region>, ModelError> {
         match (crops, self.cfg.crops_from.is_some()) {
-            (Some(c), _) if self.adapter.takes_crops() => Ok(c.iter().map(|d| crop_region(self.cfg.adapter, d)).collect()),
+            (Some(c), _) if self.adapter.takes_crops() => {
+                Ok(c.iter().map(|d| crop_region(self.cfg.adapter, d)).collect())
+            }
             (Some(_), _) => Err(ModelError::Config {
                 model: self.cfg.id.clone(),
                 message: "this model family does not run on crops".into(),
@@ -205,22 +257,41 @@ impl LoadedModel {
         }
     }
 
-    fn run_regions(&mut self, frame: &Frame, regions: &[Region]) -> Result<(Vec<RawTensor>, Timing), ModelError> {
+    fn run_regions(
+        &mut self,
+        frame: &Frame,
+        regions: &[Region],
+    ) -> Result<(Vec<RawTensor>, Timing), ModelError> {
         let t0 = Instant::now();
         let prepared = self.adapter.prepare(frame, regions);
-        let run_err = |e: &dyn std::fmt::Display| ModelError::Run { model: self.cfg.id.clone(), message: e.to_string() };
+        let run_err = |e: &dyn std::fmt::Display| ModelError::Run {
+            model: self.cfg.id.clone(),
+            message: e.to_string(),
+        };
         let value: ort::session::SessionInputValue<'static> = match prepared.data {
-            InputData::F32(v) => Tensor::from_array((prepared.shape, v)).map_err(|e| run_err(&e))?.into(),
-            InputData::I32(v) => Tensor::from_array((prepared.shape, v)).map_err(|e| run_err(&e))?.into(),
+            InputData::F32(v) => Tensor::from_array((prepared.shape, v))
+                .map_err(|e| run_err(&e))?
+                .into(),
+            InputData::I32(v) => Tensor::from_array((prepared.shape, v))
+                .map_err(|e| run_err(&e))?
+                .into(),
         };
         let t1 = Instant::now();
         let input_name = self.adapter.input_name().to_string();
-        let names: Vec<String> = self.adapter.output_names().iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = self
+            .adapter
+            .output_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let model = self.cfg.id.clone();
         let outputs = self
             .session
             .run(vec![(Cow::<str>::Owned(input_name), value)])
-            .map_err(|e| ModelError::Run { model: model.clone(), message: e.to_string() })?;
+            .map_err(|e| ModelError::Run {
+                model: model.clone(),
+                message: e.to_string(),
+            })?;
         let t2 = Instant::now();
         let mut raw = Vec::with_capacity(names.len());
         for name in names {
@@ -232,9 +303,17 @@ impl LoadedModel {
                 model: model.clone(),
                 message: format!("output {name}: {e}"),
             })?;
-            raw.push(RawTensor { name, shape: shape.to_vec(), data: data.to_vec() });
+            raw.push(RawTensor {
+                name,
+                shape: shape.to_vec(),
+                data: data.to_vec(),
+            });
         }
-        let timing = Timing { pre_ms: (t1 - t0).as_secs_f64() * 1000.0, run_ms: (t2 - t1).as_secs_f64() * 1000.0, post_ms: ms(t2) };
+        let timing = Timing {
+            pre_ms: (t1 - t0).as_secs_f64() * 1000.0,
+            run_ms: (t2 - t1).as_secs_f64() * 1000.0,
+            post_ms: ms(t2),
+        };
         Ok((raw, timing))
     }
 }

@@ -16,13 +16,13 @@ mod error;
 mod heads;
 mod loaded;
 pub mod onnx_info;
-pub mod preprocess;
 pub mod postprocess;
+pub mod preprocess;
 mod registry;
 mod runtime;
 
 pub use adapters::{Adapter, AdapterOutput, FACE_CROP_MARGIN, RawTensor, face_region};
-pub use cost::{ModelCost, profile_model, rss_bytes, synthetic_frame};
+pub use cost::{ModelCost, profile_model, release_freed_memory, rss_bytes, synthetic_frame};
 pub use error::ModelError;
 pub use heads::{Head, head_spec};
 pub use loaded::{Inference, LoadedModel, Timing};

@@ -97,7 +97,15 @@ mod tests {
     use super::*;
 
     fn d(class: u32, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
-        Detection { class, score, x1, y1, x2, y2, keypoints: vec![] }
+        Detection {
+            class,
+            score,
+            x1,
+            y1,
+            x2,
+            y2,
+            keypoints: vec![],
+        }
     }
 
     #[test]
@@ -119,6 +127,13 @@ mod tests {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert_eq!(argmax(&p), Some(1));
         assert_eq!(argmax(&[]), None);
-        assert!((iou(&d(0, 1.0, 0.0, 0.0, 2.0, 2.0), &d(0, 1.0, 1.0, 0.0, 3.0, 2.0)) - 1.0 / 3.0).abs() < 1e-6);
+        assert!(
+            (iou(
+                &d(0, 1.0, 0.0, 0.0, 2.0, 2.0),
+                &d(0, 1.0, 1.0, 0.0, 3.0, 2.0)
+            ) - 1.0 / 3.0)
+                .abs()
+                < 1e-6
+        );
     }
 }

@@ -144,10 +144,26 @@ mod tests {
     fn same_size_is_exact_and_layouts_agree() {
         let f = frame(5, 4, |x, y, c| (x * 10 + y * 3 + c as u32) as u8);
         let mut a = Vec::new();
-        resize_normalize(&f, Region::full(&f), 5, 4, Layout::Nhwc, Normalize::IDENTITY, &mut a);
+        resize_normalize(
+            &f,
+            Region::full(&f),
+            5,
+            4,
+            Layout::Nhwc,
+            Normalize::IDENTITY,
+            &mut a,
+        );
         assert_eq!(a, f.rgb.iter().map(|&v| f32::from(v)).collect::<Vec<_>>());
         let mut b = Vec::new();
-        resize_normalize(&f, Region::full(&f), 5, 4, Layout::Nchw, Normalize::uniform(1.0, 2.0), &mut b);
+        resize_normalize(
+            &f,
+            Region::full(&f),
+            5,
+            4,
+            Layout::Nchw,
+            Normalize::uniform(1.0, 2.0),
+            &mut b,
+        );
         // channel 1 of pixel (2, 3)
         assert_eq!(b[20 + 3 * 5 + 2], (f32::from(f.pixel(2, 3)[1]) - 1.0) / 2.0);
     }
@@ -156,7 +172,15 @@ mod tests {
     fn downscale_by_two_averages_pairs() {
         let f = frame(4, 2, |x, _, _| if x % 2 == 0 { 0 } else { 100 });
         let mut a = Vec::new();
-        resize_normalize(&f, Region::full(&f), 2, 1, Layout::Nhwc, Normalize::IDENTITY, &mut a);
+        resize_normalize(
+            &f,
+            Region::full(&f),
+            2,
+            1,
+            Layout::Nhwc,
+            Normalize::IDENTITY,
+            &mut a,
+        );
         assert!(a.iter().all(|&v| (v - 50.0).abs() < 1e-4), "{a:?}");
     }
 }

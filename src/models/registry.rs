@@ -1,8 +1,8 @@
 //! Explicit load and unload of the pipeline's models, with the memory each one took.
 
-use super::cost::rss_bytes;
-use super::loaded::LoadedModel;
 use super::ModelError;
+use super::cost::{release_freed_memory, rss_bytes};
+use super::loaded::LoadedModel;
 use crate::config::ModelConfig;
 use crate::metrics::Metrics;
 use std::collections::BTreeMap;
@@ -19,7 +19,11 @@ pub struct ModelRegistry {
 
 impl ModelRegistry {
     /// `base_dir` is the folder model paths are relative to (the pipeline file's folder).
-    pub fn new(configs: &[ModelConfig], base_dir: impl Into<PathBuf>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        configs: &[ModelConfig],
+        base_dir: impl Into<PathBuf>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             base_dir: base_dir.into(),
             configs: configs.iter().map(|c| (c.id.clone(), c.clone())).collect(),
@@ -32,7 +36,10 @@ impl ModelRegistry {
     /// (RSS growth) is recorded and exported as `mlink_budget_used{resource="memory_mb"}`.
     pub fn load(&mut self, id: &str) -> Result<&mut LoadedModel, ModelError> {
         if !self.loaded.contains_key(id) {
-            let cfg = self.configs.get(id).ok_or_else(|| ModelError::Unknown(id.to_string()))?;
+            let cfg = self
+                .configs
+                .get(id)
+                .ok_or_else(|| ModelError::Unknown(id.to_string()))?;
             let before = rss_bytes();
             let model = LoadedModel::load(cfg, &self.base_dir, &self.metrics)?;
             let mb = rss_bytes().saturating_sub(before) as f64 / 1e6;
@@ -47,8 +54,12 @@ impl ModelRegistry {
 
     /// Drops the session of `id`, releasing its memory; counted and logged.
     pub fn unload(&mut self, id: &str) -> Result<(), ModelError> {
-        let (model, mb) = self.loaded.remove(id).ok_or_else(|| ModelError::NotLoaded(id.to_string()))?;
+        let (model, mb) = self
+            .loaded
+            .remove(id)
+            .ok_or_else(|| ModelError::NotLoaded(id.to_string()))?;
         drop(model);
+        release_freed_memory();
         self.metrics.model_unloads.with_label_values(&[id]).inc();
         tracing::info!(model = id, memory_mb = mb, "model unloaded");
         self.publish();
@@ -74,6 +85,9 @@ impl ModelRegistry {
     }
 
     fn publish(&self) {
-        self.metrics.budget_used.with_label_values(&["memory_mb"]).set(self.memory_in_use_mb());
+        self.metrics
+            .budget_used
+            .with_label_values(&["memory_mb"])
+            .set(self.memory_in_use_mb());
     }
 }

@@ -37,7 +37,9 @@ pub fn environment() -> Result<&'static ort::environment::Environment, ModelErro
     match RUNTIME.get() {
         Some(Ok(rt)) => Ok(&rt.env),
         Some(Err(message)) => Err(ModelError::Runtime(message.clone())),
-        None => Err(ModelError::Runtime("ONNX Runtime is not initialised".into())),
+        None => Err(ModelError::Runtime(
+            "ONNX Runtime is not initialised".into(),
+        )),
     }
 }
 

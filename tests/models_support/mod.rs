@@ -33,19 +33,44 @@ pub fn decode(name: &str, frames: &[usize], width: u32, height: u32) -> Vec<Fram
         "!".into(),
     ];
     if !name.ends_with(".jpg") {
-        args.extend(["identity".into(), format!("eos-after={}", last + 1), "!".into()]);
+        args.extend([
+            "identity".into(),
+            format!("eos-after={}", last + 2),
+            "!".into(),
+        ]);
     }
-    args.extend(["multifilesink".into(), format!("location={}/f%05d.rgb", dir.path().display())]);
-    let status = std::process::Command::new("gst-launch-1.0").args(&args).status().expect("gst-launch-1.0 runs");
+    args.extend([
+        "multifilesink".into(),
+        format!("location={}/f%05d.rgb", dir.path().display()),
+    ]);
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args(&args)
+        .status()
+        .expect("gst-launch-1.0 runs");
     assert!(status.success(), "gst-launch-1.0 failed decoding {name}");
     let stride = (width as usize * 3).div_ceil(4) * 4;
     frames
         .iter()
         .map(|&f| {
             let raw = std::fs::read(dir.path().join(format!("f{f:05}.rgb"))).unwrap();
-            assert_eq!(raw.len(), stride * height as usize, "{name} frame {f}: unexpected size");
-            let rgb: Vec<u8> = raw.chunks_exact(stride).flat_map(|r| r[..width as usize * 3].to_vec()).collect();
-            Frame::new(Arc::from(name), f as u64, None, width, height, Arc::from(rgb)).unwrap()
+            assert_eq!(
+                raw.len(),
+                stride * height as usize,
+                "{name} frame {f}: unexpected size"
+            );
+            let rgb: Vec<u8> = raw
+                .chunks_exact(stride)
+                .flat_map(|r| r[..width as usize * 3].to_vec())
+                .collect();
+            Frame::new(
+                Arc::from(name),
+                f as u64,
+                None,
+                width,
+                height,
+                Arc::from(rgb),
+            )
+            .unwrap()
         })
         .collect()
 }
