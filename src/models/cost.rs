@@ -150,3 +150,20 @@ pub fn release_freed_memory() {
         }
     }
 }
+
+/// Keeps glibc from raising its mmap threshold when large blocks are freed (its default
+/// behaviour), so that model weights and buffers stay in their own mappings and go back to the
+/// system when a session is dropped, instead of fragmenting the heap on the next load.
+pub(crate) fn pin_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: mallopt only changes glibc's allocation policy for later allocations.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+        }
+    }
+}

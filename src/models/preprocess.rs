@@ -98,26 +98,25 @@ pub fn resize_normalize(
     let stride = frame.width as usize * 3;
     let rgb = &frame.rgb[..];
     let plane = out_w * out_h;
-    let inv: [f32; 3] = [norm.std[0], norm.std[1], norm.std[2]];
+    // Index of value (pixel p, channel c) is p * pixel_step + c * channel_step in both layouts.
+    let (pixel_step, channel_step) = match layout {
+        Layout::Nhwc => (3, 1),
+        Layout::Nchw => (1, plane),
+    };
     for (oy, ty) in ys.iter().enumerate() {
         let r0 = &rgb[ty.i0 * stride..ty.i0 * stride + stride];
         let r1 = &rgb[ty.i1 * stride..ty.i1 * stride + stride];
         let (wy0, wy1) = (1.0 - ty.f, ty.f);
+        let row = oy * out_w;
         for (ox, tx) in xs.iter().enumerate() {
             let (wx0, wx1) = (1.0 - tx.f, tx.f);
+            let (a, b) = (tx.i0 * 3, tx.i1 * 3);
+            let at = (row + ox) * pixel_step;
             for c in 0..3 {
-                let p00 = f32::from(r0[tx.i0 * 3 + c]);
-                let p01 = f32::from(r0[tx.i1 * 3 + c]);
-                let p10 = f32::from(r1[tx.i0 * 3 + c]);
-                let p11 = f32::from(r1[tx.i1 * 3 + c]);
-                let top = p00 * wx0 + p01 * wx1;
-                let bottom = p10 * wx0 + p11 * wx1;
+                let top = f32::from(r0[a + c]) * wx0 + f32::from(r0[b + c]) * wx1;
+                let bottom = f32::from(r1[a + c]) * wx0 + f32::from(r1[b + c]) * wx1;
                 let v = top * wy0 + bottom * wy1;
-                let v = (v - norm.mean[c]) / inv[c];
-                match layout {
-                    Layout::Nhwc => out[(oy * out_w + ox) * 3 + c] = v,
-                    Layout::Nchw => out[c * plane + oy * out_w + ox] = v,
-                }
+                out[at + c * channel_step] = (v - norm.mean[c]) / norm.std[c];
             }
         }
     }

@@ -48,6 +48,7 @@ pub(crate) fn cuda_available() -> bool {
 }
 
 fn load() -> Result<Runtime, ModelError> {
+    super::cost::pin_mmap_threshold();
     let library = find_library()?;
     let builder = ort::init_from(&library).map_err(|e| ModelError::RuntimeLoad {
         path: library.clone(),
