@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
+mod profile;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Measure every model's memory and latency (or show the declared costs).
+    Profile(profile::Args),
+    /// Speed measurements of the engine's parts.
+    Bench(bench::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -28,6 +34,8 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,
