@@ -203,3 +203,10 @@ impl Mlp {
         total / order.len().max(1) as f32
     }
 }
+
+impl Workspace {
+    /// The gradient left by the last [`Mlp::batch_gradient`].
+    pub fn into_grad(self) -> Vec<f32> {
+        self.grad
+    }
+}

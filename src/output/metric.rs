@@ -92,7 +92,7 @@ pub fn evaluate<'a>(
     (n > 0).then(|| sum / n as f64)
 }
 
-pub(crate) fn argmax(v: &[f32]) -> usize {
+pub fn argmax(v: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in v.iter().enumerate() {
         if x > v[best] {

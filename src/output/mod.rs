@@ -10,7 +10,7 @@ mod metric;
 
 pub use loss::{Activation, activate, loss_and_grad, token_loss_and_grad};
 pub use metric::{
-    average_precision, box_iou, entropy, evaluate, mean_average_precision, metric_name, score,
+    argmax as metric_argmax, average_precision, box_iou, entropy, evaluate, mean_average_precision, metric_name, score,
     strip_end, wer,
 };
 
