@@ -3,6 +3,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench_links;
+mod links;
+mod train;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,6 +23,12 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Train every model link and ensemble from a trace into a link bundle.
+    Train(train::Args),
+    /// Print a link bundle's link matrix (validation scores, as in the paper's Table III).
+    Links(links::Args),
+    /// Time link training and prediction.
+    BenchLinks(bench_links::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -28,6 +37,9 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Links(args) => links::run(args),
+        Command::BenchLinks(args) => bench_links::run(args),
     };
     match result {
         Ok(code) => code,

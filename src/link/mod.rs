@@ -9,6 +9,7 @@
 //!
 //! Pure Rust: no GStreamer, no ONNX Runtime.
 
+pub mod bench;
 pub mod bundle;
 pub mod ensemble;
 pub mod mlp;
