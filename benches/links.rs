@@ -14,7 +14,9 @@ fn links(c: &mut Criterion) {
     g.finish();
     let net = train_vec2vec(1);
     let (_, xs, _) = vec2vec_workload();
-    c.bench_function("predict_vec2vec", |b| b.iter(|| black_box(net.predict(&xs[0]).ok())));
+    c.bench_function("predict_vec2vec", |b| {
+        b.iter(|| black_box(net.predict(&xs[0]).ok()))
+    });
     let (bundle, active) = six_source_bundle();
     let act: Vec<_> = active.iter().map(|(i, v)| (*i, v)).collect();
     c.bench_function("predict_ensemble_6_sources", |b| {

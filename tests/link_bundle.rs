@@ -5,9 +5,12 @@ use mlink::output::{OutputSpec, OutputValue, TaskKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+type Models = Vec<(String, OutputSpec)>;
+type Samples = Vec<Vec<Option<OutputValue>>>;
+
 /// Three models: a target class, a good source (the class with little noise) and a noisy
 /// source (the class most of the time, otherwise random).
-fn data() -> (Vec<(String, OutputSpec)>, Vec<Vec<Option<OutputValue>>>) {
+fn data() -> (Models, Samples) {
     let n = 6;
     let spec = OutputSpec::vector(n, TaskKind::SingleLabel);
     let models = vec![
@@ -25,8 +28,16 @@ fn data() -> (Vec<(String, OutputSpec)>, Vec<Vec<Option<OutputValue>>>) {
     let samples = (0..600)
         .map(|_| {
             let c = rng.random_range(0..n);
-            let good = if rng.random_bool(0.95) { c } else { rng.random_range(0..n) };
-            let noisy = if rng.random_bool(0.5) { c } else { rng.random_range(0..n) };
+            let good = if rng.random_bool(0.95) {
+                c
+            } else {
+                rng.random_range(0..n)
+            };
+            let noisy = if rng.random_bool(0.5) {
+                c
+            } else {
+                rng.random_range(0..n)
+            };
             vec![
                 Some(one_hot(c, &mut rng)),
                 Some(one_hot((good + 1) % n, &mut rng)),
@@ -37,7 +48,7 @@ fn data() -> (Vec<(String, OutputSpec)>, Vec<Vec<Option<OutputValue>>>) {
     (models, samples)
 }
 
-fn train() -> (Vec<(String, OutputSpec)>, Vec<Vec<Option<OutputValue>>>, LinkBundle) {
+fn train() -> (Models, Samples, LinkBundle) {
     let (models, samples) = data();
     let p = TrainParams {
         epochs: 20,
@@ -54,7 +65,10 @@ fn ensemble_beats_the_noisy_source_and_matches_links_on_single_sources() {
     let noisy = b.link_score(2, 0);
     let both = b.ensemble_score(&[1, 2], 0);
     assert!(good > noisy + 0.2, "good {good} noisy {noisy}");
-    assert!(both >= good - 1e-9, "ensemble {both} below the good source {good}");
+    assert!(
+        both >= good - 1e-9,
+        "ensemble {both} below the good source {good}"
+    );
     assert!(both > noisy);
     // Restricted to the noisy source, the ensemble is exactly that source's link.
     assert!((b.ensemble_score(&[2], 0) - noisy).abs() < 1e-12);
@@ -64,7 +78,9 @@ fn ensemble_beats_the_noisy_source_and_matches_links_on_single_sources() {
         let l = b.link(2, 0).unwrap().net.predict(y).unwrap();
         assert_eq!(p.value, l);
         assert_eq!(p.sources, vec![2]);
-        let p2 = b.predict(0, &[(1, s[1].as_ref().unwrap()), (2, y)]).unwrap();
+        let p2 = b
+            .predict(0, &[(1, s[1].as_ref().unwrap()), (2, y)])
+            .unwrap();
         assert_eq!(p2.sources, vec![1, 2]);
         assert!(p2.uncertainty >= 0.0);
     }
@@ -78,7 +94,8 @@ fn save_load_predict_identical_and_damage_is_reported() {
     b.save(&path).unwrap();
     let c = LinkBundle::load(&path).unwrap();
     for s in samples.iter().take(30) {
-        let act: Vec<(usize, &OutputValue)> = vec![(1, s[1].as_ref().unwrap()), (2, s[2].as_ref().unwrap())];
+        let act: Vec<(usize, &OutputValue)> =
+            vec![(1, s[1].as_ref().unwrap()), (2, s[2].as_ref().unwrap())];
         assert_eq!(b.predict(0, &act).unwrap(), c.predict(0, &act).unwrap());
         let a2 = [(0, s[0].as_ref().unwrap())];
         assert_eq!(b.predict(1, &a2).unwrap(), c.predict(1, &a2).unwrap());
@@ -89,7 +106,10 @@ fn save_load_predict_identical_and_damage_is_reported() {
     let bytes = std::fs::read(&path).unwrap();
     let bad = dir.path().join("bad.mlb");
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(LinkBundle::load(&bad), Err(BundleError::Corrupt { .. })));
+    assert!(matches!(
+        LinkBundle::load(&bad),
+        Err(BundleError::Corrupt { .. })
+    ));
     let mut flipped = bytes.clone();
     let at = bytes.len() - 100;
     flipped[at] ^= 0x40;
@@ -131,4 +151,45 @@ fn training_is_reproducible() {
     let (_, _, b) = train();
     assert_eq!(a.link_params(1, 0).unwrap(), b.link_params(1, 0).unwrap());
     assert_eq!(a.ensemble_score(&[1, 2], 0), b.ensemble_score(&[1, 2], 0));
+}
+
+#[test]
+fn trains_from_a_trace_file() {
+    use mlink::link::trace::{TraceHeader, TraceModel, TraceRecord, TraceWriter, read_all};
+    let (models, samples) = data();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.trace");
+    let header = TraceHeader {
+        models: models
+            .iter()
+            .map(|(id, spec)| TraceModel {
+                id: id.clone(),
+                spec: spec.clone(),
+                memory_mb: None,
+                latency_ms: None,
+            })
+            .collect(),
+        frame_feature_names: vec![],
+        source: "synthetic".into(),
+    };
+    let mut w = TraceWriter::create(&path, &header).unwrap();
+    for (n, s) in samples.iter().enumerate() {
+        w.append(&TraceRecord {
+            camera: "c".into(),
+            seq: n as u64,
+            time_s: n as f64 / 10.0,
+            outputs: s.clone(),
+            frame_features: vec![],
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let (h, recs) = read_all(&path).unwrap();
+    let p = TrainParams {
+        epochs: 5,
+        ..TrainParams::default()
+    };
+    let b = LinkBundle::train_from_trace(&h, &recs, &p, 0.2, 2, &|_| {}).unwrap();
+    assert_eq!(b.meta.source, "synthetic");
+    assert!(b.link_score(1, 0) > 0.5);
 }

@@ -28,7 +28,11 @@ fn vec2vec_gradients_match_finite_differences_and_candle() {
         let s: f32 = r.sum();
         r.mapv_inplace(|v| v / s);
     }
-    for task in [TaskKind::SingleLabel, TaskKind::MultiLabel, TaskKind::Regression] {
+    for task in [
+        TaskKind::SingleLabel,
+        TaskKind::MultiLabel,
+        TaskKind::Regression,
+    ] {
         let (loss, g) = mlp_loss(&m, task, &x, &t);
         // Finite differences on a spread of parameters (f64 accumulation would be nicer, but a
         // central difference with h = 1e-2 is accurate enough for this small network).
@@ -38,27 +42,52 @@ fn vec2vec_gradients_match_finite_differences_and_candle() {
             let mut mm = m.clone();
             mm.params[p] -= 1e-3;
             let fd = (mlp_loss(&mp, task, &x, &t).0 - mlp_loss(&mm, task, &x, &t).0) / 2e-3;
-            assert!((fd - g[p]).abs() < 2e-3, "{task:?} param {p}: {} vs fd {fd}", g[p]);
+            assert!(
+                (fd - g[p]).abs() < 2e-3,
+                "{task:?} param {p}: {} vs fd {fd}",
+                g[p]
+            );
         }
         // The same network and loss in candle give the same value and gradients.
         let dev = Device::Cpu;
         let pr = &m.params;
-        let w1 = Var::from_tensor(&Tensor::from_slice(&pr[..i * h], (i, h), &dev).unwrap()).unwrap();
-        let b1 = Var::from_tensor(&Tensor::from_slice(&pr[i * h..i * h + h], h, &dev).unwrap()).unwrap();
+        let w1 =
+            Var::from_tensor(&Tensor::from_slice(&pr[..i * h], (i, h), &dev).unwrap()).unwrap();
+        let b1 =
+            Var::from_tensor(&Tensor::from_slice(&pr[i * h..i * h + h], h, &dev).unwrap()).unwrap();
         let o2 = i * h + h;
-        let w2 = Var::from_tensor(&Tensor::from_slice(&pr[o2..o2 + h * o], (h, o), &dev).unwrap()).unwrap();
-        let b2 = Var::from_tensor(&Tensor::from_slice(&pr[o2 + h * o..], o, &dev).unwrap()).unwrap();
+        let w2 = Var::from_tensor(&Tensor::from_slice(&pr[o2..o2 + h * o], (h, o), &dev).unwrap())
+            .unwrap();
+        let b2 =
+            Var::from_tensor(&Tensor::from_slice(&pr[o2 + h * o..], o, &dev).unwrap()).unwrap();
         let xt = Tensor::from_slice(x.as_slice().unwrap(), (b, i), &dev).unwrap();
         let tt = Tensor::from_slice(t.as_slice().unwrap(), (b, o), &dev).unwrap();
-        let hid = xt.matmul(&w1).unwrap().broadcast_add(&b1).unwrap().relu().unwrap();
+        let hid = xt
+            .matmul(&w1)
+            .unwrap()
+            .broadcast_add(&b1)
+            .unwrap()
+            .relu()
+            .unwrap();
         let z = hid.matmul(&w2).unwrap().broadcast_add(&b2).unwrap();
         let cl = mlink::link::seq::vector_loss_for_tests(task, &z, &tt).unwrap();
         let cv = cl.to_scalar::<f32>().unwrap();
-        assert!((cv - loss).abs() < 1e-4, "{task:?}: candle loss {cv} vs {loss}");
+        assert!(
+            (cv - loss).abs() < 1e-4,
+            "{task:?}: candle loss {cv} vs {loss}"
+        );
         let grads = cl.backward().unwrap();
         let mut cg = Vec::new();
         for v in [&w1, &b1, &w2, &b2] {
-            cg.extend(grads.get(v).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            cg.extend(
+                grads
+                    .get(v)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            );
         }
         for (k, (a, c)) in g.iter().zip(&cg).enumerate() {
             assert!((a - c).abs() < 1e-5, "{task:?} grad {k}: {a} vs candle {c}");
@@ -74,9 +103,19 @@ fn sequence_network_gradients_match_finite_differences() {
     let vsrc = OutputSpec::vector(3, TaskKind::Count);
     let vdst = OutputSpec::vector(3, TaskKind::SingleLabel);
     let seqs = [vec![1, 2, 3, 0], vec![4, 5, 0], vec![2, 0]];
-    let vecs = [vec![1.0, 0.0, 2.0], vec![0.5, 1.5, 0.0], vec![0.0, 0.0, 1.0]];
-    let s: Vec<OutputValue> = seqs.iter().map(|t| OutputValue::Tokens(t.clone())).collect();
-    let v: Vec<OutputValue> = vecs.iter().map(|t| OutputValue::Vector(t.clone())).collect();
+    let vecs = [
+        vec![1.0, 0.0, 2.0],
+        vec![0.5, 1.5, 0.0],
+        vec![0.0, 0.0, 1.0],
+    ];
+    let s: Vec<OutputValue> = seqs
+        .iter()
+        .map(|t| OutputValue::Tokens(t.clone()))
+        .collect();
+    let v: Vec<OutputValue> = vecs
+        .iter()
+        .map(|t| OutputValue::Vector(t.clone()))
+        .collect();
     let probs: Vec<OutputValue> = (0..3)
         .map(|k| {
             let mut p = vec![0.1; 3];
@@ -175,7 +214,8 @@ fn vec2vec_learns_a_linear_regression() {
     net.fit(&x, &t, &p, &mut rng).unwrap();
     let mut mae = 0.0;
     for (a, b) in xs.iter().zip(&ts) {
-        let (OutputValue::Vector(pv), OutputValue::Vector(tv)) = (net.predict(a).unwrap(), b) else {
+        let (OutputValue::Vector(pv), OutputValue::Vector(tv)) = (net.predict(a).unwrap(), b)
+        else {
             panic!()
         };
         mae += pv.iter().zip(tv).map(|(u, v)| (u - v).abs()).sum::<f32>() / 2.0;

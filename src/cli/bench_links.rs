@@ -39,7 +39,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
     );
     let (bundle, active) = six_source_bundle();
-    let act: Vec<(usize, &crate::output::OutputValue)> = active.iter().map(|(i, v)| (*i, v)).collect();
+    let act: Vec<(usize, &crate::output::OutputValue)> =
+        active.iter().map(|(i, v)| (*i, v)).collect();
     let ens_s = per(
         200,
         median(5, || {
@@ -57,7 +58,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }),
     );
-    let profile = if cfg!(debug_assertions) { "dev" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
     if args.json {
         println!(
             "{}",
@@ -71,10 +76,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!("profile: {profile} (one thread)");
-        println!("train vec2vec 80-160-80, 800 samples, batch 32, 100 epochs: {train_s:.3} s (target <= 0.3 s)");
-        println!("predict vec2vec, one sample: {:.1} us (target <= 20 us)", vec_s * 1e6);
-        println!("predict six-source ensemble: {:.1} us (target <= 100 us)", ens_s * 1e6);
-        println!("predict seq2vec, 20 tokens: {:.1} us (target <= 200 us)", seq_s * 1e6);
+        println!(
+            "train vec2vec 80-160-80, 800 samples, batch 32, 100 epochs: {train_s:.3} s (target <= 0.3 s)"
+        );
+        println!(
+            "predict vec2vec, one sample: {:.1} us (target <= 20 us)",
+            vec_s * 1e6
+        );
+        println!(
+            "predict six-source ensemble: {:.1} us (target <= 100 us)",
+            ens_s * 1e6
+        );
+        println!(
+            "predict seq2vec, 20 tokens: {:.1} us (target <= 200 us)",
+            seq_s * 1e6
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let b = LinkBundle::load(&args.bundle)
         .with_context(|| format!("loading {}", args.bundle.display()))?;
     let k = b.model_count();
-    let w = b.models.iter().map(|m| m.id.len()).max().unwrap_or(6).max(8);
+    let w = b
+        .models
+        .iter()
+        .map(|m| m.id.len())
+        .max()
+        .unwrap_or(6)
+        .max(8);
     print!("{:w$}", "src \\ dst");
     for m in &b.models {
         print!(" {:>w$}", m.id);

@@ -35,9 +35,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (header, records) = read_all(&args.trace)
-        .with_context(|| format!("reading trace {}", args.trace.display()))?;
-    anyhow::ensure!(header.models.len() >= 2, "the trace records fewer than two models");
+    let (header, records) =
+        read_all(&args.trace).with_context(|| format!("reading trace {}", args.trace.display()))?;
+    anyhow::ensure!(
+        header.models.len() >= 2,
+        "the trace records fewer than two models"
+    );
     anyhow::ensure!(!records.is_empty(), "the trace holds no records");
     let params = TrainParams {
         epochs: args.epochs,

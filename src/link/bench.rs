@@ -1,8 +1,8 @@
 //! The link speed figures shared by `benches/links.rs` and `mlink bench-links`: the workloads
 //! are built here once so both measure the same thing.
 
-use super::net::{LinkNet, TrainParams};
 use super::LinkBundle;
+use super::net::{LinkNet, TrainParams};
 use crate::output::{OutputSpec, OutputValue, TaskKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -27,8 +27,8 @@ use super::net::{Arch, LinkNet, TrainParams, check};
 use super::norm::Norm;
 use super::trace::TraceRecord;
 use crate::output::{
-    Activation, OutputForm, OutputSpec, OutputValue, TaskKind, activate, entropy, score,
-    strip_end, wer,
+    Activation, OutputForm, OutputSpec, OutputValue, TaskKind, activate, entropy, score, strip_end,
+    wer,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -53,7 +53,9 @@ pub enum BundleError {
     },
     #[error("{path}: not a readable link bundle ({reason})")]
     Corrupt { path: String, reason: String },
-    #[error("{path}: bundle format version {found} is newer than the supported {supported}; upgrade mlink")]
+    #[error(
+        "{path}: bundle format version {found} is newer than the supported {supported}; upgrade mlink"
+    )]
     NewerVersion {
         path: String,
         found: u32,
@@ -196,7 +198,9 @@ impl LinkBundle {
     ) -> Result<Self, LinkError> {
         let k = models.len();
         if k > 63 {
-            return Err(LinkError::Form(format!("{k} models: at most 63 are supported")));
+            return Err(LinkError::Form(format!(
+                "{k} models: at most 63 are supported"
+            )));
         }
         for (n, s) in samples.iter().enumerate() {
             if s.len() != k {
@@ -274,7 +278,14 @@ impl LinkBundle {
             .collect();
         let samples: Vec<Vec<Option<OutputValue>>> =
             records.iter().map(|r| r.outputs.clone()).collect();
-        let mut b = Self::train(&models, &samples, params, validation_split, threads, progress)?;
+        let mut b = Self::train(
+            &models,
+            &samples,
+            params,
+            validation_split,
+            threads,
+            progress,
+        )?;
         b.meta.source = header.source.clone();
         Ok(b)
     }
@@ -335,7 +346,9 @@ impl LinkBundle {
                 let mut sum = 0.0;
                 let mut n = 0usize;
                 for &s in val_idx {
-                    let Some(exact) = &samples[s][j] else { continue };
+                    let Some(exact) = &samples[s][j] else {
+                        continue;
+                    };
                     if subset.iter().any(|&i| samples[s][i].is_none()) {
                         continue;
                     }
@@ -377,10 +390,7 @@ impl LinkBundle {
                 let unc = match Activation::for_task(spec.task) {
                     Activation::Softmax => entropy(&value),
                     Activation::Sigmoid => {
-                        value
-                            .iter()
-                            .map(|&p| entropy(&[p, 1.0 - p]))
-                            .sum::<f64>()
+                        value.iter().map(|&p| entropy(&[p, 1.0 - p])).sum::<f64>()
                             / value.len().max(1) as f64
                     }
                     Activation::Linear => spread(&zs),
@@ -430,12 +440,18 @@ impl LinkBundle {
     ) -> Result<Prediction, LinkError> {
         let k = self.models.len();
         if target >= k {
-            return Err(LinkError::Form(format!("no model {target} (the bundle has {k})")));
+            return Err(LinkError::Form(format!(
+                "no model {target} (the bundle has {k})"
+            )));
         }
         let mut used: Vec<(usize, &OutputValue)> = Vec::with_capacity(active.len());
         for &(i, v) in active {
             if i != target && self.link(i, target).is_some() {
-                check(&self.models[i].spec, v, &format!("output of {:?}", self.models[i].id))?;
+                check(
+                    &self.models[i].spec,
+                    v,
+                    &format!("output of {:?}", self.models[i].id),
+                )?;
                 used.push((i, v));
             }
         }
@@ -455,7 +471,9 @@ impl LinkBundle {
 
     /// p(g_ij), 0 without validation data.
     pub fn link_score(&self, source: usize, target: usize) -> f64 {
-        self.link(source, target).and_then(|l| l.score).unwrap_or(0.0)
+        self.link(source, target)
+            .and_then(|l| l.score)
+            .unwrap_or(0.0)
     }
 
     /// p(h_{A,j}) for the executed set `active` (models other than `target`). Stored subset
@@ -555,22 +573,35 @@ impl LinkBundle {
         let before = l.net.params();
         let mut rng = StdRng::seed_from_u64(p.seed ^ 0x70_0d);
         l.net.fit(&x, &t, &p, &mut rng)?;
-        Ok(l.net.params().iter().zip(&before).map(|(a, b)| a - b).collect())
+        Ok(l.net
+            .params()
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect())
     }
 
     fn link_ref(&self, source: usize, target: usize) -> Result<&Link, LinkError> {
-        self.link(source, target)
-            .ok_or(LinkError::NoLink { from: source, target })
+        self.link(source, target).ok_or(LinkError::NoLink {
+            from: source,
+            target,
+        })
     }
 
     fn link_mut(&mut self, source: usize, target: usize) -> Result<&mut Link, LinkError> {
         let k = self.models.len();
         if source >= k || target >= k {
-            return Err(LinkError::NoLink { from: source, target });
+            return Err(LinkError::NoLink {
+                from: source,
+                target,
+            });
         }
         self.links[source * k + target]
             .as_mut()
-            .ok_or(LinkError::NoLink { from: source, target })
+            .ok_or(LinkError::NoLink {
+                from: source,
+                target,
+            })
     }
 
     /// Checks that the pipeline's models (id, spec) are the bundle's, naming the first
@@ -581,7 +612,11 @@ impl LinkBundle {
                 None => {
                     return Err(BundleError::Mismatch(format!(
                         "model {id:?} has no links in the bundle (it knows {})",
-                        self.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+                        self.models
+                            .iter()
+                            .map(|m| m.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 Some(m) if &m.spec != spec => {
@@ -606,7 +641,11 @@ fn spread(zs: &[(usize, Vec<f32>)]) -> f64 {
     let mut total = 0.0;
     for d in 0..dim {
         let mean = zs.iter().map(|(_, z)| z[d] as f64).sum::<f64>() / n;
-        total += zs.iter().map(|(_, z)| (z[d] as f64 - mean).powi(2)).sum::<f64>() / n;
+        total += zs
+            .iter()
+            .map(|(_, z)| (z[d] as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
     }
     total / dim.max(1) as f64
 }
@@ -645,7 +684,9 @@ fn train_link(
     };
     let (x, t) = pick(train_idx);
     let (vx, vt) = pick(val_idx);
-    let mut rng = StdRng::seed_from_u64(p.seed ^ ((i as u64) << 32 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = StdRng::seed_from_u64(
+        p.seed ^ ((i as u64) << 32 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     let (src, dst) = (&models[i].1, &models[j].1);
     let mut net = LinkNet::new(src, dst, p, &x, &t, &mut rng)?;
     net.fit(&x, &t, p, &mut rng)?;
@@ -747,7 +788,10 @@ impl LinkBundle {
             if dims > 0 {
                 tensors.insert(
                     format!("ensemble.{}", e.target),
-                    (vec![e.sources.len(), dims], to_bytes(&e.logit_weights.concat())),
+                    (
+                        vec![e.sources.len(), dims],
+                        to_bytes(&e.logit_weights.concat()),
+                    ),
                 );
             }
         }
@@ -763,7 +807,7 @@ impl LinkBundle {
             reason: e.to_string(),
         })?;
         let mut hasher = sha2::Sha256::default();
-        for (_, (_, data)) in &tensors {
+        for (_, data) in tensors.values() {
             sha2::Digest::update(&mut hasher, data);
         }
         let hash = hex(&sha2::Digest::finalize(hasher));
@@ -782,10 +826,11 @@ impl LinkBundle {
             (MANIFEST_KEY.to_string(), json),
             (HASH_KEY.to_string(), hash),
         ]);
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| BundleError::Corrupt {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| BundleError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         crate::fsutil::write_atomic(path, &bytes).map_err(|source| BundleError::Io {
             path: path.display().to_string(),
             source,
@@ -836,8 +881,12 @@ impl LinkBundle {
             let t = st.tensor(n).map_err(|e| corrupt(e.to_string()))?;
             sha2::Digest::update(&mut hasher, t.data());
         }
-        if meta.get(HASH_KEY).map(String::as_str) != Some(hex(&sha2::Digest::finalize(hasher)).as_str()) {
-            return Err(corrupt("weight checksum mismatch (the file is damaged)".into()));
+        if meta.get(HASH_KEY).map(String::as_str)
+            != Some(hex(&sha2::Digest::finalize(hasher)).as_str())
+        {
+            return Err(corrupt(
+                "weight checksum mismatch (the file is damaged)".into(),
+            ));
         }
         let floats = |name: &str, want: usize| -> Result<Vec<f32>, BundleError> {
             let t = st
@@ -856,7 +905,10 @@ impl LinkBundle {
         let mut rng = StdRng::seed_from_u64(0);
         for e in m.links {
             if e.source >= k || e.target >= k || e.source == e.target {
-                return Err(corrupt(format!("link {} -> {} is out of range", e.source, e.target)));
+                return Err(corrupt(format!(
+                    "link {} -> {} is out of range",
+                    e.source, e.target
+                )));
             }
             let (src, dst) = (&m.models[e.source].spec, &m.models[e.target].spec);
             let mut net = LinkNet::with_norms(
@@ -867,8 +919,11 @@ impl LinkBundle {
                 e.out_norm,
                 &mut rng,
             )?;
-            net.set_params(&floats(&format!("link.{}.{}", e.source, e.target), e.param_count)?)
-                .map_err(|err| corrupt(format!("link {} -> {}: {err}", e.source, e.target)))?;
+            net.set_params(&floats(
+                &format!("link.{}.{}", e.source, e.target),
+                e.param_count,
+            )?)
+            .map_err(|err| corrupt(format!("link {} -> {}: {err}", e.source, e.target)))?;
             links[e.source * k + e.target] = Some(Link {
                 source: e.source,
                 target: e.target,
@@ -897,7 +952,10 @@ impl LinkBundle {
             });
         }
         if ensembles.len() != k {
-            return Err(corrupt(format!("{} ensembles for {k} models", ensembles.len())));
+            return Err(corrupt(format!(
+                "{} ensembles for {k} models",
+                ensembles.len()
+            )));
         }
         Ok(LinkBundle {
             models: m.models,

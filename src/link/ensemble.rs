@@ -22,6 +22,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+/// One training sample of an ensemble: each source's link output (None when absent) and the
+/// exact target.
+pub type EnsembleSample = (Vec<Option<Vec<f32>>>, Vec<f32>);
+
 /// The trainable weights of one target's ensemble.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Ensemble {
@@ -74,7 +78,11 @@ impl Ensemble {
     }
 
     /// The activated ensemble output.
-    pub fn predict(&self, task: TaskKind, parts: &[(usize, &[f32])]) -> Result<Vec<f32>, LinkError> {
+    pub fn predict(
+        &self,
+        task: TaskKind,
+        parts: &[(usize, &[f32])],
+    ) -> Result<Vec<f32>, LinkError> {
         let mut z = self.combine(parts)?;
         activate(Activation::for_task(task), &mut z);
         Ok(z)
@@ -85,7 +93,7 @@ impl Ensemble {
     pub fn fit(
         &mut self,
         task: TaskKind,
-        samples: &[(Vec<Option<Vec<f32>>>, Vec<f32>)],
+        samples: &[EnsembleSample],
         epochs: usize,
         batch: usize,
         lr: f32,
@@ -113,8 +121,11 @@ impl Ensemble {
                         continue;
                     }
                     // A random non-empty subset, so the weights work for any A.
-                    let mut active: Vec<usize> =
-                        present.iter().copied().filter(|_| rng.random_bool(0.5)).collect();
+                    let mut active: Vec<usize> = present
+                        .iter()
+                        .copied()
+                        .filter(|_| rng.random_bool(0.5))
+                        .collect();
                     if active.is_empty() {
                         active.push(present[rng.random_range(0..present.len())]);
                     }

@@ -94,9 +94,15 @@ impl Vec2Vec {
         let mut x = Array2::zeros((inputs.len(), d_in));
         let mut t = Array2::zeros((inputs.len(), d_out));
         for (r, (i, o)) in inputs.iter().zip(targets).enumerate() {
-            let xs = x.row_mut(r).into_slice().ok_or(LinkError::Numeric("layout".into()))?;
+            let xs = x
+                .row_mut(r)
+                .into_slice()
+                .ok_or(LinkError::Numeric("layout".into()))?;
             self.in_norm.apply(vector(i)?, xs);
-            let ts = t.row_mut(r).into_slice().ok_or(LinkError::Numeric("layout".into()))?;
+            let ts = t
+                .row_mut(r)
+                .into_slice()
+                .ok_or(LinkError::Numeric("layout".into()))?;
             match &self.out_norm {
                 Some(n) => n.apply(vector(o)?, ts),
                 None => ts.copy_from_slice(vector(o)?),
@@ -120,6 +126,7 @@ impl Vec2Vec {
 }
 
 /// A trained (or trainable) link network.
+#[allow(clippy::large_enum_variant)] // one per link; boxing would only add an indirection
 pub enum LinkNet {
     Vec2Vec(Vec2Vec),
     Seq(SeqNet),
@@ -136,10 +143,9 @@ impl LinkNet {
         rng: &mut StdRng,
     ) -> Result<Self, LinkError> {
         let in_norm = match src.form {
-            OutputForm::Vector { len } => Some(Norm::fit(
-                len,
-                inputs.iter().filter_map(|v| vector(v).ok()),
-            )),
+            OutputForm::Vector { len } => {
+                Some(Norm::fit(len, inputs.iter().filter_map(|v| vector(v).ok())))
+            }
             OutputForm::Sequence { .. } => None,
         };
         let out_norm = match dst.form {

@@ -55,7 +55,8 @@ impl candle_nn::Optimizer for CandleRmsProp {
     fn step(&mut self, grads: &candle_core::backprop::GradStore) -> candle_core::Result<()> {
         for (var, sq) in self.vars.iter_mut() {
             if let Some(g) = grads.get(var) {
-                let new_sq = ((sq.affine(RHO as f64, 0.0))? + g.sqr()?.affine(1.0 - RHO as f64, 0.0)?)?;
+                let new_sq =
+                    ((sq.affine(RHO as f64, 0.0))? + g.sqr()?.affine(1.0 - RHO as f64, 0.0)?)?;
                 let denom = (new_sq.sqrt()? + EPS as f64)?;
                 let update = (g / denom)?.affine(self.lr, 0.0)?;
                 var.set(&var.sub(&update)?)?;

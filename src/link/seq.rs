@@ -101,7 +101,9 @@ impl SeqNet {
                 l2: candle_nn::linear(hidden, VEC_SLOTS * hidden, vb.pp("enc2")).map_err(ce)?,
                 norm: in_norm.unwrap_or_else(|| Norm::identity(len)),
             },
-            OutputForm::Sequence { vocab, end_token, .. } => Encoder::Sequence {
+            OutputForm::Sequence {
+                vocab, end_token, ..
+            } => Encoder::Sequence {
                 embed: candle_nn::embedding(vocab, embed_dim, vb.pp("enc_embed")).map_err(ce)?,
                 lstm: candle_nn::lstm(embed_dim, hidden, LSTMConfig::default(), vb.pp("enc_lstm"))
                     .map_err(ce)?,
@@ -166,7 +168,10 @@ impl SeqNet {
 
     fn sorted_vars(&self) -> Vec<(String, candle_core::Var)> {
         let data = self.varmap.data().lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<_> = data.iter().map(|(k, var)| (k.clone(), var.clone())).collect();
+        let mut v: Vec<_> = data
+            .iter()
+            .map(|(k, var)| (k.clone(), var.clone()))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
@@ -174,7 +179,11 @@ impl SeqNet {
     pub fn params(&self) -> Vec<f32> {
         let mut out = Vec::new();
         for (_, var) in self.sorted_vars() {
-            if let Ok(v) = var.as_tensor().flatten_all().and_then(|t| t.to_vec1::<f32>()) {
+            if let Ok(v) = var
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+            {
                 out.extend(v);
             }
         }
@@ -277,8 +286,14 @@ impl SeqNet {
                 let memory = Tensor::stack(&hs, 1).map_err(ce)?;
                 let cmem = Tensor::stack(&cs, 1).map_err(ce)?;
                 let sel = Tensor::from_vec(last, (b, t_max, 1), &dev).map_err(ce)?;
-                let h0 = memory.broadcast_mul(&sel).and_then(|t| t.sum(1)).map_err(ce)?;
-                let c0 = cmem.broadcast_mul(&sel).and_then(|t| t.sum(1)).map_err(ce)?;
+                let h0 = memory
+                    .broadcast_mul(&sel)
+                    .and_then(|t| t.sum(1))
+                    .map_err(ce)?;
+                let c0 = cmem
+                    .broadcast_mul(&sel)
+                    .and_then(|t| t.sum(1))
+                    .map_err(ce)?;
                 let mask_bias = Tensor::from_vec(bias, (b, t_max), &dev).map_err(ce)?;
                 Ok(Encoded {
                     memory,
@@ -380,7 +395,9 @@ impl SeqNet {
                     let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
                     let oh = Tensor::from_vec(onehot, (b, t_len, vocab), &dev)?;
                     let tokens: f32 = ys.iter().map(|y| y.len() as f32).sum();
-                    (logp * oh)?.sum_all()?.affine(-1.0 / tokens.max(1.0) as f64, 0.0)
+                    (logp * oh)?
+                        .sum_all()?
+                        .affine(-1.0 / tokens.max(1.0) as f64, 0.0)
                 };
                 f().map_err(ce)
             }
@@ -393,9 +410,7 @@ impl SeqNet {
         inputs: &[&OutputValue],
         targets: &[&OutputValue],
     ) -> Result<f32, LinkError> {
-        self.loss(inputs, targets)?
-            .to_scalar::<f32>()
-            .map_err(ce)
+        self.loss(inputs, targets)?.to_scalar::<f32>().map_err(ce)
     }
 
     /// Mini-batch RMSprop over the pairs for `epochs` epochs.
@@ -476,7 +491,10 @@ impl SeqNet {
                 while out.len() < *max_len {
                     let (st, logits) = self.dec_step(&enc, &[prev], &state)?;
                     state = st;
-                    let l = logits.squeeze(0).and_then(|t| t.to_vec1::<f32>()).map_err(ce)?;
+                    let l = logits
+                        .squeeze(0)
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .map_err(ce)?;
                     let tok = crate::output::metric_argmax(&l) as u32;
                     out.push(tok);
                     if tok == *end {
@@ -522,7 +540,11 @@ pub(crate) fn vector_loss(task: TaskKind, z: &Tensor, t: &Tensor) -> candle_core
 
 /// [`vector_loss`] for checking the hand-written vec2vec network against candle.
 #[doc(hidden)]
-pub fn vector_loss_for_tests(task: TaskKind, z: &Tensor, t: &Tensor) -> candle_core::Result<Tensor> {
+pub fn vector_loss_for_tests(
+    task: TaskKind,
+    z: &Tensor,
+    t: &Tensor,
+) -> candle_core::Result<Tensor> {
     vector_loss(task, z, t)
 }
 

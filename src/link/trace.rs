@@ -144,7 +144,11 @@ fn validate_header(header: &TraceHeader) -> Result<(), String> {
 
 /// Checks a record against the header: one output per model, each of the model's spec, and the
 /// frame features matching the header's names.
-pub fn validate_record(header: &TraceHeader, rec: &TraceRecord, index: u64) -> Result<(), TraceError> {
+pub fn validate_record(
+    header: &TraceHeader,
+    rec: &TraceRecord,
+    index: u64,
+) -> Result<(), TraceError> {
     let shape = |reason: String| TraceError::Shape {
         record: index,
         camera: rec.camera.clone(),
@@ -324,7 +328,9 @@ impl TraceWriter {
         let count = self.records.to_le_bytes();
         self.out.write_all(&END_MARK.to_le_bytes()).map_err(io)?;
         self.out.write_all(&count).map_err(io)?;
-        self.out.write_all(&crc32(&count).to_le_bytes()).map_err(io)?;
+        self.out
+            .write_all(&crc32(&count).to_le_bytes())
+            .map_err(io)?;
         self.out.flush().map_err(io)?;
         self.out.get_ref().sync_all().map_err(io)?;
         std::fs::rename(&self.partial, &self.path).map_err(io)?;
@@ -388,7 +394,9 @@ impl TraceReader {
         let mut read_u32 = |input: &mut BufReader<File>, what: &str| -> Result<u32, TraceError> {
             match read_exact_or_eof(input, &mut word).map_err(io)? {
                 Filled::Full => Ok(u32::from_le_bytes(word)),
-                _ => Err(header_err(format!("the file ends inside the header ({what})"))),
+                _ => Err(header_err(format!(
+                    "the file ends inside the header ({what})"
+                ))),
             }
         };
         let version = read_u32(&mut input, "version")?;
@@ -690,7 +698,10 @@ fn decode_record(data: &[u8]) -> Result<TraceRecord, String> {
         frame_features.push(f32::from_le_bytes(c.array()?));
     }
     if c.pos != data.len() {
-        return Err(format!("{} unexpected bytes after the record", data.len() - c.pos));
+        return Err(format!(
+            "{} unexpected bytes after the record",
+            data.len() - c.pos
+        ));
     }
     Ok(TraceRecord {
         camera,
@@ -762,7 +773,7 @@ mod tests {
             time_s: i as f64 * 0.5,
             outputs: vec![
                 Some(OutputValue::Vector(vec![0.1, 0.2 * i as f32, 0.7])),
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     None
                 } else {
                     Some(OutputValue::Tokens(vec![3, 4, 0]))
@@ -870,7 +881,10 @@ mod tests {
         newer[8..12].copy_from_slice(&(TRACE_VERSION + 1).to_le_bytes());
         std::fs::write(&foreign, &newer).unwrap();
         let e = TraceReader::open(&foreign).err().unwrap();
-        assert!(matches!(e, TraceError::NewerVersion { found: 2, .. }), "{e}");
+        assert!(
+            matches!(e, TraceError::NewerVersion { found: 2, .. }),
+            "{e}"
+        );
 
         let mut flipped = good.clone();
         let last_record_byte = good.len() - 16 - 6;

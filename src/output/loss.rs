@@ -131,7 +131,11 @@ mod tests {
             let fd = (loss_and_grad(task, &zp, t, &mut scratch)
                 - loss_and_grad(task, &zm, t, &mut scratch))
                 / (2.0 * h);
-            assert!((fd - g[i]).abs() < 2e-3, "{task:?} dz{i}: analytic {} vs fd {fd}", g[i]);
+            assert!(
+                (fd - g[i]).abs() < 2e-3,
+                "{task:?} dz{i}: analytic {} vs fd {fd}",
+                g[i]
+            );
         }
     }
 

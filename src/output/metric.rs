@@ -58,7 +58,11 @@ fn vector_score(task: TaskKind, p: &[f32], e: &[f32]) -> f64 {
             }
         }
         TaskKind::Regression => {
-            let mae = p.iter().zip(e).map(|(a, b)| (a - b).abs() as f64).sum::<f64>()
+            let mae = p
+                .iter()
+                .zip(e)
+                .map(|(a, b)| (a - b).abs() as f64)
+                .sum::<f64>()
                 / p.len() as f64;
             1.0 / (1.0 + mae)
         }
@@ -73,7 +77,11 @@ fn vector_score(task: TaskKind, p: &[f32], e: &[f32]) -> f64 {
                 / boxes as f64
         }
         TaskKind::Count => {
-            p.iter().zip(e).filter(|(a, b)| (*a - *b).abs() < 0.5).count() as f64 / p.len() as f64
+            p.iter()
+                .zip(e)
+                .filter(|(a, b)| (*a - *b).abs() < 0.5)
+                .count() as f64
+                / p.len() as f64
         }
         TaskKind::Sequence => 0.0,
     }
