@@ -5,6 +5,9 @@ use std::process::ExitCode;
 
 mod bench;
 mod profile;
+mod bench_links;
+mod links;
+mod train;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -26,6 +29,12 @@ pub enum Command {
     Profile(profile::Args),
     /// Speed measurements of the engine's parts.
     Bench(bench::Args),
+    /// Train every model link and ensemble from a trace into a link bundle.
+    Train(train::Args),
+    /// Print a link bundle's link matrix (validation scores, as in the paper's Table III).
+    Links(links::Args),
+    /// Time link training and prediction.
+    BenchLinks(bench_links::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -36,6 +45,9 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Links(args) => links::run(args),
+        Command::BenchLinks(args) => bench_links::run(args),
     };
     match result {
         Ok(code) => code,
