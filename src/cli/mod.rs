@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench_schedule;
+mod simulate;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,6 +22,10 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Simulate model selection on random instances (the paper's Fig. 10).
+    Simulate(simulate::Args),
+    /// Time one model selection for several model counts.
+    BenchSchedule(bench_schedule::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -28,6 +34,8 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::BenchSchedule(args) => bench_schedule::run(args),
     };
     match result {
         Ok(code) => code,
