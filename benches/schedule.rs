@@ -2,8 +2,8 @@
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use mlink::config::SelectionPolicy;
-use mlink::schedule::simulate::{Instance, PAPER_ENSEMBLE_GAIN, ScoreDist};
 use mlink::schedule::select;
+use mlink::schedule::simulate::{Instance, PAPER_ENSEMBLE_GAIN, ScoreDist};
 use rand::{SeedableRng, rngs::StdRng};
 use std::hint::black_box;
 

@@ -7,7 +7,12 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 /// Executes the steps, checking that memory stays within `budget_mb` after every step, that
 /// runs only touch loaded models, and returns how many times each model ran and the most
 /// models loaded at once.
-fn execute(plan: &ProfilingPlan, costs: &[Cost], loaded: &ModelSet, budget_mb: f64) -> (Vec<usize>, usize) {
+fn execute(
+    plan: &ProfilingPlan,
+    costs: &[Cost],
+    loaded: &ModelSet,
+    budget_mb: f64,
+) -> (Vec<usize>, usize) {
     let mut now = loaded.clone();
     let mut runs = vec![0; costs.len()];
     let mut most = now.len();
@@ -18,17 +23,26 @@ fn execute(plan: &ProfilingPlan, costs: &[Cost], loaded: &ModelSet, budget_mb: f
                 now.insert(*model);
             }
             Step::Unload { model } => {
-                assert!(now.contains(*model), "step {n}: {model} unloaded but not loaded");
+                assert!(
+                    now.contains(*model),
+                    "step {n}: {model} unloaded but not loaded"
+                );
                 now.remove(*model);
             }
             Step::Run { model, frames } => {
-                assert!(now.contains(*model), "step {n}: {model} runs without being loaded");
+                assert!(
+                    now.contains(*model),
+                    "step {n}: {model} runs without being loaded"
+                );
                 assert_eq!(frames, &plan.frames);
                 runs[*model] += 1;
             }
         }
         let used: f64 = now.iter().map(|m| costs[m].memory_mb).sum();
-        assert!(used <= budget_mb + 1e-9, "step {n}: {used} MB loaded, budget {budget_mb}");
+        assert!(
+            used <= budget_mb + 1e-9,
+            "step {n}: {used} MB loaded, budget {budget_mb}"
+        );
         most = most.max(now.len());
     }
     assert_eq!(now, plan.loaded_after);
@@ -57,12 +71,21 @@ fn one_model_at_a_time_never_loads_two() {
         assert_eq!(most, 1, "two models were loaded at once");
         // The already loaded model runs first, without a reload.
         if loaded.contains(2) {
-            assert_eq!(plan.steps[0], Step::Run { model: 2, frames: 0..900 });
+            assert_eq!(
+                plan.steps[0],
+                Step::Run {
+                    model: 2,
+                    frames: 0..900
+                }
+            );
             assert_eq!(plan.loads, 3);
         } else {
             assert_eq!(plan.loads, 4);
         }
-        assert_eq!(plan.unloads, plan.loads + loaded.len() - plan.loaded_after.len());
+        assert_eq!(
+            plan.unloads,
+            plan.loads + loaded.len() - plan.loaded_after.len()
+        );
         // 900 frames times 140 ms of models.
         assert!((plan.model_ms - 900.0 * 140.0).abs() < 1e-6);
     }
@@ -90,16 +113,17 @@ fn random_plans_respect_the_memory_budget() {
             .collect();
         let biggest = costs.iter().map(|c| c.memory_mb).fold(0.0, f64::max);
         let budget_mb = biggest * rng.random_range(1.0..4.0);
-        // Resident models: a prefix that fits.
+        // Resident models: a random selection that fits.
         let mut loaded = ModelSet::empty(k);
         let mut used = 0.0;
-        for m in 0..k {
-            if rng.random_bool(0.3) && used + costs[m].memory_mb <= budget_mb {
-                used += costs[m].memory_mb;
+        for (m, c) in costs.iter().enumerate() {
+            if rng.random_bool(0.3) && used + c.memory_mb <= budget_mb {
+                used += c.memory_mb;
                 loaded.insert(m);
             }
         }
-        let plan = ProfilingPlan::new(36_000, 0.01, &costs, &Budget::memory(budget_mb), &loaded).unwrap();
+        let plan =
+            ProfilingPlan::new(36_000, 0.01, &costs, &Budget::memory(budget_mb), &loaded).unwrap();
         let (runs, _) = execute(&plan, &costs, &loaded, budget_mb);
         assert_eq!(runs, vec![1; k]);
         assert!(plan.peak_memory_mb <= budget_mb + 1e-9);

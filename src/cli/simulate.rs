@@ -127,14 +127,19 @@ fn plot(r: &SimReport, path: &std::path::Path) -> anyhow::Result<()> {
             .x_desc("budget (0: cheapest model, 1: all models)")
             .y_desc("average output accuracy")
             .draw()?;
-        let series: [(&str, fn(&simulate::SimPoint) -> f64, RGBColor); 4] = [
+        type Series = (&'static str, fn(&simulate::SimPoint) -> f64, RGBColor);
+        let series: [Series; 4] = [
             ("Standalone", |p| p.standalone, RGBColor(120, 120, 120)),
             ("MLink (paper)", |p| p.mlink, RGBColor(31, 119, 180)),
             ("Gain greedy", |p| p.gain, RGBColor(44, 160, 44)),
             ("Optimal", |p| p.optimal, RGBColor(214, 39, 40)),
         ];
         for (name, get, color) in series {
-            let pts: Vec<(f64, f64)> = r.points.iter().map(|p| (p.budget_fraction, get(p))).collect();
+            let pts: Vec<(f64, f64)> = r
+                .points
+                .iter()
+                .map(|p| (p.budget_fraction, get(p)))
+                .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
                 .label(name)

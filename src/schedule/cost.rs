@@ -43,7 +43,10 @@ impl Cost {
 impl std::ops::Add for Cost {
     type Output = Cost;
     fn add(self, o: Cost) -> Cost {
-        Cost::new(self.memory_mb + o.memory_mb, self.ms_per_frame + o.ms_per_frame)
+        Cost::new(
+            self.memory_mb + o.memory_mb,
+            self.ms_per_frame + o.ms_per_frame,
+        )
     }
 }
 
@@ -56,7 +59,10 @@ impl std::ops::AddAssign for Cost {
 impl std::ops::Sub for Cost {
     type Output = Cost;
     fn sub(self, o: Cost) -> Cost {
-        Cost::new(self.memory_mb - o.memory_mb, self.ms_per_frame - o.ms_per_frame)
+        Cost::new(
+            self.memory_mb - o.memory_mb,
+            self.ms_per_frame - o.ms_per_frame,
+        )
     }
 }
 
@@ -198,7 +204,11 @@ mod tests {
     #[test]
     fn set_cost_counts_models_and_links() {
         let costs = Costs {
-            models: vec![Cost::new(4600.0, 44.0), Cost::new(1500.0, 30.0), Cost::new(3700.0, 60.0)],
+            models: vec![
+                Cost::new(4600.0, 44.0),
+                Cost::new(1500.0, 30.0),
+                Cost::new(3700.0, 60.0),
+            ],
             link: Cost::new(10.0, 0.5),
         };
         // {1}: model 1 plus two targets predicted by one link each.

@@ -59,11 +59,7 @@ pub enum ScheduleError {
     #[error("shape mismatch: {0}")]
     Shape(String),
     #[error("link score {score} from model {from} to model {to} is outside [0, 1]")]
-    Score {
-        from: usize,
-        to: usize,
-        score: f64,
-    },
+    Score { from: usize, to: usize, score: f64 },
     #[error("model {model} has an invalid cost {cost:?}: costs must be finite and not negative")]
     InvalidCost { model: usize, cost: Cost },
     #[error("invalid link cost {0:?}: costs must be finite and not negative")]

@@ -146,8 +146,14 @@ impl ProfilingPlan {
                 }
             }
         }
-        let loads = steps.iter().filter(|s| matches!(s, Step::Load { .. })).count();
-        let unloads = steps.iter().filter(|s| matches!(s, Step::Unload { .. })).count();
+        let loads = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Load { .. }))
+            .count();
+        let unloads = steps
+            .iter()
+            .filter(|s| matches!(s, Step::Unload { .. }))
+            .count();
         let model_ms: f64 = costs.iter().map(|c| c.ms_per_frame).sum::<f64>() * n_frames as f64;
         let summary = if in_turns {
             format!(
@@ -181,8 +187,14 @@ impl ProfilingPlan {
 /// Steps that move the loaded models from `from` to `to`: every unload first, then every
 /// load, so memory never holds more than the larger of the two sets.
 pub fn transition(from: &ModelSet, to: &ModelSet) -> Vec<Step> {
-    let unloads = from.iter().filter(|&m| !to.contains(m)).map(|model| Step::Unload { model });
-    let loads = to.iter().filter(|&m| !from.contains(m)).map(|model| Step::Load { model });
+    let unloads = from
+        .iter()
+        .filter(|&m| !to.contains(m))
+        .map(|model| Step::Unload { model });
+    let loads = to
+        .iter()
+        .filter(|&m| !from.contains(m))
+        .map(|model| Step::Load { model });
     unloads.chain(loads).collect()
 }
 

@@ -64,8 +64,8 @@ impl Instance {
             .map(|_| Cost::new(dist.sample(rng).max(MIN_COST), 0.0))
             .collect();
         // Scores are clamped to [0, 1] and the gain is the caller's constant.
-        let scores = MatrixScores::new(rows, gain.clamp(0.0, 1.0))
-            .unwrap_or_else(|e| unreachable!("{e}"));
+        let scores =
+            MatrixScores::new(rows, gain.clamp(0.0, 1.0)).unwrap_or_else(|e| unreachable!("{e}"));
         Instance {
             costs: Costs::models_only(models),
             scores,
