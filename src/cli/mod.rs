@@ -8,6 +8,8 @@ mod profile;
 mod bench_links;
 mod links;
 mod train;
+mod bench_schedule;
+mod simulate;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -35,6 +37,10 @@ pub enum Command {
     Links(links::Args),
     /// Time link training and prediction.
     BenchLinks(bench_links::Args),
+    /// Simulate model selection on random instances (the paper's Fig. 10).
+    Simulate(simulate::Args),
+    /// Time one model selection for several model counts.
+    BenchSchedule(bench_schedule::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -48,6 +54,8 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Links(args) => links::run(args),
         Command::BenchLinks(args) => bench_links::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::BenchSchedule(args) => bench_schedule::run(args),
     };
     match result {
         Ok(code) => code,
