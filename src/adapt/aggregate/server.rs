@@ -102,7 +102,7 @@ impl AggregatorMetrics {
             )?,
             updates_rejected: counter(
                 "mlink_aggregator_updates_rejected_total",
-                "Requests refused, by reason",
+                "Requests refused (updates, pulls and state reads), by reason",
                 "reason",
             )?,
             pending_updates: gauge(
@@ -340,7 +340,12 @@ async fn deadline_loop(shared: Arc<Shared>) {
                         .round_extensions
                         .with_label_values(&[&link_id])
                         .inc();
-                    tracing::warn!(link = %link_id, round, updates, "deadline passed without a quorum; round extended");
+                    // An idle round (no edge online) is routine; a partial one is worth a warning.
+                    if updates > 0 {
+                        tracing::warn!(link = %link_id, round, updates, "deadline passed without a quorum; round extended");
+                    } else {
+                        tracing::debug!(link = %link_id, round, "deadline passed with no update; round extended");
+                    }
                 }
             }
         }
