@@ -10,6 +10,7 @@ mod links;
 mod train;
 mod bench_schedule;
 mod simulate;
+mod aggregate;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,8 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Time one model selection for several model counts.
     BenchSchedule(bench_schedule::Args),
+    /// Serve cross-domain link aggregation (federated averaging) for edge engines.
+    Aggregate(aggregate::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -56,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::BenchLinks(args) => bench_links::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::BenchSchedule(args) => bench_schedule::run(args),
+        Command::Aggregate(args) => aggregate::run(args),
     };
     match result {
         Ok(code) => code,
