@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod eval;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
+    Eval(eval::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -28,6 +31,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,
