@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench_schedule;
+mod simulate;
 mod eval;
 mod validate;
 
@@ -21,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Simulate model selection on random instances (the paper's Fig. 10).
+    Simulate(simulate::Args),
+    /// Time one model selection for several model counts.
+    BenchSchedule(bench_schedule::Args),
     /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
     Eval(eval::Args),
 }
@@ -31,6 +37,8 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::BenchSchedule(args) => bench_schedule::run(args),
         Command::Eval(args) => eval::run(args),
     };
     match result {
