@@ -1,10 +1,10 @@
 //! `mlink eval`: replays scheduling methods and baselines over a recorded trace.
 
-use anyhow::{Context, bail};
 use crate::eval::{
     Period, Problem, ReplayConfig, default_budgets, evaluate, render_text, write_report,
 };
 use crate::schedule::{Budget, Cost, Costs};
+use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -30,7 +30,12 @@ const HARRIS_K: f64 = 0.05;
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
     #[error("frames differ in size: {a_w}x{a_h} and {b_w}x{b_h}")]
-    SizeMismatch { a_w: u32, a_h: u32, b_w: u32, b_h: u32 },
+    SizeMismatch {
+        a_w: u32,
+        a_h: u32,
+        b_w: u32,
+        b_h: u32,
+    },
     #[error("an RGB buffer of {got} bytes does not match {width}x{height} ({expected} bytes)")]
     BufferSize {
         width: u32,

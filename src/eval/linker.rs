@@ -1,8 +1,8 @@
 //! The replay's view of trained links: predict one target from the exact outputs of a set of
 //! sources, with links and ensembles trained on the training part of a trace.
 
-use super::problem::Problem;
 use super::EvalError;
+use super::problem::Problem;
 use crate::link::{LinkBundle, TrainParams};
 use crate::output::{OutputSpec, OutputValue};
 

@@ -193,9 +193,7 @@ mod tests {
     use super::*;
 
     fn one_stream(d: &[f32]) -> Vec<DiffStep> {
-        d.iter()
-            .map(|&diff| DiffStep { stream: 0, diff })
-            .collect()
+        d.iter().map(|&diff| DiffStep { stream: 0, diff }).collect()
     }
 
     #[test]
@@ -208,19 +206,28 @@ mod tests {
     fn differences_accumulate_since_the_last_sent_frame() {
         let s = one_stream(&[0.9, 0.1, 0.1, 0.1, 0.5, 0.05]);
         // first always sent; 0.1+0.1+0.1 = 0.3 reaches 0.3 at frame 3; 0.5 at frame 4.
-        assert_eq!(
-            filter(&s, 0.3),
-            vec![true, false, false, true, true, false]
-        );
+        assert_eq!(filter(&s, 0.3), vec![true, false, false, true, true, false]);
     }
 
     #[test]
     fn streams_are_filtered_independently() {
         let s = vec![
-            DiffStep { stream: 0, diff: 0.0 },
-            DiffStep { stream: 1, diff: 0.0 },
-            DiffStep { stream: 0, diff: 0.2 },
-            DiffStep { stream: 1, diff: 0.0 },
+            DiffStep {
+                stream: 0,
+                diff: 0.0,
+            },
+            DiffStep {
+                stream: 1,
+                diff: 0.0,
+            },
+            DiffStep {
+                stream: 0,
+                diff: 0.2,
+            },
+            DiffStep {
+                stream: 1,
+                diff: 0.0,
+            },
         ];
         assert_eq!(filter(&s, 0.1), vec![true, true, true, false]);
     }
@@ -243,9 +250,21 @@ mod tests {
     #[test]
     fn allocation_spends_less_as_the_rate_grows() {
         let c = vec![
-            Operating { threshold: 0.0, sent: 1.0, accuracy: 1.0 },
-            Operating { threshold: 1.0, sent: 0.5, accuracy: 0.95 },
-            Operating { threshold: 2.0, sent: 0.1, accuracy: 0.6 },
+            Operating {
+                threshold: 0.0,
+                sent: 1.0,
+                accuracy: 1.0,
+            },
+            Operating {
+                threshold: 1.0,
+                sent: 0.5,
+                accuracy: 0.95,
+            },
+            Operating {
+                threshold: 2.0,
+                sent: 0.1,
+                accuracy: 0.6,
+            },
         ];
         let curves = vec![c.clone(), c];
         let lat = [10.0, 100.0];

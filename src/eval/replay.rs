@@ -7,11 +7,11 @@
 //! Every model is scored on every test frame against its exact output with its task's metric,
 //! and the scores are averaged over models and frames: the paper's average output accuracy.
 
+use super::EvalError;
 use super::linker::Linker;
 use super::problem::Problem;
 use super::reducto::{self, DiffStep, Operating};
 use super::stats::mean;
-use super::EvalError;
 use crate::config::SelectionPolicy;
 use crate::output::OutputValue;
 use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
@@ -278,7 +278,10 @@ impl<'p> Replay<'p> {
     /// The score of the single link `source -> target` on frame `t`.
     fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
         let frame = &self.problem.frames[t];
-        match self.linker.predict(target, &[(source, &frame.outputs[source])]) {
+        match self
+            .linker
+            .predict(target, &[(source, &frame.outputs[source])])
+        {
             Some(p) => super::score(
                 &self.problem.models[target].spec,
                 &p,
@@ -309,7 +312,13 @@ impl<'p> Replay<'p> {
     pub fn full_ensembles(&self, frames: &[usize]) -> Vec<f64> {
         let all = (1u64 << self.k) - 1;
         (0..self.k)
-            .map(|j| mean(frames.iter().map(|&t| self.frame_scores(all & !(1 << j), t)[j])))
+            .map(|j| {
+                mean(
+                    frames
+                        .iter()
+                        .map(|&t| self.frame_scores(all & !(1 << j), t)[j]),
+                )
+            })
             .collect()
     }
 
@@ -483,7 +492,11 @@ impl<'p> Replay<'p> {
                 let base = self.train.start;
                 let frames = &self.problem.frames;
                 let mut reuse = |a: usize, b: usize| {
-                    super::score(spec, &frames[base + a].outputs[m], &frames[base + b].outputs[m])
+                    super::score(
+                        spec,
+                        &frames[base + a].outputs[m],
+                        &frames[base + b].outputs[m],
+                    )
                 };
                 let curve = reducto::curve(&steps, &cands, &mut reuse);
                 let at_target = reducto::pick_for_target(&curve, self.cfg.reducto_target);
@@ -507,7 +520,12 @@ impl<'p> Replay<'p> {
     }
 
     /// Serves the test part with Reducto at the given per-model thresholds.
-    pub fn run_reducto(&self, tuning: &ReductoTuning, points: &[Operating], detail: String) -> Outcome {
+    pub fn run_reducto(
+        &self,
+        tuning: &ReductoTuning,
+        points: &[Operating],
+        detail: String,
+    ) -> Outcome {
         let k = self.k;
         let frames = &self.problem.frames;
         let base = self.test.start;
@@ -519,7 +537,11 @@ impl<'p> Replay<'p> {
             let steps = self.diff_steps(self.test.clone(), tuning.models[m].feature);
             let spec = &self.problem.models[m].spec;
             let mut reuse = |a: usize, b: usize| {
-                super::score(spec, &frames[base + a].outputs[m], &frames[base + b].outputs[m])
+                super::score(
+                    spec,
+                    &frames[base + a].outputs[m],
+                    &frames[base + b].outputs[m],
+                )
             };
             let o = reducto::evaluate(&steps, points[m].threshold, &mut reuse);
             model_accuracy.push(o.accuracy);
@@ -549,7 +571,12 @@ impl<'p> Replay<'p> {
     /// `target_ms` is kept. Only compute is matched on the test part; accuracy never chooses.
     pub fn run_reducto_matched(&self, tuning: &ReductoTuning, target_ms: f64) -> Outcome {
         let curves: Vec<Vec<Operating>> = tuning.models.iter().map(|m| m.curve.clone()).collect();
-        let lat: Vec<f64> = self.problem.models.iter().map(|m| m.cost.ms_per_frame).collect();
+        let lat: Vec<f64> = self
+            .problem
+            .models
+            .iter()
+            .map(|m| m.cost.ms_per_frame)
+            .collect();
         let mut best: Option<(f64, Vec<Operating>)> = None;
         let mut cheapest: Option<(f64, Vec<Operating>)> = None;
         for step in 0..=240 {
@@ -570,10 +597,7 @@ impl<'p> Replay<'p> {
         let (points, note) = match (best, cheapest) {
             (Some((_, p)), _) => (p, ""),
             (None, Some((_, p))) => (p, "; cannot spend as little as the matched time"),
-            (None, None) => (
-                tuning.models.iter().map(|m| m.at_target).collect(),
-                "",
-            ),
+            (None, None) => (tuning.models.iter().map(|m| m.at_target).collect(), ""),
         };
         let detail = format!("{}{note}", self.reducto_detail(tuning, &points));
         self.run_reducto(tuning, &points, detail)

@@ -2,10 +2,10 @@
 //! ensemble scores (Table III), correlations between model outputs (Table II), rendered as
 //! text, Markdown, JSON and SVG plots.
 
+use super::EvalError;
 use super::problem::Problem;
 use super::replay::{Method, Outcome, Replay, ReplayConfig};
 use super::stats::{pearson, scalar_of};
-use super::EvalError;
 use crate::config::SelectionPolicy;
 use crate::output::TaskKind;
 use crate::schedule::{Budget, Costs, ModelSet};
@@ -90,14 +90,23 @@ pub fn default_budgets(costs: &Costs) -> Vec<Budget> {
     let use_memory = costs.models.iter().any(|c| c.memory_mb > 0.0);
     let value = |set: &ModelSet| {
         let c = costs.set_cost(set);
-        if use_memory { c.memory_mb } else { c.ms_per_frame }
+        if use_memory {
+            c.memory_mb
+        } else {
+            c.ms_per_frame
+        }
     };
     let mut out = Vec::new();
     for n in 1..=2usize.min(k.saturating_sub(1)).max(1) {
         let sized = |size: usize| -> Vec<f64> {
             (0..(1u64 << k))
                 .filter(|m| m.count_ones() as usize == size)
-                .map(|m| value(&ModelSet::from_indices(k, (0..k).filter(|i| m >> i & 1 == 1))))
+                .map(|m| {
+                    value(&ModelSet::from_indices(
+                        k,
+                        (0..k).filter(|i| m >> i & 1 == 1),
+                    ))
+                })
                 .collect()
         };
         let n_costs = sized(n);
@@ -325,7 +334,11 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
         "Trace: {} ({} frames, cameras: {}). Training: the first {} frames ({:.0}% of the time span) train the links; \
          test: {} frames in {} periods with {} profiling frames ({:.0}% profiling share per period, at least {} per period, \
          scores over the last {} periods' profiling frames). Link cost: {:.2} MB, {:.3} ms per link. Seed {}.{}\n",
-        if r.trace.source.is_empty() { "(no description)" } else { &r.trace.source },
+        if r.trace.source.is_empty() {
+            "(no description)"
+        } else {
+            &r.trace.source
+        },
         r.trace.frames,
         r.trace.cameras.join(", "),
         r.trace.train_frames,
@@ -340,12 +353,18 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
         r.config.link_cost.ms_per_frame,
         r.config.seed,
         if r.trace.incomplete_records > 0 {
-            format!(" {} records lacking an output were left out.", r.trace.incomplete_records)
+            format!(
+                " {} records lacking an output were left out.",
+                r.trace.incomplete_records
+            )
         } else {
             String::new()
         }
     );
-    let _ = writeln!(s, "| model | task | memory MB | ms/frame |\n|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| model | task | memory MB | ms/frame |\n|---|---|---|---|"
+    );
     for m in &r.trace.models {
         let _ = writeln!(
             s,
@@ -456,7 +475,10 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
         let _ = writeln!(s, " {} |", pct(r.links.ensembles[j]));
     }
 
-    let _ = writeln!(s, "\n## Table II analog: correlations between model outputs\n");
+    let _ = writeln!(
+        s,
+        "\n## Table II analog: correlations between model outputs\n"
+    );
     let _ = writeln!(
         s,
         "Pearson r over the whole trace between scalar views of the outputs (arg-max class for classifiers, box \
@@ -579,7 +601,10 @@ pub fn plot_accuracy_vs_time(r: &Report) -> Result<String, EvalError> {
             .chain([r.reducto_at_target.ms_per_frame])
             .fold(1.0f64, f64::max);
         let mut chart = ChartBuilder::on(&root)
-            .caption("Average output accuracy vs time per frame", ("sans-serif", 20))
+            .caption(
+                "Average output accuracy vs time per frame",
+                ("sans-serif", 20),
+            )
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(50)
@@ -628,8 +653,16 @@ pub fn write_report(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
         source: e,
     };
     let plots = [
-        ("Accuracy vs budget", "accuracy_vs_budget.svg", plot_accuracy_vs_budget(r)?),
-        ("Accuracy vs time per frame", "accuracy_vs_time.svg", plot_accuracy_vs_time(r)?),
+        (
+            "Accuracy vs budget",
+            "accuracy_vs_budget.svg",
+            plot_accuracy_vs_budget(r)?,
+        ),
+        (
+            "Accuracy vs time per frame",
+            "accuracy_vs_time.svg",
+            plot_accuracy_vs_time(r)?,
+        ),
     ];
     let mut written = Vec::new();
     for (_, name, svg) in &plots {

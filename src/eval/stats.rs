@@ -16,7 +16,11 @@ pub fn scalar_of(spec: &OutputSpec, value: &OutputValue) -> Option<f64> {
             .filter(|(_, x)| x.is_finite())
             .max_by(|a, b| a.1.total_cmp(b.1))
             .map(|(i, _)| i as f64),
-        TaskKind::Localization => Some(if v.iter().any(|&x| x != 0.0) { 1.0 } else { 0.0 }),
+        TaskKind::Localization => Some(if v.iter().any(|&x| x != 0.0) {
+            1.0
+        } else {
+            0.0
+        }),
         TaskKind::Count | TaskKind::Regression => v.first().map(|&x| f64::from(x)),
         TaskKind::Sequence => None,
     }
@@ -72,9 +76,15 @@ mod tests {
         let v = OutputValue::Vector(vec![0.1, 0.7, 0.2]);
         assert_eq!(scalar_of(&cls, &v), Some(1.0));
         let bx = OutputSpec::vector(4, TaskKind::Localization);
-        assert_eq!(scalar_of(&bx, &OutputValue::Vector(vec![0.0; 4])), Some(0.0));
+        assert_eq!(
+            scalar_of(&bx, &OutputValue::Vector(vec![0.0; 4])),
+            Some(0.0)
+        );
         let cnt = OutputSpec::vector(2, TaskKind::Count);
-        assert_eq!(scalar_of(&cnt, &OutputValue::Vector(vec![3.0, 1.0])), Some(3.0));
+        assert_eq!(
+            scalar_of(&cnt, &OutputValue::Vector(vec![3.0, 1.0])),
+            Some(3.0)
+        );
         let seq = OutputSpec::sequence(5, 4, 0);
         assert_eq!(scalar_of(&seq, &OutputValue::Tokens(vec![1])), None);
     }
