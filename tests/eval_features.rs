@@ -24,7 +24,14 @@ fn decode_vtest(n: usize) -> Vec<Vec<u8>> {
         .arg("-q")
         .arg("filesrc")
         .arg(format!("location={}", footage.display()))
-        .args(["!", "decodebin", "!", "videoconvert", "!", "video/x-raw,format=RGB"])
+        .args([
+            "!",
+            "decodebin",
+            "!",
+            "videoconvert",
+            "!",
+            "video/x-raw,format=RGB",
+        ])
         .args(["!", "identity", &format!("eos-after={n}")])
         .args(["!", "multifilesink"])
         .arg(format!("location={}/f-%03d.rgb", dir.path().display()))
@@ -34,7 +41,11 @@ fn decode_vtest(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let b = std::fs::read(dir.path().join(format!("f-{i:03}.rgb"))).unwrap();
-            assert_eq!(b.len(), (W * H * 3) as usize, "frame {i} is not {W}x{H} RGB");
+            assert_eq!(
+                b.len(),
+                (W * H * 3) as usize,
+                "frame {i} is not {W}x{H} RGB"
+            );
             b
         })
         .collect()
@@ -58,10 +69,17 @@ fn identical_frames_give_zero_and_different_frames_positive_differences() {
 
     let moved = frame_features(&a, &later).unwrap();
     for (name, v) in FEATURE_NAMES.iter().zip(&moved) {
-        assert!(*v > 0.0 && *v <= 1.0, "{name} difference is {v}, expected in (0, 1]");
+        assert!(
+            *v > 0.0 && *v <= 1.0,
+            "{name} difference is {v}, expected in (0, 1]"
+        );
     }
     // Pedestrians are a small part of the view: most pixels must not count as changed.
-    assert!(moved[0] < 0.5, "pixel difference {} is implausibly large", moved[0]);
+    assert!(
+        moved[0] < 0.5,
+        "pixel difference {} is implausibly large",
+        moved[0]
+    );
 
     // The streaming extractor agrees with the pairwise function and starts at zero.
     let mut d = FrameDiffer::new();
