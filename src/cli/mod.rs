@@ -11,6 +11,7 @@ mod train;
 mod bench_schedule;
 mod simulate;
 mod aggregate;
+mod eval;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -44,6 +45,8 @@ pub enum Command {
     BenchSchedule(bench_schedule::Args),
     /// Serve cross-domain link aggregation (federated averaging) for edge engines.
     Aggregate(aggregate::Args),
+    /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
+    Eval(eval::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::BenchSchedule(args) => bench_schedule::run(args),
         Command::Aggregate(args) => aggregate::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,
