@@ -15,6 +15,10 @@ pub struct Args {
 pub enum Bench {
     /// Per-model latency and the share of pre- and post-processing in it.
     Models(ModelsArgs),
+    /// Link training and prediction times.
+    Links(super::bench_links::Args),
+    /// Model selection time for several model counts.
+    Schedule(super::bench_schedule::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -32,6 +36,8 @@ pub struct ModelsArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         Bench::Models(a) => models(a),
+        Bench::Links(a) => super::bench_links::run(a),
+        Bench::Schedule(a) => super::bench_schedule::run(a),
     }
 }
 

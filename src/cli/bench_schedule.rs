@@ -1,4 +1,4 @@
-//! `mlink bench-schedule`: how long one selection takes for 10, 20 and 100 models.
+//! `mlink bench schedule`: how long one selection takes for 10, 20 and 100 models.
 
 use crate::config::SelectionPolicy;
 use crate::schedule::simulate::{Instance, PAPER_ENSEMBLE_GAIN, ScoreDist};

@@ -37,12 +37,8 @@ pub enum Command {
     Train(train::Args),
     /// Print a link bundle's link matrix (validation scores, as in the paper's Table III).
     Links(links::Args),
-    /// Time link training and prediction.
-    BenchLinks(bench_links::Args),
     /// Simulate model selection on random instances (the paper's Fig. 10).
     Simulate(simulate::Args),
-    /// Time one model selection for several model counts.
-    BenchSchedule(bench_schedule::Args),
     /// Serve cross-domain link aggregation (federated averaging) for edge engines.
     Aggregate(aggregate::Args),
     /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
@@ -59,9 +55,7 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Train(args) => train::run(args),
         Command::Links(args) => links::run(args),
-        Command::BenchLinks(args) => bench_links::run(args),
         Command::Simulate(args) => simulate::run(args),
-        Command::BenchSchedule(args) => bench_schedule::run(args),
         Command::Aggregate(args) => aggregate::run(args),
         Command::Eval(args) => eval::run(args),
     };

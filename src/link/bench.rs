@@ -1,4 +1,4 @@
-//! The link speed figures shared by `benches/links.rs` and `mlink bench-links`: the workloads
+//! The link speed figures shared by `benches/links.rs` and `mlink bench links`: the workloads
 //! are built here once so both measure the same thing.
 
 use super::LinkBundle;
