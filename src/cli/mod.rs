@@ -3,6 +3,15 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
+mod profile;
+mod bench_links;
+mod links;
+mod train;
+mod bench_schedule;
+mod simulate;
+mod aggregate;
+mod eval;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,6 +29,20 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Measure every model's memory and latency (or show the declared costs).
+    Profile(profile::Args),
+    /// Speed measurements of the engine's parts.
+    Bench(bench::Args),
+    /// Train every model link and ensemble from a trace into a link bundle.
+    Train(train::Args),
+    /// Print a link bundle's link matrix (validation scores, as in the paper's Table III).
+    Links(links::Args),
+    /// Simulate model selection on random instances (the paper's Fig. 10).
+    Simulate(simulate::Args),
+    /// Serve cross-domain link aggregation (federated averaging) for edge engines.
+    Aggregate(aggregate::Args),
+    /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
+    Eval(eval::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -28,6 +51,13 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Links(args) => links::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Aggregate(args) => aggregate::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,17 +1,28 @@
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Pipeline files to check.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "schema")]
     pub files: Vec<PathBuf>,
+    /// Print the JSON schema of pipeline files instead of checking files.
+    #[arg(long, conflicts_with = "files")]
+    pub schema: bool,
 }
 
+/// Exit status 0 when every file is valid, 1 when any is not (every error is printed).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.schema {
+        let text = serde_json::to_string_pretty(&crate::config::json_schema())
+            .context("cannot render the schema")?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut ok = true;
     for f in &args.files {
-        match crate::config::load(f) {
+        match crate::config::load_and_validate(f) {
             Ok(_) => println!("{}: ok", f.display()),
             Err(errors) => {
                 ok = false;

@@ -173,9 +173,15 @@ pub enum AdapterKind {
     FaceAttribute,
 }
 
-/// The output head of a model.
+/// The output head of a model: what the application consumes from it and what links map
+/// between. Written as a mapping with a `kind` field and the fields of that kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "HeadFields"
+)]
 pub enum HeadConfig {
     /// Number of detections of the given classes (COCO names, or `vehicle`).
     Count { classes: Vec<String> },
@@ -201,13 +207,179 @@ pub enum HeadConfig {
     Label,
 }
 
+/// The kinds of output head, as written in `head.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    Count,
+    ClassCounts,
+    Occupancy,
+    Probs,
+    Features,
+    Boxes,
+    Label,
+}
+
+impl HeadKind {
+    /// Every head kind, in documentation order.
+    pub const ALL: [HeadKind; 7] = [
+        HeadKind::Count,
+        HeadKind::ClassCounts,
+        HeadKind::Occupancy,
+        HeadKind::Probs,
+        HeadKind::Features,
+        HeadKind::Boxes,
+        HeadKind::Label,
+    ];
+
+    /// The name written in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadKind::Count => "count",
+            HeadKind::ClassCounts => "class_counts",
+            HeadKind::Occupancy => "occupancy",
+            HeadKind::Probs => "probs",
+            HeadKind::Features => "features",
+            HeadKind::Boxes => "boxes",
+            HeadKind::Label => "label",
+        }
+    }
+
+    /// The fields a head of this kind takes besides `kind`, required ones first.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            HeadKind::Count | HeadKind::ClassCounts => &["classes"],
+            HeadKind::Occupancy => &["classes", "rows", "cols"],
+            HeadKind::Boxes => &["classes", "grid", "max_boxes"],
+            HeadKind::Probs | HeadKind::Features | HeadKind::Label => &[],
+        }
+    }
+}
+
+impl HeadConfig {
+    pub fn kind(&self) -> HeadKind {
+        match self {
+            HeadConfig::Count { .. } => HeadKind::Count,
+            HeadConfig::ClassCounts { .. } => HeadKind::ClassCounts,
+            HeadConfig::Occupancy { .. } => HeadKind::Occupancy,
+            HeadConfig::Probs => HeadKind::Probs,
+            HeadConfig::Features => HeadKind::Features,
+            HeadConfig::Boxes { .. } => HeadKind::Boxes,
+            HeadConfig::Label => HeadKind::Label,
+        }
+    }
+
+    /// The class names the head counts or localises; empty for classifier heads.
+    pub fn classes(&self) -> &[String] {
+        match self {
+            HeadConfig::Count { classes }
+            | HeadConfig::ClassCounts { classes }
+            | HeadConfig::Occupancy { classes, .. }
+            | HeadConfig::Boxes { classes, .. } => classes,
+            HeadConfig::Probs | HeadConfig::Features | HeadConfig::Label => &[],
+        }
+    }
+}
+
+/// A head as written in the file: the union of every kind's fields, read in one pass so that
+/// a wrong or unknown field is reported at its own line, then checked against `kind`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeadFields {
+    kind: HeadKind,
+    #[serde(default)]
+    classes: Option<Vec<String>>,
+    #[serde(default)]
+    rows: Option<usize>,
+    #[serde(default)]
+    cols: Option<usize>,
+    #[serde(default)]
+    grid: Option<usize>,
+    #[serde(default)]
+    max_boxes: Option<usize>,
+}
+
+impl TryFrom<HeadFields> for HeadConfig {
+    type Error = String;
+
+    fn try_from(h: HeadFields) -> Result<Self, String> {
+        let kind = h.kind;
+        let present = [
+            ("classes", h.classes.is_some()),
+            ("rows", h.rows.is_some()),
+            ("cols", h.cols.is_some()),
+            ("grid", h.grid.is_some()),
+            ("max_boxes", h.max_boxes.is_some()),
+        ];
+        check_variant_fields("head", kind.name(), kind.fields(), &present)?;
+        let need = |v: Option<usize>, name: &str| {
+            v.ok_or_else(|| format!("head kind `{}` needs `{name}`", kind.name()))
+        };
+        // Detector heads may leave `classes` out for single-class models (faces, persons).
+        let classes = h.classes.unwrap_or_default();
+        Ok(match kind {
+            HeadKind::Count => HeadConfig::Count { classes },
+            HeadKind::ClassCounts => HeadConfig::ClassCounts { classes },
+            HeadKind::Occupancy => HeadConfig::Occupancy {
+                classes,
+                rows: need(h.rows, "rows")?,
+                cols: need(h.cols, "cols")?,
+            },
+            HeadKind::Boxes => HeadConfig::Boxes {
+                classes,
+                grid: need(h.grid, "grid")?,
+                max_boxes: need(h.max_boxes, "max_boxes")?,
+            },
+            HeadKind::Probs => HeadConfig::Probs,
+            HeadKind::Features => HeadConfig::Features,
+            HeadKind::Label => HeadConfig::Label,
+        })
+    }
+}
+
+/// Rejects fields that are present but do not belong to the chosen variant of a tagged
+/// mapping (a head or a sink).
+fn check_variant_fields(
+    what: &str,
+    kind: &str,
+    allowed: &[&str],
+    present: &[(&str, bool)],
+) -> Result<(), String> {
+    let stray: Vec<&str> = present
+        .iter()
+        .filter(|(name, set)| *set && !allowed.contains(name))
+        .map(|(name, _)| *name)
+        .collect();
+    if stray.is_empty() {
+        return Ok(());
+    }
+    let allowed = if allowed.is_empty() {
+        "no other fields".to_string()
+    } else {
+        allowed
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(format!(
+        "{} {} not allowed for {what} kind `{kind}` (it takes {allowed})",
+        stray
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if stray.len() == 1 { "is" } else { "are" },
+    ))
+}
+
 /// A model's cost.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum CostConfig {
     /// `auto`: profile memory and latency when the pipeline starts.
     #[default]
-    #[serde(with = "auto_literal")]
+    #[serde(serialize_with = "serialize_auto")]
     Auto,
     /// Declared cost.
     Declared(DeclaredCost),
@@ -222,22 +394,41 @@ pub struct DeclaredCost {
     pub latency_ms: f64,
 }
 
-mod auto_literal {
-    use serde::{Deserialize, Deserializer, Serializer};
+fn serialize_auto<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("auto")
+}
 
-    pub fn serialize<S: Serializer>(s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("auto")
-    }
+// Written by hand rather than `untagged` so that an error inside a declared cost keeps its
+// own field path and line instead of becoming "did not match any variant".
+impl<'de> Deserialize<'de> for CostConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CostVisitor;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-        let s = String::deserialize(d)?;
-        if s == "auto" {
-            Ok(())
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "expected `auto` or {{memory_mb, latency_ms}}, found {s:?}"
-            )))
+        impl<'de> serde::de::Visitor<'de> for CostVisitor {
+            type Value = CostConfig;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`auto` or a mapping with `memory_mb` and `latency_ms`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CostConfig, E> {
+                if s == "auto" {
+                    Ok(CostConfig::Auto)
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(s), &self))
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<CostConfig, A::Error> {
+                DeclaredCost::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(CostConfig::Declared)
+            }
         }
+
+        d.deserialize_any(CostVisitor)
     }
 }
 
@@ -395,13 +586,20 @@ pub struct AggregatorConfig {
     pub edge_id: String,
 }
 
-/// An output sink.
+/// An output sink. Written as a mapping with a `kind` field and the fields of that kind.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "SinkFields"
+)]
 pub enum SinkConfig {
     /// JSON lines to a file, rotated by size.
     Jsonl {
+        /// File to append records to, relative to the pipeline file.
         path: PathBuf,
+        /// Size in MB at which the file is rotated.
         #[serde(default = "default_rotate_mb")]
         rotate_mb: f64,
     },
@@ -409,15 +607,98 @@ pub enum SinkConfig {
     Stdout,
     /// MQTT, one topic per camera: `<topic_prefix>/<camera>`.
     Mqtt {
+        /// Broker host name or address.
         host: String,
+        /// Broker port.
         #[serde(default = "default_mqtt_port")]
         port: u16,
+        /// Topic prefix; records go to `<topic_prefix>/<camera>`.
         #[serde(default = "default_topic_prefix")]
         topic_prefix: String,
         /// Records buffered while the broker is unreachable; older ones are dropped and counted.
         #[serde(default = "default_sink_buffer")]
         buffer: usize,
     },
+}
+
+/// The kinds of sink, as written in `sinks[i].kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Jsonl,
+    Stdout,
+    Mqtt,
+}
+
+impl SinkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Jsonl => "jsonl",
+            SinkKind::Stdout => "stdout",
+            SinkKind::Mqtt => "mqtt",
+        }
+    }
+
+    /// The fields a sink of this kind takes besides `kind`, required ones first.
+    pub fn fields(self) -> &'static [&'static str] {
+        match self {
+            SinkKind::Jsonl => &["path", "rotate_mb"],
+            SinkKind::Stdout => &[],
+            SinkKind::Mqtt => &["host", "port", "topic_prefix", "buffer"],
+        }
+    }
+}
+
+/// A sink as written in the file: the union of every kind's fields (see [`HeadFields`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkFields {
+    kind: SinkKind,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    rotate_mb: Option<f64>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    topic_prefix: Option<String>,
+    #[serde(default)]
+    buffer: Option<usize>,
+}
+
+impl TryFrom<SinkFields> for SinkConfig {
+    type Error = String;
+
+    fn try_from(s: SinkFields) -> Result<Self, String> {
+        let present = [
+            ("path", s.path.is_some()),
+            ("rotate_mb", s.rotate_mb.is_some()),
+            ("host", s.host.is_some()),
+            ("port", s.port.is_some()),
+            ("topic_prefix", s.topic_prefix.is_some()),
+            ("buffer", s.buffer.is_some()),
+        ];
+        check_variant_fields("sink", s.kind.name(), s.kind.fields(), &present)?;
+        Ok(match s.kind {
+            SinkKind::Jsonl => SinkConfig::Jsonl {
+                path: s
+                    .path
+                    .ok_or_else(|| "sink kind `jsonl` needs `path`".to_string())?,
+                rotate_mb: s.rotate_mb.unwrap_or_else(default_rotate_mb),
+            },
+            SinkKind::Stdout => SinkConfig::Stdout,
+            SinkKind::Mqtt => SinkConfig::Mqtt {
+                host: s
+                    .host
+                    .ok_or_else(|| "sink kind `mqtt` needs `host`".to_string())?,
+                port: s.port.unwrap_or_else(default_mqtt_port),
+                topic_prefix: s.topic_prefix.unwrap_or_else(default_topic_prefix),
+                buffer: s.buffer.unwrap_or_else(default_sink_buffer),
+            },
+        })
+    }
 }
 
 fn default_rotate_mb() -> f64 {
@@ -452,4 +733,173 @@ impl Default for MetricsConfig {
 
 fn default_listen() -> Option<String> {
     Some("127.0.0.1:9464".into())
+}
+
+impl AdapterKind {
+    /// Every adapter, in documentation order.
+    pub const ALL: [AdapterKind; 6] = [
+        AdapterKind::Centernet,
+        AdapterKind::Nanodet,
+        AdapterKind::MovenetMultipose,
+        AdapterKind::Blazeface,
+        AdapterKind::EfficientnetLite,
+        AdapterKind::FaceAttribute,
+    ];
+
+    /// The name written in pipeline files.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdapterKind::Centernet => "centernet",
+            AdapterKind::Nanodet => "nanodet",
+            AdapterKind::MovenetMultipose => "movenet_multipose",
+            AdapterKind::Blazeface => "blazeface",
+            AdapterKind::EfficientnetLite => "efficientnet_lite",
+            AdapterKind::FaceAttribute => "face_attribute",
+        }
+    }
+
+    /// Whether the model yields boxes that another model can run on (`crops_from`).
+    pub fn is_detector(self) -> bool {
+        matches!(
+            self,
+            AdapterKind::Centernet | AdapterKind::Nanodet | AdapterKind::Blazeface
+        )
+    }
+
+    /// Whether the model detects the COCO-80 classes (its heads name COCO classes).
+    pub fn is_coco_detector(self) -> bool {
+        matches!(self, AdapterKind::Centernet | AdapterKind::Nanodet)
+    }
+
+    /// The single class a one-class detector finds, which its heads may name or leave out.
+    pub fn single_class(self) -> Option<&'static str> {
+        match self {
+            AdapterKind::MovenetMultipose => Some("person"),
+            AdapterKind::Blazeface => Some("face"),
+            _ => None,
+        }
+    }
+
+    /// The output heads this family can produce.
+    pub fn heads(self) -> &'static [HeadKind] {
+        match self {
+            AdapterKind::Centernet | AdapterKind::Nanodet => &[
+                HeadKind::Count,
+                HeadKind::ClassCounts,
+                HeadKind::Occupancy,
+                HeadKind::Boxes,
+            ],
+            AdapterKind::MovenetMultipose => &[HeadKind::Count],
+            AdapterKind::Blazeface => &[HeadKind::Count, HeadKind::Occupancy, HeadKind::Boxes],
+            AdapterKind::EfficientnetLite => {
+                &[HeadKind::Probs, HeadKind::Features, HeadKind::Label]
+            }
+            AdapterKind::FaceAttribute => &[HeadKind::Probs, HeadKind::Label],
+        }
+    }
+}
+
+/// The COCO-80 class names in the detectors' class-index order.
+pub const COCO_CLASSES: [&str; 80] = [
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+];
+
+/// Class groups a COCO head may name instead of single classes.
+pub const COCO_GROUPS: [(&str, &[&str]); 1] =
+    [("vehicle", &["bicycle", "car", "motorcycle", "bus", "truck"])];
+
+/// The COCO class indices a head class name stands for (a class or a group); `None` when
+/// the name is neither.
+pub fn coco_class_indices(name: &str) -> Option<Vec<usize>> {
+    if let Some(i) = COCO_CLASSES.iter().position(|c| *c == name) {
+        return Some(vec![i]);
+    }
+    COCO_GROUPS
+        .iter()
+        .find(|(g, _)| *g == name)
+        .map(|(_, members)| {
+            members
+                .iter()
+                .filter_map(|m| COCO_CLASSES.iter().position(|c| c == m))
+                .collect()
+        })
 }

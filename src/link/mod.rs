@@ -1,2 +1,37 @@
 //! Model links (paper sections 3.4 to 3.6): networks mapping one model's output to another's,
 //! multi-source ensembles, training, traces and link bundles.
+//!
+//! - [`trace`]: the aligned-sample file recording writes and training reads.
+//! - [`net`]: one link g_ij; the architecture follows the output forms (vec2vec in [`mlp`],
+//!   hand-written; seq2vec, vec2seq and seq2seq in [`seq`], candle).
+//! - [`ensemble`]: h_{A,j}, weights over any subset of sources.
+//! - [`bundle`]: the trained set for one pipeline, its training, prediction and persistence.
+//!
+//! Pure Rust: no GStreamer, no ONNX Runtime.
+
+pub mod bench;
+pub mod bundle;
+pub mod ensemble;
+pub mod mlp;
+pub mod net;
+pub mod norm;
+pub mod optim;
+pub mod seq;
+pub mod trace;
+
+pub use bundle::{BundleError, LinkBundle, Prediction};
+pub use net::{Arch, LinkNet, TrainParams};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("wrong output form: {0}")]
+    Form(String),
+    #[error("numeric failure in a link network: {0}")]
+    Numeric(String),
+    #[error("expected {expected} parameters, found {found}")]
+    ParamCount { expected: usize, found: usize },
+    #[error("no executed model links to target model {target}")]
+    NoSource { target: usize },
+    #[error("no link from model {from} to model {target}")]
+    NoLink { from: usize, target: usize },
+}

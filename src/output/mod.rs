@@ -5,6 +5,15 @@
 
 use serde::{Deserialize, Serialize};
 
+mod loss;
+mod metric;
+
+pub use loss::{Activation, activate, loss_and_grad, token_loss_and_grad};
+pub use metric::{
+    argmax as metric_argmax, average_precision, box_iou, entropy, evaluate, mean_average_precision,
+    metric_name, score, strip_end, wer,
+};
+
 /// What a model's output means, which decides the link's output activation, its training loss
 /// and its evaluation metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,0 +1,126 @@
+//! `mlink eval`: replays scheduling methods and baselines over a recorded trace.
+
+use crate::eval::{
+    Period, Problem, ReplayConfig, default_budgets, evaluate, render_text, write_report,
+};
+use crate::schedule::{Budget, Cost, Costs};
+use anyhow::{Context, bail};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The trace to replay (written by `mlink record`).
+    pub trace: PathBuf,
+    /// Memory budgets in MB, one run each (repeatable).
+    #[arg(long = "budget-mb", value_name = "MB")]
+    pub budget_mb: Vec<f64>,
+    /// Time budgets in ms of inference per frame, one run each (repeatable).
+    #[arg(long = "budget-ms", value_name = "MS")]
+    pub budget_ms: Vec<f64>,
+    /// Seed of link training.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Share of the trace, in time, that trains the links.
+    #[arg(long, default_value_t = 0.1)]
+    pub train_fraction: f64,
+    /// Period length in frames (default: the test part cut into 5 periods).
+    #[arg(long, value_name = "N", conflicts_with = "period_s")]
+    pub period_frames: Option<usize>,
+    /// Period length in seconds of trace time.
+    #[arg(long = "period-s", value_name = "S")]
+    pub period_s: Option<f64>,
+    /// Share of each period's frames used for profiling.
+    #[arg(long, default_value_t = 0.01)]
+    pub profile_fraction: f64,
+    /// Profiling frames per period at least.
+    #[arg(long, default_value_t = 1)]
+    pub min_profile_frames: usize,
+    /// Periods of profiling frames a selection's scores are measured on.
+    #[arg(long, default_value_t = 4)]
+    pub profile_window: usize,
+    /// Accuracy Reducto's thresholds are tuned for on the training part.
+    #[arg(long, default_value_t = 0.9)]
+    pub reducto_target: f64,
+    /// Cost of one link network as MB:MS.
+    #[arg(long, value_name = "MB:MS", default_value = "0.1:0.05")]
+    pub link_cost: String,
+    /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
+    #[arg(long = "cost", value_name = "ID=MB:MS")]
+    pub costs: Vec<String>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write report.md, report.json and SVG plots into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+}
+
+fn parse_cost(s: &str) -> anyhow::Result<Cost> {
+    let (mb, ms) = s
+        .split_once(':')
+        .with_context(|| format!("`{s}` is not MB:MS (e.g. 1500:30)"))?;
+    let c = Cost::new(
+        mb.trim()
+            .parse()
+            .with_context(|| format!("memory `{mb}` in `{s}` is not a number"))?,
+        ms.trim()
+            .parse()
+            .with_context(|| format!("time `{ms}` in `{s}` is not a number"))?,
+    );
+    if !c.is_valid() {
+        bail!("cost `{s}` must be finite and not negative");
+    }
+    Ok(c)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut overrides = BTreeMap::new();
+    for c in &args.costs {
+        let (id, cost) = c
+            .split_once('=')
+            .with_context(|| format!("`--cost {c}` is not ID=MB:MS"))?;
+        overrides.insert(id.to_string(), parse_cost(cost)?);
+    }
+    let (header, records) = crate::link::trace::read_all(&args.trace)
+        .with_context(|| format!("reading trace {}", args.trace.display()))?;
+    let problem = Problem::from_trace(&header, records, &overrides)
+        .with_context(|| format!("trace {}", args.trace.display()))?;
+    let period = match (args.period_frames, args.period_s) {
+        (Some(n), _) => Period::Frames(n),
+        (None, Some(s)) => Period::Seconds(s),
+        (None, None) => Period::Count(5),
+    };
+    let cfg = ReplayConfig {
+        train_fraction: args.train_fraction,
+        period,
+        profile_fraction: args.profile_fraction,
+        min_profile_frames: args.min_profile_frames,
+        profile_window: args.profile_window,
+        reducto_target: args.reducto_target,
+        link_cost: parse_cost(&args.link_cost).context("--link-cost")?,
+        seed: args.seed,
+    };
+    let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();
+    budgets.extend(args.budget_ms.iter().map(|&b| Budget::time(b)));
+    if budgets.is_empty() {
+        budgets = default_budgets(&Costs {
+            models: problem.costs(),
+            link: cfg.link_cost,
+        });
+    }
+    let report = evaluate(&problem, cfg, &budgets)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_text(&report));
+    }
+    if let Some(dir) = &args.report {
+        let written = write_report(&report, dir)?;
+        for p in written {
+            eprintln!("wrote {}", p.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

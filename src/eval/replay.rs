@@ -1,0 +1,736 @@
+//! Replay of scheduling methods over a recorded trace, with the paper's protocol (section 6.6):
+//! the first share of the trace in time trains the links and ensembles; the rest is cut into
+//! periods; the first frames of each period are profiling frames on which every model runs
+//! (they are exact for every method that profiles, and their cost is charged); the profiled
+//! link and ensemble scores drive one selection per period.
+//!
+//! Every model is scored on every test frame against its exact output with its task's metric,
+//! and the scores are averaged over models and frames: the paper's average output accuracy.
+
+use super::EvalError;
+use super::linker::Linker;
+use super::problem::Problem;
+use super::reducto::{self, DiffStep, Operating};
+use super::stats::mean;
+use crate::config::SelectionPolicy;
+use crate::output::OutputValue;
+use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+/// How the test part is cut into periods.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    /// Periods of this many frames.
+    Frames(usize),
+    /// Periods of this many seconds of trace time.
+    Seconds(f64),
+    /// This many periods of (nearly) equal frame counts.
+    Count(usize),
+}
+
+/// The protocol's knobs; [`ReplayConfig::default`] is the paper's where the paper gives one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayConfig {
+    /// Share of the trace, in time, that trains the links (paper: 0.1).
+    pub train_fraction: f64,
+    pub period: Period,
+    /// Share of each period's frames used for profiling (paper: 0.01).
+    pub profile_fraction: f64,
+    /// Profiling frames per period at least (a period needs one to score its links).
+    pub min_profile_frames: usize,
+    /// How many periods of profiling frames (the current one and the ones before) the scores
+    /// of a selection are measured on, so that short periods still give usable estimates.
+    pub profile_window: usize,
+    /// Accuracy Reducto's thresholds are tuned for on the training part (paper: 0.9).
+    pub reducto_target: f64,
+    /// Cost of one link network (an ensemble over `n` sources costs `n` links).
+    pub link_cost: Cost,
+    /// Seed of link training.
+    pub seed: u64,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            train_fraction: 0.1,
+            period: Period::Count(5),
+            profile_fraction: 0.01,
+            min_profile_frames: 1,
+            profile_window: 4,
+            reducto_target: 0.9,
+            link_cost: Cost::new(0.1, 0.05),
+            seed: 0,
+        }
+    }
+}
+
+/// A compared method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The cheapest models that fit run; the others produce nothing.
+    Standalone,
+    /// Reducto's frame filtering at the compute MLink spends under the same budget.
+    Reducto,
+    /// The paper's activation-probability greedy.
+    Mlink,
+    /// The marginal-gain selection.
+    Gain,
+    /// The best fixed set in hindsight, by enumeration, scored on the test part.
+    Optimal,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Standalone,
+        Method::Reducto,
+        Method::Mlink,
+        Method::Gain,
+        Method::Optimal,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Standalone => "Standalone",
+            Method::Reducto => "Reducto",
+            Method::Mlink => "MLink",
+            Method::Gain => "Gain",
+            Method::Optimal => "Optimal",
+        }
+    }
+}
+
+/// What one method achieved on the test part.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Average output accuracy over models and test frames.
+    pub accuracy: f64,
+    /// Per model, in trace order.
+    pub model_accuracy: Vec<f64>,
+    /// Mean inference time per test frame: executed models plus links.
+    pub ms_per_frame: f64,
+    /// `1 - executions / (frames x models)`.
+    pub executions_saved: f64,
+    /// Active model ids per period (selection methods) or the models that ran (Standalone).
+    pub active: Vec<Vec<String>>,
+    /// How the method was configured (Reducto's features and thresholds), for the report.
+    pub detail: String,
+}
+
+/// Scores from profiling frames, in the scheduler's terms.
+struct ProfiledScores<'r, 'p> {
+    replay: &'r Replay<'p>,
+    frames: Vec<usize>,
+    links: Vec<Vec<f64>>,
+}
+
+impl LinkScores for ProfiledScores<'_, '_> {
+    fn n_models(&self) -> usize {
+        self.replay.k
+    }
+    fn link(&self, source: usize, target: usize) -> f64 {
+        self.links[source][target]
+    }
+    fn ensemble(&self, active: &ModelSet, target: usize) -> f64 {
+        let mask = mask_of(active);
+        mean(
+            self.frames
+                .iter()
+                .map(|&t| self.replay.frame_scores(mask, t)[target]),
+        )
+    }
+}
+
+fn mask_of(set: &ModelSet) -> u64 {
+    set.iter().fold(0u64, |m, i| m | (1 << i))
+}
+
+fn set_of(k: usize, mask: u64) -> ModelSet {
+    ModelSet::from_indices(k, (0..k).filter(|i| mask >> i & 1 == 1))
+}
+
+/// One period of the test part: its frames, the first of which are profiling frames.
+#[derive(Clone, Debug, PartialEq)]
+struct PeriodPlan {
+    frames: Range<usize>,
+    profile: Range<usize>,
+}
+
+/// A trace prepared for replay: the split, the periods, the trained links, and a cache of the
+/// per-frame scores of every active set tried.
+pub struct Replay<'p> {
+    problem: &'p Problem,
+    cfg: ReplayConfig,
+    k: usize,
+    train: Range<usize>,
+    test: Range<usize>,
+    periods: Vec<PeriodPlan>,
+    linker: Box<dyn Linker>,
+    cache: RefCell<BTreeMap<(u64, usize), Vec<f64>>>,
+}
+
+impl<'p> Replay<'p> {
+    /// Splits the trace, plans the periods and trains the links on the training part.
+    pub fn new(problem: &'p Problem, cfg: ReplayConfig) -> Result<Self, EvalError> {
+        check_config(&cfg)?;
+        let n = problem.frames.len();
+        if n < 3 {
+            return Err(EvalError::Invalid(format!(
+                "the trace holds {n} complete frames; the replay needs at least 3"
+            )));
+        }
+        let t0 = problem.frames[0].time_s;
+        let t1 = problem.frames[n - 1].time_s;
+        let cut = t0 + cfg.train_fraction * (t1 - t0);
+        let mut split = problem.frames.partition_point(|f| f.time_s < cut);
+        // At least two training frames and one test frame, whatever the time stamps say.
+        split = split.clamp(2, n - 1);
+        let train = 0..split;
+        let test = split..n;
+        let periods = plan_periods(problem, test.clone(), &cfg)?;
+        let samples: Vec<&[OutputValue]> = problem.frames[train.clone()]
+            .iter()
+            .map(|f| f.outputs.as_slice())
+            .collect();
+        let linker = super::linker::train(problem, &samples, cfg.seed)?;
+        Ok(Replay {
+            problem,
+            k: problem.n_models(),
+            cfg,
+            train,
+            test,
+            periods,
+            linker,
+            cache: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn problem(&self) -> &Problem {
+        self.problem
+    }
+
+    pub fn config(&self) -> &ReplayConfig {
+        &self.cfg
+    }
+
+    /// Frames of the training part.
+    pub fn train_range(&self) -> Range<usize> {
+        self.train.clone()
+    }
+
+    /// Frames of the test part.
+    pub fn test_range(&self) -> Range<usize> {
+        self.test.clone()
+    }
+
+    pub fn n_periods(&self) -> usize {
+        self.periods.len()
+    }
+
+    /// The profiling frames of the test part.
+    pub fn profiling_frames(&self) -> usize {
+        self.periods.iter().map(|p| p.profile.len()).sum()
+    }
+
+    /// The scheduler's view of the costs.
+    pub fn costs(&self) -> Costs {
+        Costs {
+            models: self.problem.costs(),
+            link: self.cfg.link_cost,
+        }
+    }
+
+    /// Per model, the score on frame `t` when the models of `mask` run and the others are
+    /// predicted from them (0 for a model predicted from nothing).
+    fn frame_scores(&self, mask: u64, t: usize) -> Vec<f64> {
+        if let Some(s) = self.cache.borrow().get(&(mask, t)) {
+            return s.clone();
+        }
+        let frame = &self.problem.frames[t];
+        let sources: Vec<(usize, &OutputValue)> = (0..self.k)
+            .filter(|i| mask >> i & 1 == 1)
+            .map(|i| (i, &frame.outputs[i]))
+            .collect();
+        let scores: Vec<f64> = (0..self.k)
+            .map(|j| {
+                if mask >> j & 1 == 1 {
+                    1.0
+                } else if sources.is_empty() {
+                    0.0
+                } else {
+                    match self.linker.predict(j, &sources) {
+                        Some(p) => {
+                            super::score(&self.problem.models[j].spec, &p, &frame.outputs[j])
+                        }
+                        None => 0.0,
+                    }
+                }
+            })
+            .collect();
+        self.cache.borrow_mut().insert((mask, t), scores.clone());
+        scores
+    }
+
+    /// The score of the single link `source -> target` on frame `t`.
+    fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
+        let frame = &self.problem.frames[t];
+        match self
+            .linker
+            .predict(target, &[(source, &frame.outputs[source])])
+        {
+            Some(p) => super::score(
+                &self.problem.models[target].spec,
+                &p,
+                &frame.outputs[target],
+            ),
+            None => 0.0,
+        }
+    }
+
+    /// Link scores `p(g_ij)` measured on `frames`.
+    pub fn link_matrix(&self, frames: &[usize]) -> Vec<Vec<f64>> {
+        (0..self.k)
+            .map(|i| {
+                (0..self.k)
+                    .map(|j| {
+                        if i == j {
+                            1.0
+                        } else {
+                            mean(frames.iter().map(|&t| self.link_score(i, j, t)))
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Score of the ensemble of every other model for each target, on `frames`.
+    pub fn full_ensembles(&self, frames: &[usize]) -> Vec<f64> {
+        let all = (1u64 << self.k) - 1;
+        (0..self.k)
+            .map(|j| {
+                mean(
+                    frames
+                        .iter()
+                        .map(|&t| self.frame_scores(all & !(1 << j), t)[j]),
+                )
+            })
+            .collect()
+    }
+
+    fn profiled_scores(&self, period: usize) -> ProfiledScores<'_, 'p> {
+        let lo = (period + 1).saturating_sub(self.cfg.profile_window);
+        let frames: Vec<usize> = self.periods[lo..=period]
+            .iter()
+            .flat_map(|p| p.profile.clone())
+            .collect();
+        let links = self.link_matrix(&frames);
+        ProfiledScores {
+            replay: self,
+            frames,
+            links,
+        }
+    }
+
+    /// Runs a selection policy period by period: profile, select, serve.
+    pub fn run_policy(
+        &self,
+        policy: SelectionPolicy,
+        budget: &Budget,
+    ) -> Result<Outcome, EvalError> {
+        let costs = self.costs();
+        let mut masks = Vec::with_capacity(self.periods.len());
+        for p in 0..self.periods.len() {
+            let scores = self.profiled_scores(p);
+            let sel = schedule::select(policy, &costs, budget, &scores)
+                .map_err(|e| EvalError::Schedule(e.to_string()))?;
+            masks.push(mask_of(&sel.active));
+        }
+        Ok(self.serve(&masks, true, String::new()))
+    }
+
+    /// Standalone: the cheapest models that fit, nothing predicted, no profiling.
+    pub fn run_standalone(&self, budget: &Budget) -> Result<Outcome, EvalError> {
+        let costs = Costs::models_only(self.problem.costs());
+        let scores = NoLinks(self.k);
+        let sel = schedule::select(SelectionPolicy::Standalone, &costs, budget, &scores)
+            .map_err(|e| EvalError::Schedule(e.to_string()))?;
+        let mask = mask_of(&sel.active);
+        let masks = vec![mask; self.periods.len()];
+        let mut out = self.serve_with(&masks, false, &costs, String::new(), true);
+        out.active.dedup();
+        Ok(out)
+    }
+
+    /// Optimal: every set that fits the budget, served over the whole test part with the same
+    /// profiling frames as the selection methods; the best accuracy wins (then the lower time,
+    /// then the smaller mask, so the choice is deterministic).
+    pub fn run_optimal(&self, budget: &Budget) -> Result<Outcome, EvalError> {
+        let costs = self.costs();
+        let mut best: Option<Outcome> = None;
+        for mask in 0..(1u64 << self.k) {
+            if !budget.fits(costs.set_cost(&set_of(self.k, mask))) {
+                continue;
+            }
+            let masks = vec![mask; self.periods.len()];
+            let o = self.serve(&masks, true, String::new());
+            let better = match &best {
+                None => true,
+                Some(b) => {
+                    o.accuracy > b.accuracy + 1e-12
+                        || ((o.accuracy - b.accuracy).abs() <= 1e-12
+                            && o.ms_per_frame < b.ms_per_frame - 1e-12)
+                }
+            };
+            if better {
+                best = Some(o);
+            }
+        }
+        let mut best = best.ok_or_else(|| {
+            EvalError::Invalid("no model set fits the budget, not even the empty one".into())
+        })?;
+        best.active.dedup();
+        Ok(best)
+    }
+
+    fn serve(&self, masks: &[u64], profiled: bool, detail: String) -> Outcome {
+        self.serve_with(masks, profiled, &self.costs(), detail, false)
+    }
+
+    /// Serves the test part with one active set per period.
+    fn serve_with(
+        &self,
+        masks: &[u64],
+        profiled: bool,
+        costs: &Costs,
+        detail: String,
+        standalone: bool,
+    ) -> Outcome {
+        let k = self.k;
+        let mut per_model = vec![0.0; k];
+        let mut ms = 0.0;
+        let mut executions = 0usize;
+        let all_ms: f64 = costs.models.iter().map(|c| c.ms_per_frame).sum();
+        for (p, plan) in self.periods.iter().enumerate() {
+            let mask = masks[p];
+            let set = set_of(k, mask);
+            let set_ms = costs.set_cost(&set).ms_per_frame;
+            for t in plan.frames.clone() {
+                if profiled && plan.profile.contains(&t) {
+                    per_model.iter_mut().for_each(|s| *s += 1.0);
+                    ms += all_ms;
+                    executions += k;
+                    continue;
+                }
+                let scores = if standalone {
+                    (0..k)
+                        .map(|j| f64::from(u8::from(mask >> j & 1 == 1)))
+                        .collect()
+                } else {
+                    self.frame_scores(mask, t)
+                };
+                per_model.iter_mut().zip(&scores).for_each(|(a, s)| *a += s);
+                ms += set_ms;
+                executions += set.len();
+            }
+        }
+        let n = self.test.len() as f64;
+        let model_accuracy: Vec<f64> = per_model.iter().map(|s| s / n).collect();
+        Outcome {
+            accuracy: mean(model_accuracy.iter().copied()),
+            model_accuracy,
+            ms_per_frame: ms / n,
+            executions_saved: 1.0 - executions as f64 / (n * k as f64),
+            active: masks.iter().map(|&m| self.ids(m)).collect(),
+            detail,
+        }
+    }
+
+    fn ids(&self, mask: u64) -> Vec<String> {
+        (0..self.k)
+            .filter(|i| mask >> i & 1 == 1)
+            .map(|i| self.problem.models[i].id.clone())
+            .collect()
+    }
+
+    /// Per camera stream, the feature difference of each frame in `range`.
+    fn diff_steps(&self, range: Range<usize>, feature: usize) -> Vec<DiffStep> {
+        self.problem.frames[range]
+            .iter()
+            .map(|f| DiffStep {
+                stream: f.camera,
+                diff: f.features[feature],
+            })
+            .collect()
+    }
+
+    /// Reducto's tuning on the training part: per model, the operating curve of every feature
+    /// and the feature that sends the fewest frames at the target accuracy.
+    pub fn reducto_tuning(&self) -> Result<ReductoTuning, EvalError> {
+        let features: Vec<usize> = reducto::FEATURE_NAMES
+            .iter()
+            .filter_map(|n| self.problem.feature_names.iter().position(|f| f == n))
+            .collect();
+        if features.is_empty() {
+            return Err(EvalError::Invalid(format!(
+                "the trace has none of Reducto's frame features ({}); record it with frame features",
+                reducto::FEATURE_NAMES.join(", ")
+            )));
+        }
+        let mut models = Vec::with_capacity(self.k);
+        for m in 0..self.k {
+            let spec = &self.problem.models[m].spec;
+            let mut best: Option<ModelTuning> = None;
+            for &f in &features {
+                let steps = self.diff_steps(self.train.clone(), f);
+                let diffs: Vec<f32> = steps.iter().map(|s| s.diff).collect();
+                let cands = reducto::candidate_thresholds(&diffs);
+                let base = self.train.start;
+                let frames = &self.problem.frames;
+                let mut reuse = |a: usize, b: usize| {
+                    super::score(
+                        spec,
+                        &frames[base + a].outputs[m],
+                        &frames[base + b].outputs[m],
+                    )
+                };
+                let curve = reducto::curve(&steps, &cands, &mut reuse);
+                let at_target = reducto::pick_for_target(&curve, self.cfg.reducto_target);
+                let better = best
+                    .as_ref()
+                    .is_none_or(|b| at_target.sent < b.at_target.sent - 1e-12);
+                if better {
+                    best = Some(ModelTuning {
+                        feature: f,
+                        curve,
+                        at_target,
+                    });
+                }
+            }
+            // `features` is not empty, so every model has a tuning.
+            if let Some(b) = best {
+                models.push(b);
+            }
+        }
+        Ok(ReductoTuning { models })
+    }
+
+    /// Serves the test part with Reducto at the given per-model thresholds.
+    pub fn run_reducto(
+        &self,
+        tuning: &ReductoTuning,
+        points: &[Operating],
+        detail: String,
+    ) -> Outcome {
+        let k = self.k;
+        let frames = &self.problem.frames;
+        let base = self.test.start;
+        let n = self.test.len() as f64;
+        let mut model_accuracy = Vec::with_capacity(k);
+        let mut ms = 0.0;
+        let mut executions = 0.0;
+        for m in 0..k {
+            let steps = self.diff_steps(self.test.clone(), tuning.models[m].feature);
+            let spec = &self.problem.models[m].spec;
+            let mut reuse = |a: usize, b: usize| {
+                super::score(
+                    spec,
+                    &frames[base + a].outputs[m],
+                    &frames[base + b].outputs[m],
+                )
+            };
+            let o = reducto::evaluate(&steps, points[m].threshold, &mut reuse);
+            model_accuracy.push(o.accuracy);
+            ms += o.sent * self.problem.models[m].cost.ms_per_frame;
+            executions += o.sent * n;
+        }
+        Outcome {
+            accuracy: mean(model_accuracy.iter().copied()),
+            model_accuracy,
+            ms_per_frame: ms,
+            executions_saved: 1.0 - executions / (n * k as f64),
+            active: vec![self.ids((1u64 << k) - 1)],
+            detail,
+        }
+    }
+
+    /// Reducto at its own operating point: every model at the target accuracy on training.
+    pub fn run_reducto_at_target(&self, tuning: &ReductoTuning) -> Outcome {
+        let points: Vec<Operating> = tuning.models.iter().map(|m| m.at_target).collect();
+        let detail = self.reducto_detail(tuning, &points);
+        self.run_reducto(tuning, &points, detail)
+    }
+
+    /// Reducto at the compute of another method: the exchange rate between accuracy and
+    /// model-milliseconds is swept over a fixed grid, each rate allocates thresholds on the
+    /// training curves, and the allocation spending the most test-part time not above
+    /// `target_ms` is kept. Only compute is matched on the test part; accuracy never chooses.
+    pub fn run_reducto_matched(&self, tuning: &ReductoTuning, target_ms: f64) -> Outcome {
+        let curves: Vec<Vec<Operating>> = tuning.models.iter().map(|m| m.curve.clone()).collect();
+        let lat: Vec<f64> = self
+            .problem
+            .models
+            .iter()
+            .map(|m| m.cost.ms_per_frame)
+            .collect();
+        let mut best: Option<(f64, Vec<Operating>)> = None;
+        let mut cheapest: Option<(f64, Vec<Operating>)> = None;
+        for step in 0..=240 {
+            let lambda = if step == 0 {
+                0.0
+            } else {
+                1e-7 * 10f64.powf(f64::from(step - 1) / 24.0)
+            };
+            let points = reducto::allocate(&curves, &lat, lambda);
+            let ms = self.reducto_ms(tuning, &points);
+            if ms <= target_ms + 1e-9 && best.as_ref().is_none_or(|b| ms > b.0 + 1e-12) {
+                best = Some((ms, points.clone()));
+            }
+            if cheapest.as_ref().is_none_or(|c| ms < c.0 - 1e-12) {
+                cheapest = Some((ms, points));
+            }
+        }
+        let (points, note) = match (best, cheapest) {
+            (Some((_, p)), _) => (p, ""),
+            (None, Some((_, p))) => (p, "; cannot spend as little as the matched time"),
+            (None, None) => (tuning.models.iter().map(|m| m.at_target).collect(), ""),
+        };
+        let detail = format!("{}{note}", self.reducto_detail(tuning, &points));
+        self.run_reducto(tuning, &points, detail)
+    }
+
+    fn reducto_ms(&self, tuning: &ReductoTuning, points: &[Operating]) -> f64 {
+        (0..self.k)
+            .map(|m| {
+                let steps = self.diff_steps(self.test.clone(), tuning.models[m].feature);
+                let sent = reducto::filter(&steps, points[m].threshold);
+                let share = sent.iter().filter(|&&s| s).count() as f64 / sent.len().max(1) as f64;
+                share * self.problem.models[m].cost.ms_per_frame
+            })
+            .sum()
+    }
+
+    fn reducto_detail(&self, tuning: &ReductoTuning, points: &[Operating]) -> String {
+        tuning
+            .models
+            .iter()
+            .zip(points)
+            .zip(&self.problem.models)
+            .map(|((t, p), m)| {
+                format!(
+                    "{}: {} >= {:.4}",
+                    m.id, self.problem.feature_names[t.feature], p.threshold
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Reducto's per-model tuning on the training part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReductoTuning {
+    pub models: Vec<ModelTuning>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelTuning {
+    /// Index into the trace's feature names.
+    pub feature: usize,
+    pub curve: Vec<Operating>,
+    pub at_target: Operating,
+}
+
+/// Scores for the standalone policy, which does not use links.
+struct NoLinks(usize);
+
+impl LinkScores for NoLinks {
+    fn n_models(&self) -> usize {
+        self.0
+    }
+    fn link(&self, _: usize, _: usize) -> f64 {
+        0.0
+    }
+    fn ensemble(&self, _: &ModelSet, _: usize) -> f64 {
+        0.0
+    }
+}
+
+fn check_config(cfg: &ReplayConfig) -> Result<(), EvalError> {
+    let bad = |what: &str| Err(EvalError::Invalid(what.to_string()));
+    if !(cfg.train_fraction > 0.0 && cfg.train_fraction < 1.0) {
+        return bad("the training share must be between 0 and 1 (exclusive)");
+    }
+    if !(cfg.profile_fraction >= 0.0 && cfg.profile_fraction < 1.0) {
+        return bad("the profiling share must be at least 0 and below 1");
+    }
+    if cfg.profile_window == 0 {
+        return bad("the profiling window must hold at least one period");
+    }
+    if !(cfg.reducto_target >= 0.0 && cfg.reducto_target <= 1.0) {
+        return bad("Reducto's target accuracy must be between 0 and 1");
+    }
+    if !cfg.link_cost.is_valid() {
+        return bad("the link cost must be finite and not negative");
+    }
+    match cfg.period {
+        Period::Frames(0) | Period::Count(0) => bad("a period must hold at least one frame"),
+        Period::Seconds(s) if !(s > 0.0 && s.is_finite()) => {
+            bad("a period must last a positive number of seconds")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn plan_periods(
+    problem: &Problem,
+    test: Range<usize>,
+    cfg: &ReplayConfig,
+) -> Result<Vec<PeriodPlan>, EvalError> {
+    let n = test.len();
+    let mut bounds: Vec<Range<usize>> = Vec::new();
+    match cfg.period {
+        Period::Frames(len) => {
+            let mut s = test.start;
+            while s < test.end {
+                let e = (s + len).min(test.end);
+                bounds.push(s..e);
+                s = e;
+            }
+        }
+        Period::Count(c) => {
+            let c = c.min(n).max(1);
+            for i in 0..c {
+                bounds.push(test.start + i * n / c..test.start + (i + 1) * n / c);
+            }
+        }
+        Period::Seconds(len) => {
+            let t0 = problem.frames[test.start].time_s;
+            let mut s = test.start;
+            while s < test.end {
+                let idx = ((problem.frames[s].time_s - t0) / len).floor();
+                let end_t = t0 + (idx + 1.0) * len;
+                let e = s + problem.frames[s..test.end].partition_point(|f| f.time_s < end_t);
+                let e = e.max(s + 1);
+                bounds.push(s..e);
+                s = e;
+            }
+        }
+    }
+    Ok(bounds
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(|frames| {
+            let want = (cfg.profile_fraction * frames.len() as f64).ceil() as usize;
+            let np = want.max(cfg.min_profile_frames).min(frames.len());
+            PeriodPlan {
+                profile: frames.start..frames.start + np,
+                frames,
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,683 @@
+//! The evaluation report: every method at every budget (the paper's Table V), link and
+//! ensemble scores (Table III), correlations between model outputs (Table II), rendered as
+//! text, Markdown, JSON and SVG plots.
+
+use super::EvalError;
+use super::problem::Problem;
+use super::replay::{Method, Outcome, Replay, ReplayConfig};
+use super::stats::{pearson, scalar_of};
+use crate::config::SelectionPolicy;
+use crate::output::TaskKind;
+use crate::schedule::{Budget, Costs, ModelSet};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Version of the JSON report layout.
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub format_version: u32,
+    pub trace: TraceSummary,
+    pub config: ReplayConfig,
+    pub budgets: Vec<BudgetResult>,
+    /// Reducto at its own operating point (the target accuracy on the training part),
+    /// whatever compute that takes.
+    pub reducto_at_target: Outcome,
+    pub links: LinkTable,
+    pub correlations: CorrelationTable,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TraceSummary {
+    pub source: String,
+    pub frames: usize,
+    pub cameras: Vec<String>,
+    pub models: Vec<ModelSummary>,
+    pub train_frames: usize,
+    pub test_frames: usize,
+    pub periods: usize,
+    pub profiling_frames: usize,
+    pub incomplete_records: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ModelSummary {
+    pub id: String,
+    pub task: TaskKind,
+    pub memory_mb: f64,
+    pub ms_per_frame: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BudgetResult {
+    /// E.g. `1500 MB`.
+    pub label: String,
+    pub budget: Budget,
+    pub methods: Vec<MethodResult>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MethodResult {
+    pub method: Method,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Table III analog: `scores[i][j]` is the link `i -> j` on the test part (diagonal: 1), and
+/// `ensembles[j]` the ensemble of every other model targeting `j`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkTable {
+    pub models: Vec<String>,
+    pub scores: Vec<Vec<f64>>,
+    pub ensembles: Vec<f64>,
+}
+
+/// Table II analog: Pearson correlations between the scalar views of model outputs over the
+/// whole trace (`None`: a sequence model, or a constant output).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CorrelationTable {
+    pub models: Vec<String>,
+    pub r: Vec<Vec<Option<f64>>>,
+}
+
+/// Default budgets: for `n` = 1 and 2 (and no more than the model count minus one), a budget
+/// that holds every set of `n` models but no set of `n + 1` where the costs allow it. Memory is
+/// the constrained resource, as in the paper, unless every model's memory is zero.
+pub fn default_budgets(costs: &Costs) -> Vec<Budget> {
+    let k = costs.n_models();
+    let use_memory = costs.models.iter().any(|c| c.memory_mb > 0.0);
+    let value = |set: &ModelSet| {
+        let c = costs.set_cost(set);
+        if use_memory {
+            c.memory_mb
+        } else {
+            c.ms_per_frame
+        }
+    };
+    let mut out = Vec::new();
+    for n in 1..=2usize.min(k.saturating_sub(1)).max(1) {
+        let sized = |size: usize| -> Vec<f64> {
+            (0..(1u64 << k))
+                .filter(|m| m.count_ones() as usize == size)
+                .map(|m| {
+                    value(&ModelSet::from_indices(
+                        k,
+                        (0..k).filter(|i| m >> i & 1 == 1),
+                    ))
+                })
+                .collect()
+        };
+        let n_costs = sized(n);
+        let max_n = n_costs.iter().copied().fold(0.0, f64::max);
+        let min_n = n_costs.iter().copied().fold(f64::INFINITY, f64::min);
+        let min_next = sized(n + 1).into_iter().fold(f64::INFINITY, f64::min);
+        let b = if max_n < min_next {
+            max_n
+        } else {
+            // Not every n-set fits without admitting an (n+1)-set: stop just below the
+            // cheapest (n+1)-set, keeping at least the cheapest n-set.
+            (min_next * (1.0 - 1e-6)).max(min_n)
+        };
+        let b = (b * 10.0).ceil() / 10.0;
+        let budget = if use_memory {
+            Budget::memory(b)
+        } else {
+            Budget::time(b)
+        };
+        if !out.contains(&budget) {
+            out.push(budget);
+        }
+    }
+    out
+}
+
+/// A short label for a budget.
+pub fn budget_label(b: &Budget) -> String {
+    match (b.memory_mb, b.ms_per_frame) {
+        (Some(m), Some(t)) => format!("{m:.0} MB, {t:.1} ms"),
+        (Some(m), None) => format!("{m:.0} MB"),
+        (None, Some(t)) => format!("{t:.1} ms"),
+        (None, None) => "unbounded".into(),
+    }
+}
+
+/// Runs every method at every budget.
+pub fn evaluate(
+    problem: &Problem,
+    cfg: ReplayConfig,
+    budgets: &[Budget],
+) -> Result<Report, EvalError> {
+    if budgets.is_empty() {
+        return Err(EvalError::Invalid("no budget to evaluate".into()));
+    }
+    let replay = Replay::new(problem, cfg)?;
+    let tuning = replay.reducto_tuning()?;
+    let mut results = Vec::with_capacity(budgets.len());
+    for b in budgets {
+        if !b.is_valid() {
+            return Err(EvalError::Invalid(format!(
+                "budget {} is not valid: limits must be finite and not negative",
+                budget_label(b)
+            )));
+        }
+        let standalone = replay.run_standalone(b)?;
+        let mlink = replay.run_policy(SelectionPolicy::Mlink, b)?;
+        let gain = replay.run_policy(SelectionPolicy::Gain, b)?;
+        let optimal = replay.run_optimal(b)?;
+        let reducto = replay.run_reducto_matched(&tuning, mlink.ms_per_frame);
+        let methods = [
+            (Method::Standalone, standalone),
+            (Method::Reducto, reducto),
+            (Method::Mlink, mlink),
+            (Method::Gain, gain),
+            (Method::Optimal, optimal),
+        ]
+        .into_iter()
+        .map(|(method, outcome)| MethodResult { method, outcome })
+        .collect();
+        results.push(BudgetResult {
+            label: budget_label(b),
+            budget: *b,
+            methods,
+        });
+    }
+    let reducto_at_target = replay.run_reducto_at_target(&tuning);
+    let test: Vec<usize> = replay.test_range().collect();
+    let links = LinkTable {
+        models: problem.models.iter().map(|m| m.id.clone()).collect(),
+        scores: replay.link_matrix(&test),
+        ensembles: replay.full_ensembles(&test),
+    };
+    let correlations = correlations(problem);
+    let trace = TraceSummary {
+        source: problem.source.clone(),
+        frames: problem.frames.len(),
+        cameras: problem.cameras.clone(),
+        models: problem
+            .models
+            .iter()
+            .map(|m| ModelSummary {
+                id: m.id.clone(),
+                task: m.spec.task,
+                memory_mb: m.cost.memory_mb,
+                ms_per_frame: m.cost.ms_per_frame,
+            })
+            .collect(),
+        train_frames: replay.train_range().len(),
+        test_frames: replay.test_range().len(),
+        periods: replay.n_periods(),
+        profiling_frames: replay.profiling_frames(),
+        incomplete_records: problem.incomplete_records,
+    };
+    Ok(Report {
+        format_version: REPORT_VERSION,
+        trace,
+        config: replay.config().clone(),
+        budgets: results,
+        reducto_at_target,
+        links,
+        correlations,
+    })
+}
+
+fn correlations(problem: &Problem) -> CorrelationTable {
+    let k = problem.n_models();
+    let mut r = vec![vec![None; k]; k];
+    for (i, row) in r.iter_mut().enumerate() {
+        for (j, cell) in row.iter_mut().enumerate() {
+            let pairs: Option<Vec<(f64, f64)>> = problem
+                .frames
+                .iter()
+                .map(|f| {
+                    Some((
+                        scalar_of(&problem.models[i].spec, &f.outputs[i])?,
+                        scalar_of(&problem.models[j].spec, &f.outputs[j])?,
+                    ))
+                })
+                .collect();
+            *cell = pairs.and_then(|p| pearson(&p));
+        }
+    }
+    CorrelationTable {
+        models: problem.models.iter().map(|m| m.id.clone()).collect(),
+        r,
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", 100.0 * x)
+}
+
+/// The Table V analog as plain text for a terminal.
+pub fn render_text(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} frames ({} training, {} test in {} periods, {} profiling); models: {}",
+        r.trace.frames,
+        r.trace.train_frames,
+        r.trace.test_frames,
+        r.trace.periods,
+        r.trace.profiling_frames,
+        r.trace
+            .models
+            .iter()
+            .map(|m| format!("{} ({:.0} MB, {:.1} ms)", m.id, m.memory_mb, m.ms_per_frame))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for b in &r.budgets {
+        let _ = writeln!(s, "\nbudget {}", b.label);
+        let _ = writeln!(
+            s,
+            "  {:<11} {:>9} {:>9} {:>10}  active",
+            "method", "acc. %", "ms/frame", "saved %"
+        );
+        for m in &b.methods {
+            let _ = writeln!(
+                s,
+                "  {:<11} {:>9} {:>9.1} {:>10}  {}",
+                m.method.name(),
+                pct(m.outcome.accuracy),
+                m.outcome.ms_per_frame,
+                pct(m.outcome.executions_saved),
+                active_summary(&m.outcome)
+            );
+        }
+    }
+    let t = &r.reducto_at_target;
+    let _ = writeln!(
+        s,
+        "\nReducto at its {:.0}% training target: {}% accuracy, {:.1} ms/frame, {}% saved",
+        100.0 * r.config.reducto_target,
+        pct(t.accuracy),
+        t.ms_per_frame,
+        pct(t.executions_saved)
+    );
+    s
+}
+
+fn active_summary(o: &Outcome) -> String {
+    let mut sets: Vec<String> = o
+        .active
+        .iter()
+        .map(|a| format!("{{{}}}", a.join(",")))
+        .collect();
+    let n = sets.len();
+    sets.dedup();
+    if n > 1 && sets.len() == 1 {
+        format!("{} every period", sets[0])
+    } else {
+        sets.join(" ")
+    }
+}
+
+/// The paper's Table V (its numbers, quoted) for the comparison section.
+const PAPER_TABLE_V: &str = "\
+| Method | Building acc. % (5/9 GB) | Building ms | City acc. % (5/9 GB) | City ms |
+|---|---|---|---|---|
+| Standalone | 33.3 / 66.7 | 30 / 74 | 33.3 / 66.7 | 55 / 121 |
+| MTL | 53.3 | 32.8 | 61.3 | 32.5 |
+| DRLS | 45.7 / 81.3 | 58.7 / 107 | 39.5 / 77.6 | 102 / 188 |
+| Reducto | 91.8 / 96.9 | 45.7 / 89 | 84.1 / 95.3 | 64 / 127 |
+| MLink | 94.1 / 97.9 | 39.3 / 84 | 94 / 97.4 | 62 / 125 |
+";
+
+/// The whole report in Markdown; `plots` are file names (relative to the report) to embed.
+pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# mlink evaluation report\n");
+    let _ = writeln!(
+        s,
+        "Trace: {} ({} frames, cameras: {}). Training: the first {} frames ({:.0}% of the time span) train the links; \
+         test: {} frames in {} periods with {} profiling frames ({:.0}% profiling share per period, at least {} per period, \
+         scores over the last {} periods' profiling frames). Link cost: {:.2} MB, {:.3} ms per link. Seed {}.{}\n",
+        if r.trace.source.is_empty() {
+            "(no description)"
+        } else {
+            &r.trace.source
+        },
+        r.trace.frames,
+        r.trace.cameras.join(", "),
+        r.trace.train_frames,
+        100.0 * r.config.train_fraction,
+        r.trace.test_frames,
+        r.trace.periods,
+        r.trace.profiling_frames,
+        100.0 * r.config.profile_fraction,
+        r.config.min_profile_frames,
+        r.config.profile_window,
+        r.config.link_cost.memory_mb,
+        r.config.link_cost.ms_per_frame,
+        r.config.seed,
+        if r.trace.incomplete_records > 0 {
+            format!(
+                " {} records lacking an output were left out.",
+                r.trace.incomplete_records
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        s,
+        "| model | task | memory MB | ms/frame |\n|---|---|---|---|"
+    );
+    for m in &r.trace.models {
+        let _ = writeln!(
+            s,
+            "| {} | {:?} | {:.1} | {:.2} |",
+            m.id, m.task, m.memory_mb, m.ms_per_frame
+        );
+    }
+
+    let _ = writeln!(s, "\n## Table V analog: methods under budgets\n");
+    let _ = writeln!(
+        s,
+        "Average output accuracy (each model scored against its own exact output with its task's metric; counts are \
+         right when |error| < 0.5), mean inference time per frame (executed models plus links, profiling frames \
+         included), and executions saved (1 - executions / (frames x models)).\n"
+    );
+    let _ = write!(s, "| method |");
+    for b in &r.budgets {
+        let _ = write!(s, " acc. % ({0}) | ms ({0}) | saved % ({0}) |", b.label);
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "|---|{}", "---|---|---|".repeat(r.budgets.len()));
+    for (mi, method) in Method::ALL.iter().enumerate() {
+        let _ = write!(s, "| {} |", method.name());
+        for b in &r.budgets {
+            let o = &b.methods[mi].outcome;
+            let _ = write!(
+                s,
+                " {} | {:.1} | {} |",
+                pct(o.accuracy),
+                o.ms_per_frame,
+                pct(o.executions_saved)
+            );
+        }
+        let _ = writeln!(s);
+    }
+    let t = &r.reducto_at_target;
+    let _ = writeln!(
+        s,
+        "\nReducto at its own operating point ({:.0}% target on the training part, no budget): {}% accuracy, \
+         {:.1} ms/frame, {}% executions saved ({}).\n",
+        100.0 * r.config.reducto_target,
+        pct(t.accuracy),
+        t.ms_per_frame,
+        pct(t.executions_saved),
+        t.detail
+    );
+    let _ = writeln!(
+        s,
+        "How Reducto is compared at equal compute: per model, every threshold of every feature is evaluated on the \
+         training part (sent share, accuracy of reusing the last sent output); per model the feature that sends the \
+         fewest frames at the target accuracy is kept. One exchange rate between accuracy and model-milliseconds then \
+         picks each model's threshold on its training curve; the rate is swept over a fixed grid and the allocation \
+         whose test-part time per frame is the largest not above MLink's at the same budget is reported. Reducto runs \
+         every model now and then, so it needs memory for all of them: memory budgets do not bind it.\n"
+    );
+    let _ = writeln!(s, "Active sets and settings:\n");
+    for b in &r.budgets {
+        for m in &b.methods {
+            let detail = if m.outcome.detail.is_empty() {
+                active_summary(&m.outcome)
+            } else {
+                m.outcome.detail.clone()
+            };
+            let _ = writeln!(s, "- {} at {}: {}", m.method.name(), b.label, detail);
+        }
+    }
+    let _ = writeln!(s, "\nPer-model accuracy (%):\n");
+    let _ = write!(s, "| budget | method |");
+    for m in &r.trace.models {
+        let _ = write!(s, " {} |", m.id);
+    }
+    let _ = writeln!(s, "\n|---|---|{}", "---|".repeat(r.trace.models.len()));
+    for b in &r.budgets {
+        for m in &b.methods {
+            let _ = write!(s, "| {} | {} |", b.label, m.method.name());
+            for a in &m.outcome.model_accuracy {
+                let _ = write!(s, " {} |", pct(*a));
+            }
+            let _ = writeln!(s);
+        }
+    }
+
+    for (title, file) in plots {
+        let _ = writeln!(s, "\n![{title}]({file})");
+    }
+
+    let _ = writeln!(s, "\n## Table III analog: links and ensembles\n");
+    let _ = writeln!(
+        s,
+        "Score (%) of each link on the test part, rows are targets, columns sources; the last column is the ensemble \
+         of every other model.\n"
+    );
+    let _ = write!(s, "| target \\ source |");
+    for m in &r.links.models {
+        let _ = write!(s, " {m} |");
+    }
+    let _ = writeln!(s, " ensemble |");
+    let _ = writeln!(s, "|---|{}---|", "---|".repeat(r.links.models.len()));
+    for (j, target) in r.links.models.iter().enumerate() {
+        let _ = write!(s, "| {target} |");
+        for i in 0..r.links.models.len() {
+            if i == j {
+                let _ = write!(s, " - |");
+            } else {
+                let _ = write!(s, " {} |", pct(r.links.scores[i][j]));
+            }
+        }
+        let _ = writeln!(s, " {} |", pct(r.links.ensembles[j]));
+    }
+
+    let _ = writeln!(
+        s,
+        "\n## Table II analog: correlations between model outputs\n"
+    );
+    let _ = writeln!(
+        s,
+        "Pearson r over the whole trace between scalar views of the outputs (arg-max class for classifiers, box \
+         present for localisation, first component for counts and regressions; sequences skipped).\n"
+    );
+    let _ = write!(s, "| |");
+    for m in &r.correlations.models {
+        let _ = write!(s, " {m} |");
+    }
+    let _ = writeln!(s, "\n|---|{}", "---|".repeat(r.correlations.models.len()));
+    for (i, m) in r.correlations.models.iter().enumerate() {
+        let _ = write!(s, "| {m} |");
+        for v in &r.correlations.r[i] {
+            match v {
+                Some(x) => {
+                    let _ = write!(s, " {x:.2} |");
+                }
+                None => {
+                    let _ = write!(s, " n/a |");
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+
+    let _ = writeln!(s, "\n## Beside the paper\n");
+    let _ = writeln!(
+        s,
+        "The paper's Table V (smart building and city traffic, 48 h of 58 and 10 cameras, three models each, GPU \
+         memory budgets of 5 and 9 GB):\n"
+    );
+    let _ = writeln!(s, "{PAPER_TABLE_V}");
+    let _ = writeln!(
+        s,
+        "Where these data differ: the footage is this trace's, not the paper's building and traffic cameras; the \
+         models are the ones recorded here, not OpenPose, ResNet50 and YOLOv3; costs come from the trace header \
+         (profiled on the recording machine, possibly a CPU) rather than a GPU; MTL and DRLS are not re-implemented; \
+         the profiling scores are measured over a window of periods because short traces hold few profiling frames \
+         per period."
+    );
+    s
+}
+
+/// Accuracy (%) against budget, one line per method, as an SVG document.
+pub fn plot_accuracy_vs_budget(r: &Report) -> Result<String, EvalError> {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| EvalError::Plot(e.to_string());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let n = r.budgets.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Average output accuracy vs budget", ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..100f64)
+            .map_err(|e| err(&e))?;
+        let labels: Vec<String> = r.budgets.iter().map(|b| b.label.clone()).collect();
+        chart
+            .configure_mesh()
+            .x_labels(n.max(1))
+            .x_label_formatter(&|x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                    labels[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc("budget")
+            .y_desc("accuracy %")
+            .draw()
+            .map_err(|e| err(&e))?;
+        let colours = [RED, BLUE, GREEN, MAGENTA, BLACK];
+        for (mi, method) in Method::ALL.iter().enumerate() {
+            let colour = colours[mi % colours.len()];
+            let pts: Vec<(f64, f64)> = r
+                .budgets
+                .iter()
+                .enumerate()
+                .map(|(bi, b)| (bi as f64, 100.0 * b.methods[mi].outcome.accuracy))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(method.name())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+/// Accuracy (%) against time per frame for every method and budget, as an SVG document.
+pub fn plot_accuracy_vs_time(r: &Report) -> Result<String, EvalError> {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| EvalError::Plot(e.to_string());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let max_ms = r
+            .budgets
+            .iter()
+            .flat_map(|b| b.methods.iter().map(|m| m.outcome.ms_per_frame))
+            .chain([r.reducto_at_target.ms_per_frame])
+            .fold(1.0f64, f64::max);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Average output accuracy vs time per frame",
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0f64..max_ms * 1.1, 0f64..100f64)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("ms per frame")
+            .y_desc("accuracy %")
+            .draw()
+            .map_err(|e| err(&e))?;
+        let colours = [RED, BLUE, GREEN, MAGENTA, BLACK];
+        for (mi, method) in Method::ALL.iter().enumerate() {
+            let colour = colours[mi % colours.len()];
+            let pts: Vec<(f64, f64)> = r
+                .budgets
+                .iter()
+                .map(|b| {
+                    let o = &b.methods[mi].outcome;
+                    (o.ms_per_frame, 100.0 * o.accuracy)
+                })
+                .collect();
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, colour.filled())))
+                .map_err(|e| err(&e))?
+                .label(method.name())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+/// Writes `report.md`, `report.json` and the SVG plots into `dir`, each atomically; returns
+/// the paths written.
+pub fn write_report(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let io = |p: &Path, e: std::io::Error| EvalError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    };
+    let plots = [
+        (
+            "Accuracy vs budget",
+            "accuracy_vs_budget.svg",
+            plot_accuracy_vs_budget(r)?,
+        ),
+        (
+            "Accuracy vs time per frame",
+            "accuracy_vs_time.svg",
+            plot_accuracy_vs_time(r)?,
+        ),
+    ];
+    let mut written = Vec::new();
+    for (_, name, svg) in &plots {
+        let p = dir.join(name);
+        crate::fsutil::write_atomic(&p, svg.as_bytes()).map_err(|e| io(&p, e))?;
+        written.push(p);
+    }
+    let refs: Vec<(&str, &str)> = plots.iter().map(|(t, n, _)| (*t, *n)).collect();
+    let md = render_markdown(r, &refs);
+    let p = dir.join("report.md");
+    crate::fsutil::write_atomic(&p, md.as_bytes()).map_err(|e| io(&p, e))?;
+    written.push(p);
+    let json = serde_json::to_vec_pretty(r).map_err(|e| EvalError::Invalid(e.to_string()))?;
+    let p = dir.join("report.json");
+    crate::fsutil::write_atomic(&p, &json).map_err(|e| io(&p, e))?;
+    written.push(p);
+    Ok(written)
+}

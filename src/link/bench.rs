@@ -1,0 +1,79 @@
+//! The link speed figures shared by `benches/links.rs` and `mlink bench links`: the workloads
+//! are built here once so both measure the same thing.
+
+use super::LinkBundle;
+use super::net::{LinkNet, TrainParams};
+use crate::output::{OutputSpec, OutputValue, TaskKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn probs(n: usize, rng: &mut StdRng) -> OutputValue {
+    let mut v: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..1.0)).collect();
+    let s: f32 = v.iter().sum();
+    v.iter_mut().for_each(|x| *x /= s);
+    OutputValue::Vector(v)
+}
+
+/// 800 samples of an 80 -> 80 single-label mapping (the paper's 80-160-80 vec2vec shape).
+pub fn vec2vec_workload() -> (OutputSpec, Vec<OutputValue>, Vec<OutputValue>) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let spec = OutputSpec::vector(80, TaskKind::SingleLabel);
+    let xs: Vec<OutputValue> = (0..800).map(|_| probs(80, &mut rng)).collect();
+    let ts: Vec<OutputValue> = (0..800).map(|_| probs(80, &mut rng)).collect();
+    (spec, xs, ts)
+}
+
+/// Trains the 80-160-80 vec2vec link for `epochs` epochs, batch 32.
+pub fn train_vec2vec(epochs: usize) -> LinkNet {
+    let (spec, xs, ts) = vec2vec_workload();
+    let x: Vec<&OutputValue> = xs.iter().collect();
+    let t: Vec<&OutputValue> = ts.iter().collect();
+    let p = TrainParams {
+        epochs,
+        ..TrainParams::default()
+    };
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut net = LinkNet::new(&spec, &spec, &p, &x, &t, &mut rng).expect("vector specs");
+    net.fit(&x, &t, &p, &mut rng).expect("vector data");
+    net
+}
+
+/// A bundle of seven 80-class models (one target, six sources), trained briefly, and one frame
+/// of the six sources' outputs.
+pub fn six_source_bundle() -> (LinkBundle, Vec<(usize, OutputValue)>) {
+    let mut rng = StdRng::seed_from_u64(3);
+    let spec = OutputSpec::vector(80, TaskKind::SingleLabel);
+    let models: Vec<(String, OutputSpec)> =
+        (0..7).map(|i| (format!("m{i}"), spec.clone())).collect();
+    let samples: Vec<Vec<Option<OutputValue>>> = (0..64)
+        .map(|_| (0..7).map(|_| Some(probs(80, &mut rng))).collect())
+        .collect();
+    let p = TrainParams {
+        epochs: 1,
+        ..TrainParams::default()
+    };
+    let b = LinkBundle::train(&models, &samples, &p, 0.25, 1, &|_| {}).expect("bundle");
+    let active = (1..7).map(|i| (i, probs(80, &mut rng))).collect();
+    (b, active)
+}
+
+/// A seq2vec link (vocabulary 50 -> 80 classes), briefly trained, and a 20-token input.
+pub fn seq2vec_link() -> (LinkNet, OutputValue) {
+    let mut rng = StdRng::seed_from_u64(4);
+    let src = OutputSpec::sequence(50, 24, 0);
+    let dst = OutputSpec::vector(80, TaskKind::SingleLabel);
+    let xs: Vec<OutputValue> = (0..64)
+        .map(|_| OutputValue::Tokens((0..20).map(|_| rng.random_range(1..50)).collect()))
+        .collect();
+    let ts: Vec<OutputValue> = (0..64).map(|_| probs(80, &mut rng)).collect();
+    let x: Vec<&OutputValue> = xs.iter().collect();
+    let t: Vec<&OutputValue> = ts.iter().collect();
+    let p = TrainParams {
+        epochs: 1,
+        ..TrainParams::default()
+    };
+    let mut net = LinkNet::new(&src, &dst, &p, &x, &t, &mut rng).expect("specs");
+    net.fit(&x, &t, &p, &mut rng).expect("data");
+    let input = OutputValue::Tokens((0..20).map(|k| 1 + (k % 49) as u32).collect());
+    (net, input)
+}

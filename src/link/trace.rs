@@ -1,0 +1,900 @@
+//! Traces: the file of aligned samples that recording writes and training, evaluation and replay
+//! read. One record per analysed frame: camera id, sequence number, time, every model's output
+//! (or its absence) and optional low-level frame features.
+//!
+//! # Encoding (version 1)
+//!
+//! All integers and floats are little-endian.
+//!
+//! ```text
+//! magic        8 bytes   b"MLTRACE\0"
+//! version      u32       TRACE_VERSION
+//! header_len   u32       length of the JSON header
+//! header       bytes     TraceHeader as JSON (models with ids and specs, feature names, source)
+//! header_crc   u32       CRC-32 (IEEE) of the JSON header
+//! records      repeated:
+//!   len        u32       payload length (< END_MARK)
+//!   payload    bytes     one record, see below
+//!   crc        u32       CRC-32 of the payload
+//! end          u32       END_MARK (0xFFFF_FFFF), then u64 record count, then u32 CRC of that count
+//! ```
+//!
+//! A record payload is: camera (u16 length + UTF-8), seq u64, time_s f64, output count u32, then
+//! per output a tag u8 (0 absent, 1 vector, 2 tokens), element count u32 and the elements (f32
+//! or u32), then the feature count u32 and the features (f32).
+//!
+//! The writer writes `PATH.partial` and renames it to `PATH` in [`TraceWriter::finish`], after
+//! the end mark. A recording that was interrupted therefore leaves `PATH.partial` without an end
+//! mark: [`TraceReader::open_partial`] reads it up to its last complete record and
+//! [`TraceWriter::resume`] continues it. [`TraceReader::open`] insists on a complete file and
+//! reports a missing end mark as [`TraceError::Truncated`].
+//!
+//! Every record is checked against the header's specs both when written and when read, so a
+//! value of the wrong shape can never reach a link.
+
+use crate::output::{OutputSpec, OutputValue};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The trace format version this build writes and the newest it reads.
+pub const TRACE_VERSION: u32 = 1;
+/// The first bytes of every trace file.
+pub const TRACE_MAGIC: [u8; 8] = *b"MLTRACE\0";
+/// The length value that marks the end of a complete trace.
+const END_MARK: u32 = u32::MAX;
+/// Largest record payload accepted, so that a corrupt length cannot trigger a huge allocation.
+const MAX_RECORD_BYTES: u32 = 256 << 20;
+/// Largest JSON header accepted.
+const MAX_HEADER_BYTES: u32 = 16 << 20;
+
+/// What a trace holds: the models whose outputs it records (in record order), the names of the
+/// low-level frame features, and a free-form description of where it came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceHeader {
+    pub models: Vec<TraceModel>,
+    #[serde(default)]
+    pub frame_feature_names: Vec<String>,
+    #[serde(default)]
+    pub source: String,
+}
+
+/// One recorded model: its id, output spec and (when profiled) its cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceModel {
+    pub id: String,
+    pub spec: OutputSpec,
+    #[serde(default)]
+    pub memory_mb: Option<f64>,
+    #[serde(default)]
+    pub latency_ms: Option<f64>,
+}
+
+/// One analysed frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceRecord {
+    pub camera: String,
+    pub seq: u64,
+    pub time_s: f64,
+    /// One entry per header model, in header order; `None` when the model did not run.
+    pub outputs: Vec<Option<OutputValue>>,
+    /// Low-level features named by the header's `frame_feature_names` (same length; may be
+    /// empty when the header names none).
+    pub frame_features: Vec<f32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not an mlink trace (the file does not start with the trace magic)")]
+    NotATrace { path: PathBuf },
+    #[error(
+        "{path}: trace format version {found} is newer than the supported version {supported}; \
+         upgrade mlink to read it"
+    )]
+    NewerVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error(
+        "{path}: the trace ends after {records} complete records without its end mark (the \
+         recording was interrupted or the file was cut); read it with open_partial to use the \
+         complete records"
+    )]
+    Truncated { path: PathBuf, records: u64 },
+    #[error("{path}: record {record} is corrupt: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        record: u64,
+        reason: String,
+    },
+    #[error("{path}: bad trace header: {reason}")]
+    Header { path: PathBuf, reason: String },
+    #[error("record {record} (camera {camera:?}, seq {seq}) does not match the header: {reason}")]
+    Shape {
+        record: u64,
+        camera: String,
+        seq: u64,
+        reason: String,
+    },
+}
+
+/// Checks a header for duplicate or empty model ids.
+fn validate_header(header: &TraceHeader) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for m in &header.models {
+        if m.id.is_empty() {
+            return Err("a model has an empty id".into());
+        }
+        if !seen.insert(m.id.as_str()) {
+            return Err(format!("model id {:?} appears twice", m.id));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a record against the header: one output per model, each of the model's spec, and the
+/// frame features matching the header's names.
+pub fn validate_record(
+    header: &TraceHeader,
+    rec: &TraceRecord,
+    index: u64,
+) -> Result<(), TraceError> {
+    let shape = |reason: String| TraceError::Shape {
+        record: index,
+        camera: rec.camera.clone(),
+        seq: rec.seq,
+        reason,
+    };
+    if rec.outputs.len() != header.models.len() {
+        return Err(shape(format!(
+            "{} outputs for {} models",
+            rec.outputs.len(),
+            header.models.len()
+        )));
+    }
+    for (m, out) in header.models.iter().zip(&rec.outputs) {
+        if let Some(v) = out {
+            m.spec
+                .check(v)
+                .map_err(|e| shape(format!("model {:?}: {e}", m.id)))?;
+        }
+    }
+    if rec.frame_features.len() != header.frame_feature_names.len() {
+        return Err(shape(format!(
+            "{} frame features for {} names",
+            rec.frame_features.len(),
+            header.frame_feature_names.len()
+        )));
+    }
+    if !rec.time_s.is_finite() {
+        return Err(shape(format!("time {} is not finite", rec.time_s)));
+    }
+    if rec.camera.len() > u16::MAX as usize {
+        return Err(shape("camera id longer than 65535 bytes".into()));
+    }
+    Ok(())
+}
+
+/// The path an unfinished recording of `path` is written to.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Streams records to `PATH.partial`; [`finish`](Self::finish) seals and renames it to `PATH`.
+pub struct TraceWriter {
+    header: TraceHeader,
+    path: PathBuf,
+    partial: PathBuf,
+    out: BufWriter<File>,
+    records: u64,
+    buf: Vec<u8>,
+}
+
+impl TraceWriter {
+    /// Starts a new trace at `path` (written as `PATH.partial` until finished).
+    pub fn create(path: &Path, header: &TraceHeader) -> Result<Self, TraceError> {
+        validate_header(header).map_err(|reason| TraceError::Header {
+            path: path.to_owned(),
+            reason,
+        })?;
+        let partial = partial_path(path);
+        let io = |source| TraceError::Io {
+            path: partial.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = File::create(&partial).map_err(io)?;
+        let mut out = BufWriter::new(file);
+        let json = serde_json::to_vec(header).map_err(|e| TraceError::Header {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut head = Vec::with_capacity(json.len() + 20);
+        head.extend_from_slice(&TRACE_MAGIC);
+        head.extend_from_slice(&TRACE_VERSION.to_le_bytes());
+        head.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        head.extend_from_slice(&json);
+        head.extend_from_slice(&crc32(&json).to_le_bytes());
+        out.write_all(&head).map_err(io)?;
+        Ok(Self {
+            header: header.clone(),
+            path: path.to_owned(),
+            partial,
+            out,
+            records: 0,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Continues an interrupted recording of `path`: reads `PATH.partial` up to its last
+    /// complete record, cuts off anything after it and appends from there.
+    pub fn resume(path: &Path) -> Result<Self, TraceError> {
+        let partial = partial_path(path);
+        let mut reader = TraceReader::open_partial(&partial)?;
+        for rec in reader.by_ref() {
+            rec?;
+        }
+        let good_end = reader.offset;
+        let records = reader.records;
+        let header = reader.header.clone();
+        drop(reader);
+        let io = |source| TraceError::Io {
+            path: partial.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial)
+            .map_err(io)?;
+        file.set_len(good_end).map_err(io)?;
+        file.seek(SeekFrom::Start(good_end)).map_err(io)?;
+        Ok(Self {
+            header,
+            path: path.to_owned(),
+            partial,
+            out: BufWriter::new(file),
+            records,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// Records written so far (including those of a resumed recording).
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Appends one record after checking it against the header.
+    pub fn append(&mut self, rec: &TraceRecord) -> Result<(), TraceError> {
+        validate_record(&self.header, rec, self.records)?;
+        self.buf.clear();
+        encode_record(rec, &mut self.buf);
+        if self.buf.len() as u64 >= MAX_RECORD_BYTES as u64 {
+            return Err(TraceError::Shape {
+                record: self.records,
+                camera: rec.camera.clone(),
+                seq: rec.seq,
+                reason: format!("record of {} bytes is too large", self.buf.len()),
+            });
+        }
+        let io = |source| TraceError::Io {
+            path: self.partial.clone(),
+            source,
+        };
+        self.out
+            .write_all(&(self.buf.len() as u32).to_le_bytes())
+            .map_err(io)?;
+        self.out.write_all(&self.buf).map_err(io)?;
+        self.out
+            .write_all(&crc32(&self.buf).to_le_bytes())
+            .map_err(io)?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Pushes buffered records to the partial file, so that an interruption loses nothing
+    /// appended so far.
+    pub fn flush(&mut self) -> Result<(), TraceError> {
+        self.out.flush().map_err(|source| TraceError::Io {
+            path: self.partial.clone(),
+            source,
+        })
+    }
+
+    /// Writes the end mark, syncs and renames `PATH.partial` to `PATH`.
+    pub fn finish(mut self) -> Result<(), TraceError> {
+        let partial = self.partial.clone();
+        let io = |source| TraceError::Io {
+            path: partial.clone(),
+            source,
+        };
+        let count = self.records.to_le_bytes();
+        self.out.write_all(&END_MARK.to_le_bytes()).map_err(io)?;
+        self.out.write_all(&count).map_err(io)?;
+        self.out
+            .write_all(&crc32(&count).to_le_bytes())
+            .map_err(io)?;
+        self.out.flush().map_err(io)?;
+        self.out.get_ref().sync_all().map_err(io)?;
+        std::fs::rename(&self.partial, &self.path).map_err(io)?;
+        Ok(())
+    }
+}
+
+/// Reads a trace record by record (a long trace never has to fit in memory).
+pub struct TraceReader {
+    header: TraceHeader,
+    path: PathBuf,
+    input: BufReader<File>,
+    /// Byte offset just after the last complete record read.
+    offset: u64,
+    records: u64,
+    /// Accept a missing end mark (reading an interrupted recording).
+    tolerate_truncation: bool,
+    done: bool,
+    complete: bool,
+}
+
+impl TraceReader {
+    /// Opens a finished trace; a missing end mark is reported as [`TraceError::Truncated`]
+    /// after the last complete record.
+    pub fn open(path: &Path) -> Result<Self, TraceError> {
+        Self::open_with(path, false)
+    }
+
+    /// Opens a trace that may be unfinished (such as `PATH.partial`): iteration stops quietly
+    /// after the last complete record.
+    pub fn open_partial(path: &Path) -> Result<Self, TraceError> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, tolerate_truncation: bool) -> Result<Self, TraceError> {
+        let io = |source| TraceError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let mut input = BufReader::new(file);
+        let mut magic = [0u8; 8];
+        match read_exact_or_eof(&mut input, &mut magic).map_err(io)? {
+            Filled::Full => {}
+            _ => {
+                return Err(TraceError::NotATrace {
+                    path: path.to_owned(),
+                });
+            }
+        }
+        if magic != TRACE_MAGIC {
+            return Err(TraceError::NotATrace {
+                path: path.to_owned(),
+            });
+        }
+        let header_err = |reason: String| TraceError::Header {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut word = [0u8; 4];
+        let mut read_u32 = |input: &mut BufReader<File>, what: &str| -> Result<u32, TraceError> {
+            match read_exact_or_eof(input, &mut word).map_err(io)? {
+                Filled::Full => Ok(u32::from_le_bytes(word)),
+                _ => Err(header_err(format!(
+                    "the file ends inside the header ({what})"
+                ))),
+            }
+        };
+        let version = read_u32(&mut input, "version")?;
+        if version > TRACE_VERSION {
+            return Err(TraceError::NewerVersion {
+                path: path.to_owned(),
+                found: version,
+                supported: TRACE_VERSION,
+            });
+        }
+        if version == 0 {
+            return Err(header_err("version 0 is not a valid trace version".into()));
+        }
+        let len = read_u32(&mut input, "header length")?;
+        if len > MAX_HEADER_BYTES {
+            return Err(header_err(format!("header length {len} is implausible")));
+        }
+        let mut json = vec![0u8; len as usize];
+        if !matches!(
+            read_exact_or_eof(&mut input, &mut json).map_err(io)?,
+            Filled::Full
+        ) {
+            return Err(header_err("the file ends inside the header".into()));
+        }
+        let crc = read_u32(&mut input, "header checksum")?;
+        if crc != crc32(&json) {
+            return Err(header_err("header checksum mismatch (corrupt file)".into()));
+        }
+        let header: TraceHeader =
+            serde_json::from_slice(&json).map_err(|e| header_err(e.to_string()))?;
+        validate_header(&header).map_err(&header_err)?;
+        Ok(Self {
+            header,
+            path: path.to_owned(),
+            input,
+            offset: 20 + len as u64,
+            records: 0,
+            tolerate_truncation,
+            done: false,
+            complete: false,
+        })
+    }
+
+    pub fn header(&self) -> &TraceHeader {
+        &self.header
+    }
+
+    /// Whether the end mark has been reached (only known after the last record was read).
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// Complete records read so far.
+    pub fn records_read(&self) -> u64 {
+        self.records
+    }
+
+    fn truncated(&mut self) -> Option<Result<TraceRecord, TraceError>> {
+        self.done = true;
+        if self.tolerate_truncation {
+            None
+        } else {
+            Some(Err(TraceError::Truncated {
+                path: self.path.clone(),
+                records: self.records,
+            }))
+        }
+    }
+
+    fn corrupt(&mut self, reason: String) -> Option<Result<TraceRecord, TraceError>> {
+        self.done = true;
+        Some(Err(TraceError::Corrupt {
+            path: self.path.clone(),
+            record: self.records,
+            reason,
+        }))
+    }
+
+    fn next_record(&mut self) -> Option<Result<TraceRecord, TraceError>> {
+        if self.done {
+            return None;
+        }
+        let mut word = [0u8; 4];
+        match read_exact_or_eof(&mut self.input, &mut word) {
+            Err(e) => return self.io_error(e),
+            Ok(Filled::Empty) | Ok(Filled::Partial) => return self.truncated(),
+            Ok(Filled::Full) => {}
+        }
+        let len = u32::from_le_bytes(word);
+        if len == END_MARK {
+            let mut tail = [0u8; 12];
+            match read_exact_or_eof(&mut self.input, &mut tail) {
+                Err(e) => return self.io_error(e),
+                Ok(Filled::Full) => {}
+                Ok(_) => return self.truncated(),
+            }
+            let count = &tail[..8];
+            let crc = u32::from_le_bytes([tail[8], tail[9], tail[10], tail[11]]);
+            if crc != crc32(count) {
+                return self.corrupt("end mark checksum mismatch".into());
+            }
+            let n = u64::from_le_bytes(count.try_into().unwrap_or([0; 8]));
+            if n != self.records {
+                return self.corrupt(format!(
+                    "the end mark counts {n} records but {} were read",
+                    self.records
+                ));
+            }
+            let mut extra = [0u8; 1];
+            match self.input.read(&mut extra) {
+                Ok(0) => {}
+                Ok(_) => return self.corrupt("data after the end mark".into()),
+                Err(e) => return self.io_error(e),
+            }
+            self.done = true;
+            self.complete = true;
+            return None;
+        }
+        if len > MAX_RECORD_BYTES {
+            return self.corrupt(format!("record length {len} is implausible"));
+        }
+        let mut payload = vec![0u8; len as usize + 4];
+        match read_exact_or_eof(&mut self.input, &mut payload) {
+            Err(e) => return self.io_error(e),
+            Ok(Filled::Full) => {}
+            Ok(_) => return self.truncated(),
+        }
+        let (body, crc) = payload.split_at(len as usize);
+        let crc = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        if crc != crc32(body) {
+            return self.corrupt("checksum mismatch".into());
+        }
+        let rec = match decode_record(body) {
+            Ok(r) => r,
+            Err(reason) => return self.corrupt(reason),
+        };
+        if let Err(e) = validate_record(&self.header, &rec, self.records) {
+            self.done = true;
+            return Some(Err(e));
+        }
+        self.offset += 8 + len as u64;
+        self.records += 1;
+        Some(Ok(rec))
+    }
+
+    fn io_error(&mut self, source: std::io::Error) -> Option<Result<TraceRecord, TraceError>> {
+        self.done = true;
+        Some(Err(TraceError::Io {
+            path: self.path.clone(),
+            source,
+        }))
+    }
+}
+
+impl Iterator for TraceReader {
+    type Item = Result<TraceRecord, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record()
+    }
+}
+
+/// Reads a finished trace into memory.
+pub fn read_all(path: &Path) -> Result<(TraceHeader, Vec<TraceRecord>), TraceError> {
+    let reader = TraceReader::open(path)?;
+    let header = reader.header().clone();
+    let records = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok((header, records))
+}
+
+enum Filled {
+    Empty,
+    Partial,
+    Full,
+}
+
+/// Fills `buf` completely, or reports how far the input got before its end.
+fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<Filled> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => {
+                return Ok(if got == 0 {
+                    Filled::Empty
+                } else {
+                    Filled::Partial
+                });
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Filled::Full)
+}
+
+fn encode_record(rec: &TraceRecord, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(rec.camera.len() as u16).to_le_bytes());
+    out.extend_from_slice(rec.camera.as_bytes());
+    out.extend_from_slice(&rec.seq.to_le_bytes());
+    out.extend_from_slice(&rec.time_s.to_le_bytes());
+    out.extend_from_slice(&(rec.outputs.len() as u32).to_le_bytes());
+    for o in &rec.outputs {
+        match o {
+            None => out.push(0),
+            Some(OutputValue::Vector(v)) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                for x in v {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            Some(OutputValue::Tokens(t)) => {
+                out.push(2);
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                for x in t {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+    out.extend_from_slice(&(rec.frame_features.len() as u32).to_le_bytes());
+    for x in &rec.frame_features {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+}
+
+/// A cursor over a record payload that reports running past its end.
+struct Cursor<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or_else(|| format!("payload ends early at byte {}", self.pos))?;
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn count(&mut self, elem: usize) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(elem) > self.data.len() - self.pos {
+            return Err(format!("element count {n} exceeds the payload"));
+        }
+        Ok(n)
+    }
+}
+
+fn decode_record(data: &[u8]) -> Result<TraceRecord, String> {
+    let mut c = Cursor { data, pos: 0 };
+    let cam_len = u16::from_le_bytes(c.array()?) as usize;
+    let camera = std::str::from_utf8(c.take(cam_len)?)
+        .map_err(|_| "camera id is not UTF-8".to_string())?
+        .to_owned();
+    let seq = u64::from_le_bytes(c.array()?);
+    let time_s = f64::from_le_bytes(c.array()?);
+    let n = c.count(1)?;
+    let mut outputs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let tag = c.array::<1>()?[0];
+        outputs.push(match tag {
+            0 => None,
+            1 => {
+                let len = c.count(4)?;
+                let mut v = Vec::with_capacity(len);
+                for _ in 0..len {
+                    v.push(f32::from_le_bytes(c.array()?));
+                }
+                Some(OutputValue::Vector(v))
+            }
+            2 => {
+                let len = c.count(4)?;
+                let mut v = Vec::with_capacity(len);
+                for _ in 0..len {
+                    v.push(c.u32()?);
+                }
+                Some(OutputValue::Tokens(v))
+            }
+            t => return Err(format!("unknown output tag {t}")),
+        });
+    }
+    let nf = c.count(4)?;
+    let mut frame_features = Vec::with_capacity(nf);
+    for _ in 0..nf {
+        frame_features.push(f32::from_le_bytes(c.array()?));
+    }
+    if c.pos != data.len() {
+        return Err(format!(
+            "{} unexpected bytes after the record",
+            data.len() - c.pos
+        ));
+    }
+    Ok(TraceRecord {
+        camera,
+        seq,
+        time_s,
+        outputs,
+        frame_features,
+    })
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as used by zip and PNG.
+pub fn crc32(data: &[u8]) -> u32 {
+    const TABLE: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            t[i] = c;
+            i += 1;
+        }
+        t
+    };
+    let mut c = !0u32;
+    for &b in data {
+        c = TABLE[((c ^ b as u32) & 0xFF) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::TaskKind;
+
+    fn header() -> TraceHeader {
+        TraceHeader {
+            models: vec![
+                TraceModel {
+                    id: "cls".into(),
+                    spec: OutputSpec::vector(3, TaskKind::SingleLabel),
+                    memory_mb: Some(12.5),
+                    latency_ms: None,
+                },
+                TraceModel {
+                    id: "cap".into(),
+                    spec: OutputSpec::sequence(10, 5, 0),
+                    memory_mb: None,
+                    latency_ms: Some(3.0),
+                },
+            ],
+            frame_feature_names: vec!["edge".into()],
+            source: "unit test".into(),
+        }
+    }
+
+    fn record(i: u64) -> TraceRecord {
+        TraceRecord {
+            camera: "cam0".into(),
+            seq: i,
+            time_s: i as f64 * 0.5,
+            outputs: vec![
+                Some(OutputValue::Vector(vec![0.1, 0.2 * i as f32, 0.7])),
+                if i.is_multiple_of(2) {
+                    None
+                } else {
+                    Some(OutputValue::Tokens(vec![3, 4, 0]))
+                },
+            ],
+            frame_features: vec![i as f32],
+        }
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn round_trip_and_partial_file_until_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.trace");
+        let mut w = TraceWriter::create(&p, &header()).unwrap();
+        for i in 0..10 {
+            w.append(&record(i)).unwrap();
+        }
+        w.flush().unwrap();
+        assert!(!p.exists(), "the final name appears only on finish");
+        assert!(partial_path(&p).exists());
+        w.finish().unwrap();
+        assert!(!partial_path(&p).exists());
+        let (h, recs) = read_all(&p).unwrap();
+        assert_eq!(h, header());
+        assert_eq!(recs, (0..10).map(record).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn wrong_shapes_are_refused_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = TraceWriter::create(&dir.path().join("t"), &header()).unwrap();
+        let mut r = record(0);
+        r.outputs[0] = Some(OutputValue::Vector(vec![1.0]));
+        let e = w.append(&r).unwrap_err().to_string();
+        assert!(e.contains("cls") && e.contains("length 3"), "{e}");
+        let mut r = record(0);
+        r.outputs.pop();
+        assert!(w.append(&r).is_err());
+        let mut r = record(0);
+        r.frame_features.clear();
+        assert!(w.append(&r).is_err());
+    }
+
+    #[test]
+    fn truncated_file_reads_up_to_last_record_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.trace");
+        let mut w = TraceWriter::create(&p, &header()).unwrap();
+        for i in 0..5 {
+            w.append(&record(i)).unwrap();
+        }
+        w.flush().unwrap();
+        drop(w);
+        let part = partial_path(&p);
+        // Cut the last record in half, as a crash during a write would.
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() - 7]).unwrap();
+
+        let strict: Vec<_> = TraceReader::open(&part).unwrap().collect();
+        assert_eq!(strict.len(), 5);
+        assert!(matches!(
+            strict[4],
+            Err(TraceError::Truncated { records: 4, .. })
+        ));
+        let lenient: Vec<_> = TraceReader::open_partial(&part)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(lenient, (0..4).map(record).collect::<Vec<_>>());
+
+        let mut w = TraceWriter::resume(&p).unwrap();
+        assert_eq!(w.records(), 4);
+        for i in 4..8 {
+            w.append(&record(i)).unwrap();
+        }
+        w.finish().unwrap();
+        let (_, recs) = read_all(&p).unwrap();
+        assert_eq!(recs, (0..8).map(record).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn foreign_newer_and_corrupt_files_give_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.trace");
+        let mut w = TraceWriter::create(&p, &header()).unwrap();
+        for i in 0..3 {
+            w.append(&record(i)).unwrap();
+        }
+        w.finish().unwrap();
+        let good = std::fs::read(&p).unwrap();
+
+        let foreign = dir.path().join("foreign");
+        std::fs::write(&foreign, b"{\"models\": []}\n").unwrap();
+        assert!(matches!(
+            TraceReader::open(&foreign),
+            Err(TraceError::NotATrace { .. })
+        ));
+
+        let mut newer = good.clone();
+        newer[8..12].copy_from_slice(&(TRACE_VERSION + 1).to_le_bytes());
+        std::fs::write(&foreign, &newer).unwrap();
+        let e = TraceReader::open(&foreign).err().unwrap();
+        assert!(
+            matches!(e, TraceError::NewerVersion { found: 2, .. }),
+            "{e}"
+        );
+
+        let mut flipped = good.clone();
+        let last_record_byte = good.len() - 16 - 6;
+        flipped[last_record_byte] ^= 0x55;
+        std::fs::write(&foreign, &flipped).unwrap();
+        let e = read_all(&foreign).unwrap_err();
+        assert!(matches!(e, TraceError::Corrupt { record: 2, .. }), "{e}");
+
+        std::fs::write(&foreign, &good[..good.len() - 10]).unwrap();
+        let e = read_all(&foreign).unwrap_err().to_string();
+        assert!(e.contains("without its end mark"), "{e}");
+    }
+}

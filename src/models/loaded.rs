@@ -1,0 +1,346 @@
+//! One loaded model: its ONNX Runtime session, its family adapter and its output head.
+
+use super::ModelError;
+use super::adapters::{Adapter, AdapterOutput, InputData, RawTensor, face_region};
+use super::heads::Head;
+use super::onnx_info::{IoInfo, read_signature};
+use super::postprocess::Detection;
+use super::preprocess::Region;
+use super::runtime::{cuda_available, environment, init_runtime};
+use crate::config::{AdapterKind, ModelConfig};
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+use crate::output::{OutputSpec, OutputValue};
+use ort::session::Session;
+use ort::value::{Tensor, ValueType};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Where the time of one inference went, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Timing {
+    pub pre_ms: f64,
+    pub run_ms: f64,
+    pub post_ms: f64,
+}
+
+impl Timing {
+    pub fn total_ms(&self) -> f64 {
+        self.pre_ms + self.run_ms + self.post_ms
+    }
+}
+
+/// The result of one inference.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    /// The head's value.
+    pub value: OutputValue,
+    /// Detections in frame pixels (detector families; empty for classifiers), for models that
+    /// take crops from this one and for output records.
+    pub detections: Vec<Detection>,
+    /// Per-image class probabilities (classifier families: one row per crop, or one for the
+    /// frame).
+    pub probs: Vec<Vec<f32>>,
+    pub timing: Timing,
+}
+
+/// One model ready to run.
+pub struct LoadedModel {
+    cfg: ModelConfig,
+    path: PathBuf,
+    session: Session,
+    adapter: Adapter,
+    head: Head,
+    executions: prometheus::IntCounter,
+    latency: prometheus::Histogram,
+}
+
+fn io_info(name: &str, ty: &ValueType) -> IoInfo {
+    let (elem_type, dims) = match ty {
+        ValueType::Tensor { ty, shape, .. } => {
+            let elem = match ty {
+                ort::value::TensorElementType::Float32 => 1,
+                ort::value::TensorElementType::Int32 => 6,
+                ort::value::TensorElementType::Int64 => 7,
+                ort::value::TensorElementType::Uint8 => 2,
+                _ => 0,
+            };
+            (elem, shape.iter().map(|&d| (d >= 0).then_some(d)).collect())
+        }
+        _ => (0, vec![]),
+    };
+    IoInfo {
+        name: name.to_string(),
+        elem_type,
+        dims,
+    }
+}
+
+impl LoadedModel {
+    /// Creates the session for `cfg` (its path relative to `base_dir`), binds the adapter to
+    /// the model's signature and the head to the adapter, and counts the load.
+    pub fn load(cfg: &ModelConfig, base_dir: &Path, metrics: &Metrics) -> Result<Self, ModelError> {
+        init_runtime()?;
+        let env = environment()?;
+        let path = base_dir.join(&cfg.path);
+        // Reading the signature first turns a missing, truncated or foreign file into a clear
+        // error before ONNX Runtime sees it.
+        read_signature(&path)?;
+        let session_err = |e: &dyn std::fmt::Display| ModelError::Session {
+            model: cfg.id.clone(),
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let mut providers = Vec::new();
+        if cuda_available() {
+            providers.push(ort::ep::CUDA::default().build());
+        }
+        // Without the CPU arena, memory goes back to the system when the session is dropped.
+        providers.push(ort::ep::CPU::default().with_arena_allocator(false).build());
+        let session = Session::builder(env)
+            .map_err(|e| session_err(&e))?
+            .with_intra_threads(cfg.threads.max(1))
+            .map_err(|e| session_err(&e))?
+            .with_inter_threads(1)
+            .map_err(|e| session_err(&e))?
+            .with_execution_providers(providers)
+            .map_err(|e| session_err(&e))?
+            .commit_from_file(&path)
+            .map_err(|e| session_err(&e))?;
+        let inputs: Vec<IoInfo> = session
+            .inputs()
+            .iter()
+            .map(|o| io_info(o.name(), o.dtype()))
+            .collect();
+        let outputs: Vec<IoInfo> = session
+            .outputs()
+            .iter()
+            .map(|o| io_info(o.name(), o.dtype()))
+            .collect();
+        let adapter = Adapter::new(cfg.adapter, &inputs, &outputs).map_err(|message| {
+            ModelError::Mismatch {
+                model: cfg.id.clone(),
+                path: path.clone(),
+                adapter: adapter_name(cfg.adapter),
+                message,
+            }
+        })?;
+        if cfg.crops_from.is_some() && !adapter.takes_crops() {
+            return Err(ModelError::Config {
+                model: cfg.id.clone(),
+                message: format!(
+                    "crops_from needs a classifier (efficientnet_lite, face_attribute), not {}",
+                    adapter_name(cfg.adapter)
+                ),
+            });
+        }
+        let head = Head::new(&cfg.id, cfg.adapter, &cfg.head, adapter.num_classes())?;
+        metrics
+            .model_loads
+            .with_label_values(&[cfg.id.as_str()])
+            .inc();
+        tracing::info!(model = %cfg.id, path = %path.display(), adapter = adapter_name(cfg.adapter), "model loaded");
+        Ok(Self {
+            executions: metrics
+                .model_executions
+                .with_label_values(&[cfg.id.as_str()]),
+            latency: metrics
+                .inference_seconds
+                .with_label_values(&[cfg.id.as_str()]),
+            cfg: cfg.clone(),
+            path,
+            session,
+            adapter,
+            head,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.cfg.id
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn adapter(&self) -> &Adapter {
+        &self.adapter
+    }
+
+    pub fn spec(&self) -> &OutputSpec {
+        self.head.spec()
+    }
+
+    /// Runs the model on `frame`, or on crops of `crops` (another model's detections) when the
+    /// model is configured with `crops_from`.
+    pub fn infer(
+        &mut self,
+        frame: &Frame,
+        crops: Option<&[Detection]>,
+    ) -> Result<Inference, ModelError> {
+        let t0 = Instant::now();
+        let regions = self.regions(frame, crops)?;
+        let raw = if regions.is_empty() {
+            // No crops (e.g. no faces): nothing to run; the head states what that gives.
+            None
+        } else {
+            Some(self.run_regions(frame, &regions)?)
+        };
+        let (raw, mut timing) = match raw {
+            Some((raw, timing)) => (raw, timing),
+            None => (
+                vec![],
+                Timing {
+                    pre_ms: ms(t0),
+                    ..Timing::default()
+                },
+            ),
+        };
+        let t2 = Instant::now();
+        let out = if raw.is_empty() {
+            AdapterOutput::Classes {
+                probs: vec![],
+                features: vec![],
+            }
+        } else {
+            self.adapter.decode(frame, &raw, self.cfg.min_score)
+        };
+        let value = self.head.apply(&out, frame.width, frame.height);
+        let (detections, probs) = match out {
+            AdapterOutput::Detections(d) => (d, vec![]),
+            AdapterOutput::Classes { probs, .. } => (vec![], probs),
+        };
+        timing.post_ms = ms(t2);
+        self.executions.inc();
+        self.latency.observe(timing.total_ms() / 1000.0);
+        Ok(Inference {
+            value,
+            detections,
+            probs,
+            timing,
+        })
+    }
+
+    /// Pre-processing and the session run only: the raw output tensors, in the adapter's order.
+    pub fn run_raw(
+        &mut self,
+        frame: &Frame,
+        crops: Option<&[Detection]>,
+    ) -> Result<Vec<RawTensor>, ModelError> {
+        let regions = self.regions(frame, crops)?;
+        Ok(self.run_regions(frame, &regions)?.0)
+    }
+
+    fn regions(
+        &self,
+        frame: &Frame,
+        crops: Option<&[Detection]>,
+    ) -> Result<Vec<Region>, ModelError> {
+        match (crops, self.cfg.crops_from.is_some()) {
+            (Some(c), _) if self.adapter.takes_crops() => {
+                Ok(c.iter().map(|d| crop_region(self.cfg.adapter, d)).collect())
+            }
+            (Some(_), _) => Err(ModelError::Config {
+                model: self.cfg.id.clone(),
+                message: "this model family does not run on crops".into(),
+            }),
+            (None, true) => Err(ModelError::Config {
+                model: self.cfg.id.clone(),
+                message: "the model runs on crops (crops_from) but none were given".into(),
+            }),
+            (None, false) => Ok(vec![Region::full(frame)]),
+        }
+    }
+
+    fn run_regions(
+        &mut self,
+        frame: &Frame,
+        regions: &[Region],
+    ) -> Result<(Vec<RawTensor>, Timing), ModelError> {
+        let t0 = Instant::now();
+        let prepared = self.adapter.prepare(frame, regions);
+        let run_err = |e: &dyn std::fmt::Display| ModelError::Run {
+            model: self.cfg.id.clone(),
+            message: e.to_string(),
+        };
+        let value: ort::session::SessionInputValue<'static> = match prepared.data {
+            InputData::F32(v) => Tensor::from_array((prepared.shape, v))
+                .map_err(|e| run_err(&e))?
+                .into(),
+            InputData::I32(v) => Tensor::from_array((prepared.shape, v))
+                .map_err(|e| run_err(&e))?
+                .into(),
+        };
+        let t1 = Instant::now();
+        let input_name = self.adapter.input_name().to_string();
+        let names: Vec<String> = self
+            .adapter
+            .output_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let model = self.cfg.id.clone();
+        let outputs = self
+            .session
+            .run(vec![(Cow::<str>::Owned(input_name), value)])
+            .map_err(|e| ModelError::Run {
+                model: model.clone(),
+                message: e.to_string(),
+            })?;
+        let t2 = Instant::now();
+        let mut raw = Vec::with_capacity(names.len());
+        for name in names {
+            let v = outputs.get(&name).ok_or_else(|| ModelError::Run {
+                model: model.clone(),
+                message: format!("output {name} missing from the run"),
+            })?;
+            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| ModelError::Run {
+                model: model.clone(),
+                message: format!("output {name}: {e}"),
+            })?;
+            raw.push(RawTensor {
+                name,
+                shape: shape.to_vec(),
+                data: data.to_vec(),
+            });
+        }
+        let timing = Timing {
+            pre_ms: (t1 - t0).as_secs_f64() * 1000.0,
+            run_ms: (t2 - t1).as_secs_f64() * 1000.0,
+            post_ms: ms(t2),
+        };
+        Ok((raw, timing))
+    }
+}
+
+fn crop_region(kind: AdapterKind, d: &Detection) -> Region {
+    match kind {
+        AdapterKind::FaceAttribute => face_region(d),
+        _ => Region {
+            x: f64::from(d.x1),
+            y: f64::from(d.y1),
+            w: f64::from((d.x2 - d.x1).max(1.0)),
+            h: f64::from((d.y2 - d.y1).max(1.0)),
+        },
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}
+
+pub(crate) fn adapter_name(kind: AdapterKind) -> &'static str {
+    match kind {
+        AdapterKind::Centernet => "centernet",
+        AdapterKind::Nanodet => "nanodet",
+        AdapterKind::MovenetMultipose => "movenet_multipose",
+        AdapterKind::Blazeface => "blazeface",
+        AdapterKind::EfficientnetLite => "efficientnet_lite",
+        AdapterKind::FaceAttribute => "face_attribute",
+    }
+}
