@@ -1,5 +1,99 @@
-//! The live system behind `mlink run`: cameras, model sessions, link predictions, the
-//! re-selection loop, sinks and metrics.
+//! The live system behind `mlink run` (paper Algorithm 2): camera frames feed ONNX Runtime
+//! sessions for the active models while link ensembles predict the others, and a period loop
+//! profiles a share of frames with every model (in turns when they do not fit the budget
+//! together), re-scores the links, re-selects the active set and loads or unloads sessions.
+//!
+//! - [`exec`]: budget-checked model loads and dependency-ordered execution.
+//! - [`scores`]: link scores blended from validation and profiling, for the scheduler.
+//! - [`worker`]: the frame loop: warm-up, training, serving, profiling, drift, reload.
+//! - [`online`]: online link training off the frame path.
+//! - [`record`], [`sink`]: output records and where they go.
 
+pub mod exec;
+pub mod online;
 pub mod record;
+pub mod scores;
 pub mod sink;
+#[cfg(feature = "gst")]
+pub mod worker;
+
+use crate::config::ConfigError;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid pipeline:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Config(Vec<ConfigError>),
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+    #[error(transparent)]
+    Bundle(#[from] crate::link::BundleError),
+    #[error("link training failed: {0}")]
+    Link(#[from] crate::link::LinkError),
+    #[error(transparent)]
+    Sink(#[from] sink::SinkError),
+    #[cfg(feature = "gst")]
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Options of one run that are not part of the pipeline file.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Stop after this many frames (all cameras together).
+    pub max_frames: Option<u64>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Where trained links are saved when the pipeline names no bundle.
+    pub links_out: Option<PathBuf>,
+    /// Override the metrics address of the pipeline file (`127.0.0.1:0` picks a free port).
+    pub metrics_listen: Option<String>,
+    /// Seconds between checks of the pipeline file for edits (hot reload); 0 disables.
+    pub reload_check_s: f64,
+}
+
+/// What a run did, for the CLI, tests and benchmarks.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunSummary {
+    pub frames: u64,
+    pub exact_outputs: u64,
+    pub predicted_outputs: u64,
+    pub unavailable_outputs: u64,
+    pub profiling_frames: u64,
+    pub reselections: u64,
+    pub budget_memory_mb: Option<f64>,
+    /// Most memory the loaded models took at any moment (accounted with their costs).
+    pub peak_memory_mb: f64,
+    /// CPU time of the process per frame, in ms.
+    pub cpu_ms_per_frame: f64,
+    /// The active set at the end.
+    pub active: Vec<String>,
+    /// Where the links were saved.
+    pub links: Option<PathBuf>,
+    /// Address the metrics were served on.
+    pub metrics_addr: Option<String>,
+    pub reloads_applied: u64,
+    pub reloads_rejected: u64,
+}
+
+/// CPU time (user + system) of this process so far, in seconds.
+pub fn process_cpu_seconds() -> f64 {
+    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Field 14 (utime) is index 11 after the state field; ticks are 100 per second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}

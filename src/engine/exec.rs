@@ -1,0 +1,306 @@
+//! Running models on frames for the engine: explicit, budget-checked loads and unloads, and
+//! execution of a set of models on one frame in dependency order (a model with `crops_from`
+//! runs after the detector whose boxes it crops).
+
+use crate::config::ModelConfig;
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+use crate::models::{Detection, ModelError, ModelRegistry};
+use crate::output::OutputValue;
+use crate::schedule::ModelSet;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(
+        "loading {model} ({cost_mb:.1} MB) would take the accounted memory to {would_be_mb:.1} MB, \
+         over the budget of {budget_mb:.1} MB"
+    )]
+    OverBudget { model: String, cost_mb: f64, would_be_mb: f64, budget_mb: f64 },
+    #[error("{model} crops the boxes of {parent}, which has not run on this frame")]
+    MissingParent { model: String, parent: String },
+}
+
+/// The pipeline's models, loaded and unloaded explicitly under a memory budget. Memory is
+/// accounted with each model's cost (declared in the pipeline file or profiled at start-up),
+/// which is what the scheduler plans with; a load that would exceed the budget is refused, so
+/// no code path can break it.
+pub struct ModelPool {
+    ids: Vec<String>,
+    /// Index of the model whose detections a model crops, per model.
+    parents: Vec<Option<usize>>,
+    /// Models in an order where every parent precedes its dependents.
+    order: Vec<usize>,
+    memory_mb: Vec<f64>,
+    budget_mb: Option<f64>,
+    registry: ModelRegistry,
+    loaded: ModelSet,
+    accounted_mb: f64,
+    peak_mb: f64,
+    metrics: Arc<Metrics>,
+}
+
+/// Outputs of the models that ran on one frame.
+#[derive(Clone, Debug, Default)]
+pub struct FrameOutputs {
+    /// Per model index: its output when it ran.
+    pub values: Vec<Option<OutputValue>>,
+    /// Per model index: its detections when it ran (for models cropping them).
+    pub detections: Vec<Option<Vec<Detection>>>,
+    /// Inference time spent on this frame, in ms.
+    pub inference_ms: f64,
+}
+
+impl FrameOutputs {
+    pub fn new(k: usize) -> Self {
+        Self { values: vec![None; k], detections: vec![None; k], inference_ms: 0.0 }
+    }
+}
+
+impl ModelPool {
+    pub fn new(
+        models: &[ModelConfig],
+        memory_mb: Vec<f64>,
+        budget_mb: Option<f64>,
+        base_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
+        let parents: Vec<Option<usize>> = models
+            .iter()
+            .map(|m| m.crops_from.as_ref().and_then(|p| ids.iter().position(|id| id == p)))
+            .collect();
+        let order = dependency_order(&parents);
+        if let Some(b) = budget_mb {
+            metrics.budget.with_label_values(&["memory_mb"]).set(b);
+        }
+        Self {
+            ids,
+            parents,
+            order,
+            memory_mb,
+            budget_mb,
+            registry: ModelRegistry::new(models, base_dir, metrics.clone()),
+            loaded: ModelSet::empty(models.len()),
+            accounted_mb: 0.0,
+            peak_mb: 0.0,
+            metrics,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn id(&self, m: usize) -> &str {
+        &self.ids[m]
+    }
+
+    pub fn parent(&self, m: usize) -> Option<usize> {
+        self.parents[m]
+    }
+
+    pub fn loaded(&self) -> &ModelSet {
+        &self.loaded
+    }
+
+    /// Accounted memory of the loaded models, in MB.
+    pub fn accounted_mb(&self) -> f64 {
+        self.accounted_mb
+    }
+
+    /// The most memory accounted at any moment since start-up, in MB.
+    pub fn peak_mb(&self) -> f64 {
+        self.peak_mb
+    }
+
+    pub fn set_budget_mb(&mut self, budget_mb: Option<f64>) {
+        self.budget_mb = budget_mb;
+        if let Some(b) = budget_mb {
+            self.metrics.budget.with_label_values(&["memory_mb"]).set(b);
+        }
+    }
+
+    /// Loads model `m` unless it is loaded; refused when it would exceed the memory budget.
+    pub fn load(&mut self, m: usize) -> Result<(), ExecError> {
+        if self.loaded.contains(m) {
+            return Ok(());
+        }
+        let would_be = self.accounted_mb + self.memory_mb[m];
+        if let Some(budget) = self.budget_mb
+            && would_be > budget + 1e-9
+        {
+            return Err(ExecError::OverBudget {
+                model: self.ids[m].clone(),
+                cost_mb: self.memory_mb[m],
+                would_be_mb: would_be,
+                budget_mb: budget,
+            });
+        }
+        self.registry.load(&self.ids[m])?;
+        self.metrics.model_loads.with_label_values(&[&self.ids[m]]).inc();
+        self.loaded.insert(m);
+        self.accounted_mb = would_be;
+        self.peak_mb = self.peak_mb.max(would_be);
+        self.publish();
+        tracing::info!(model = %self.ids[m], accounted_mb = self.accounted_mb, "model loaded");
+        Ok(())
+    }
+
+    pub fn unload(&mut self, m: usize) -> Result<(), ExecError> {
+        if !self.loaded.contains(m) {
+            return Ok(());
+        }
+        self.registry.unload(&self.ids[m])?;
+        self.loaded.remove(m);
+        self.accounted_mb = (self.accounted_mb - self.memory_mb[m]).max(0.0);
+        self.publish();
+        Ok(())
+    }
+
+    /// Moves the loaded set to `target`: unloads first, then loads, so memory never holds more
+    /// than the larger of the two sets.
+    pub fn transition(&mut self, target: &ModelSet) -> Result<(), ExecError> {
+        for m in self.loaded.clone().iter() {
+            if !target.contains(m) {
+                self.unload(m)?;
+            }
+        }
+        for m in target.iter() {
+            self.load(m)?;
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.metrics.budget_used.with_label_values(&["memory_mb"]).set(self.accounted_mb);
+        for (m, id) in self.ids.iter().enumerate() {
+            self.metrics.model_active.with_label_values(&[id]).set(i64::from(self.loaded.contains(m)));
+        }
+    }
+
+    /// Runs the models of `set` (all must be loaded) on `frame`, parents before dependents,
+    /// adding to `out`. A dependent whose parent has not run on this frame is an error.
+    pub fn run(&mut self, set: &ModelSet, frame: &Frame, out: &mut FrameOutputs) -> Result<(), ExecError> {
+        for &m in &self.order {
+            if !set.contains(m) {
+                continue;
+            }
+            let crops = match self.parents[m] {
+                Some(p) => match &out.detections[p] {
+                    Some(d) => Some(d.clone()),
+                    None => {
+                        return Err(ExecError::MissingParent {
+                            model: self.ids[m].clone(),
+                            parent: self.ids[p].clone(),
+                        });
+                    }
+                },
+                None => None,
+            };
+            let model = self.registry.get_mut(&self.ids[m]).ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
+            let inference = model.infer(frame, crops.as_deref())?;
+            out.inference_ms += inference.timing.total_ms();
+            out.values[m] = Some(inference.value);
+            out.detections[m] = Some(inference.detections);
+        }
+        Ok(())
+    }
+
+    /// Runs every model on every frame of `frames` without ever exceeding the memory budget:
+    /// the models are grouped as the profiling plan packs them (one group when they all fit),
+    /// and groups run in turns (load, run over the buffered frames, unload). Parents run in
+    /// an earlier or the same group as their dependents. Leaves `keep` loaded at the end.
+    pub fn run_all_in_turns(
+        &mut self,
+        groups: &[Vec<usize>],
+        frames: &[Frame],
+        keep: &ModelSet,
+    ) -> Result<Vec<FrameOutputs>, ExecError> {
+        let k = self.len();
+        let mut outs: Vec<FrameOutputs> = frames.iter().map(|_| FrameOutputs::new(k)).collect();
+        for group in order_groups(groups, &self.parents) {
+            let mut set = ModelSet::empty(k);
+            for &m in &group {
+                set.insert(m);
+            }
+            // Unload what this group does not need, then load it.
+            for m in self.loaded.clone().iter() {
+                if !set.contains(m) {
+                    self.unload(m)?;
+                }
+            }
+            for &m in &group {
+                self.load(m)?;
+            }
+            for (frame, out) in frames.iter().zip(outs.iter_mut()) {
+                self.run(&set, frame, out)?;
+            }
+        }
+        self.transition(keep)?;
+        Ok(outs)
+    }
+}
+
+/// An order of model indices in which every parent precedes its dependents (parents form a
+/// forest: `crops_from` names another model and validation rejects self-references).
+fn dependency_order(parents: &[Option<usize>]) -> Vec<usize> {
+    let depth = |mut m: usize| {
+        let mut d = 0;
+        while let Some(p) = parents[m] {
+            d += 1;
+            m = p;
+            if d > parents.len() {
+                break; // a cycle; validation prevents it, never loop forever
+            }
+        }
+        d
+    };
+    let mut order: Vec<usize> = (0..parents.len()).collect();
+    order.sort_by_key(|&m| (depth(m), m));
+    order
+}
+
+/// Puts groups holding a parent before groups holding its dependents, keeping the planned
+/// order otherwise (a stable sort on the deepest dependency a group needs from elsewhere).
+fn order_groups(groups: &[Vec<usize>], parents: &[Option<usize>]) -> Vec<Vec<usize>> {
+    let depth_of = |m: usize| {
+        let mut d = 0;
+        let mut cur = m;
+        while let Some(p) = parents[cur] {
+            d += 1;
+            cur = p;
+            if d > parents.len() {
+                break;
+            }
+        }
+        d
+    };
+    let mut gs: Vec<Vec<usize>> = groups.to_vec();
+    gs.sort_by_key(|g| g.iter().map(|&m| depth_of(m)).min().unwrap_or(0));
+    gs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependents_come_after_their_parents() {
+        // 0 <- 2 (2 crops 0's boxes), 1 <- 3 <- nothing else
+        let parents = vec![None, None, Some(0), Some(1)];
+        let order = dependency_order(&parents);
+        let pos = |m| order.iter().position(|&x| x == m).unwrap();
+        assert!(pos(0) < pos(2) && pos(1) < pos(3));
+        let groups = vec![vec![2, 3], vec![0], vec![1]];
+        let ordered = order_groups(&groups, &parents);
+        assert_eq!(ordered.last().unwrap(), &vec![2, 3]);
+    }
+}

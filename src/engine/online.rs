@@ -1,0 +1,112 @@
+//! Online link training (paper section 4.1), off the frame path. The engine hands every batch
+//! of exactly labelled samples (profiling frames, and under the `uncertainty` policy the
+//! uncertain frames queued for labelling) to a trainer thread, which fine-tunes its own copy
+//! of the links on them together with a bounded reservoir of earlier samples (so that a short
+//! batch does not make the links forget), saves the bundle atomically and sends the updated
+//! bundle back; the engine swaps it in between two frames.
+
+use crate::link::LinkBundle;
+use crate::metrics::Metrics;
+use crate::output::OutputValue;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Earlier samples kept for fine-tuning alongside each new batch.
+const RESERVOIR: usize = 1000;
+/// Epochs of each fine-tuning run.
+const FINE_TUNE_EPOCHS: usize = 20;
+
+/// A batch of complete samples (every model's exact output, bundle order) and why it came.
+pub struct TrainBatch {
+    pub rows: Vec<Vec<OutputValue>>,
+    /// `periodic`, `uncertainty` or `loss_prediction`: the metrics label of the run.
+    pub policy: &'static str,
+}
+
+/// Handle of the trainer thread.
+pub struct Trainer {
+    tx: Option<Sender<TrainBatch>>,
+    /// Updated bundles, newest last.
+    pub updates: Receiver<Arc<LinkBundle>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Trainer {
+    /// Starts the trainer on the bundle saved at `path` (it keeps its own copy).
+    pub fn start(path: PathBuf, seed: u64, metrics: Arc<Metrics>) -> Result<Self, crate::link::BundleError> {
+        let mut bundle = LinkBundle::load(&path)?;
+        let (tx, rx) = bounded::<TrainBatch>(4);
+        let (up_tx, updates) = bounded(4);
+        let thread = std::thread::Builder::new()
+            .name("link trainer".into())
+            .spawn(move || {
+                let mut rng = StdRng::seed_from_u64(seed ^ 0x0a11_1e);
+                let mut reservoir: Vec<Vec<Option<OutputValue>>> = Vec::new();
+                let mut seen = 0usize;
+                for batch in rx {
+                    let new: Vec<Vec<Option<OutputValue>>> =
+                        batch.rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect();
+                    let mut samples = reservoir.clone();
+                    samples.extend(new.iter().cloned());
+                    let started = std::time::Instant::now();
+                    if let Err(e) = bundle.fine_tune(&samples, FINE_TUNE_EPOCHS) {
+                        tracing::warn!(error = %e, "online link training failed; keeping the previous links");
+                        continue;
+                    }
+                    metrics.link_training_runs.with_label_values(&[batch.policy]).inc();
+                    // Reservoir sampling keeps a uniform sample of everything seen so far.
+                    for s in new {
+                        seen += 1;
+                        if reservoir.len() < RESERVOIR {
+                            reservoir.push(s);
+                        } else {
+                            let at = rng.random_range(0..seen);
+                            if at < RESERVOIR {
+                                reservoir[at] = s;
+                            }
+                        }
+                    }
+                    if let Err(e) = bundle.save(&path) {
+                        tracing::warn!(error = %e, path = %path.display(), "cannot save the updated links");
+                        continue;
+                    }
+                    // The engine gets an independent copy, read back from the file just written.
+                    match LinkBundle::load(&path) {
+                        Ok(copy) => {
+                            tracing::info!(
+                                policy = batch.policy,
+                                samples = samples.len(),
+                                seconds = started.elapsed().as_secs_f64(),
+                                "links fine-tuned online"
+                            );
+                            let _ = up_tx.try_send(Arc::new(copy));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot reload the updated links"),
+                    }
+                }
+            })
+            .ok();
+        Ok(Self { tx: Some(tx), updates, thread })
+    }
+
+    /// Queues a batch; dropped (and logged) when the trainer is still busy with earlier ones.
+    pub fn submit(&self, batch: TrainBatch) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(batch).is_err()
+        {
+            tracing::warn!("link trainer busy; a batch of online samples was skipped");
+        }
+    }
+
+    /// Waits for queued batches to finish.
+    pub fn finish(mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
