@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+#[cfg(feature = "gst")]
+mod bench_ingest;
+#[cfg(feature = "gst")]
+mod serve_rtsp;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -20,6 +24,12 @@ pub struct Cli {
 pub enum Command {
     /// Check pipeline files without running them.
     Validate(validate::Args),
+    /// Serve a video file in a loop, or a test pattern, as an RTSP camera.
+    #[cfg(feature = "gst")]
+    ServeRtsp(serve_rtsp::ServeRtspArgs),
+    /// Measure decode, scale and convert throughput of a video file.
+    #[cfg(feature = "gst")]
+    BenchIngest(bench_ingest::BenchIngestArgs),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -28,6 +38,10 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        #[cfg(feature = "gst")]
+        Command::ServeRtsp(args) => serve_rtsp::run(args),
+        #[cfg(feature = "gst")]
+        Command::BenchIngest(args) => bench_ingest::run(args),
     };
     match result {
         Ok(code) => code,
