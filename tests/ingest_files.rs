@@ -258,3 +258,21 @@ fn cameras_come_and_go_while_another_runs() {
     drain(&rx_a, Duration::from_secs(10));
     assert!(ingest.camera_ids().is_empty());
 }
+
+#[test]
+fn file_uri_played_like_a_camera() {
+    // Default options: the file plays at its own rate and a slow consumer would lose frames.
+    let ingest = IngestManager::new(Arc::new(Metrics::new())).unwrap();
+    let uri = format!("file://{}", footage("vtest.avi").display());
+    let mut cam = camera("replay", &uri);
+    cam.width = Some(320);
+    cam.height = Some(240);
+    cam.queue = 16;
+    let rx = ingest.add_camera(&cam, Path::new("/")).unwrap();
+    for i in 0..8u64 {
+        let f = next_frame(&rx, Duration::from_secs(20));
+        assert_eq!(f.pts_ns, Some(i * FRAME_NS));
+        assert_eq!((f.width, f.height), (320, 240));
+    }
+    assert_eq!(ingest.state("replay"), Some(SourceState::Running));
+}

@@ -10,8 +10,11 @@ use mlink::ingest::{
     start_rtsp_server,
 };
 use mlink::metrics::Metrics;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 fn quick_recovery(max_retries: Option<u32>) -> SourceOptions {
@@ -168,4 +171,122 @@ fn server_rejects_what_it_cannot_serve() {
         },
     );
     assert!(bad_mount.is_err());
+}
+
+/// A TCP forwarder that can go silent without closing anything, like a link that stops
+/// carrying packets.
+struct Link {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+}
+
+impl Link {
+    fn to(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            while f.load(Ordering::Acquire) {
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, frozen }
+    }
+}
+
+#[test]
+fn silent_stream_is_detected_as_stalled_and_reconnected() {
+    let server = start_rtsp_server(ServeSource::Test("ball".into()), server_options(0)).unwrap();
+    let link = Link::to(server.port());
+    let ingest = IngestManager::with_options(
+        Arc::new(Metrics::new()),
+        SourceOptions {
+            stall_timeout_min: Duration::from_secs(1),
+            ..quick_recovery(None)
+        },
+    )
+    .unwrap();
+    let url = format!("rtsp://127.0.0.1:{}/cam", link.port);
+    let rx = ingest
+        .add_camera(&camera("yard", &url), Path::new("/"))
+        .unwrap();
+    next_frame(&rx, Duration::from_secs(30));
+    ingest
+        .wait_for("yard", Duration::from_secs(10), |s| {
+            s.state == SourceState::Running
+        })
+        .unwrap();
+    link.frozen.store(true, Ordering::Release);
+    // No error, no end of stream: only the watchdog can notice.
+    let lost = ingest
+        .wait_for("yard", Duration::from_secs(20), |s| s.stalls == 1)
+        .unwrap_or_else(|s| panic!("stall not detected: {s:?}"));
+    assert!(lost.last_error.unwrap().contains("stall timeout"));
+    ingest
+        .wait_for("yard", Duration::from_secs(10), |s| {
+            s.state == SourceState::Retrying
+        })
+        .unwrap();
+    link.frozen.store(false, Ordering::Release);
+    let back = ingest
+        .wait_for("yard", Duration::from_secs(30), |s| {
+            s.state == SourceState::Running
+        })
+        .unwrap_or_else(|s| panic!("did not recover: {s:?}"));
+    assert_eq!(back.reconnects, 1);
+    while rx.try_recv().is_ok() {}
+    next_frame(&rx, Duration::from_secs(30));
+}
+
+#[test]
+fn camera_that_accepts_but_never_answers_fails_instead_of_hanging() {
+    // The kernel completes the TCP handshake; nobody ever speaks RTSP.
+    let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "rtsp://127.0.0.1:{}/cam",
+        black_hole.local_addr().unwrap().port()
+    );
+    let ingest = IngestManager::with_options(
+        Arc::new(Metrics::new()),
+        SourceOptions {
+            startup_timeout: Duration::from_secs(1),
+            ..quick_recovery(Some(1))
+        },
+    )
+    .unwrap();
+    let rx = ingest
+        .add_camera(&camera("mute", &url), Path::new("/"))
+        .unwrap();
+    let status = ingest
+        .wait_for("mute", Duration::from_secs(30), |s| s.state.is_terminal())
+        .expect("the source gives up");
+    assert_eq!(status.state, SourceState::Failed);
+    let err = status.last_error.unwrap();
+    assert!(
+        err.contains("no frame within") && err.contains("gave up after 2"),
+        "{err}"
+    );
+    assert!(drain(&rx, Duration::from_secs(5)).is_empty());
 }

@@ -125,8 +125,16 @@ impl CameraShared {
         }
     }
 
-    fn set_state(&self, state: SourceState, error: Option<String>) {
+    /// Changes state and other status fields in one step, so that a waiter never sees the
+    /// new state without its counters and error.
+    fn transition(
+        &self,
+        state: SourceState,
+        error: Option<String>,
+        also: impl FnOnce(&mut SourceStatus),
+    ) {
         let mut s = self.lock_status();
+        also(&mut s);
         if let Some(e) = error {
             s.last_error = Some(e);
         }
@@ -149,11 +157,6 @@ impl CameraShared {
             self.metrics.set_source_state(&self.id, state.as_str());
         }
         drop(s);
-        self.changed.notify_all();
-    }
-
-    fn update(&self, f: impl FnOnce(&mut SourceStatus)) {
-        f(&mut self.lock_status());
         self.changed.notify_all();
     }
 
@@ -286,12 +289,13 @@ impl Supervisor {
                 Outcome::Fatal(e) => break (SourceState::Failed, Some(e)),
                 Outcome::Lost(e) => {
                     failures += 1;
-                    shared.update(|s| s.consecutive_failures = failures);
                     if self.options.retry.gives_up_after(failures) {
                         let e = format!("{e} (gave up after {failures} failed attempts)");
                         break (SourceState::Failed, Some(e));
                     }
-                    shared.set_state(SourceState::Retrying, Some(e));
+                    shared.transition(SourceState::Retrying, Some(e), |s| {
+                        s.consecutive_failures = failures
+                    });
                     let wait = self.options.retry.backoff(failures, rand::random::<f64>());
                     match self.control.recv_timeout(wait) {
                         Err(RecvTimeoutError::Timeout) => {}
@@ -303,13 +307,16 @@ impl Supervisor {
                 }
             }
         };
-        // Closing the queue tells the consumer that no more frames will come.
+        shared.transition(final_state.0, final_state.1, |s| {
+            s.consecutive_failures = failures
+        });
+        // Closing the queue tells the consumer that no more frames will come; the final state
+        // is already visible when it notices.
         shared
             .sender
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        shared.set_state(final_state.0, final_state.1);
     }
 
     fn stall_timeout(&self, caps_interval: Option<Duration>) -> Duration {
@@ -444,10 +451,11 @@ impl Supervisor {
                 caps_interval = frame_interval(pipeline);
                 if reconnecting {
                     shared.reconnects.inc();
-                    shared.update(|s| s.reconnects += 1);
                 }
-                shared.update(|s| s.consecutive_failures = 0);
-                shared.set_state(SourceState::Running, None);
+                shared.transition(SourceState::Running, None, |s| {
+                    s.consecutive_failures = 0;
+                    s.reconnects += u64::from(reconnecting);
+                });
             }
             // Files never stall on their own: a file source waits for its consumer.
             if matches!(self.kind, SourceKind::File(_)) {
@@ -459,8 +467,7 @@ impl Supervisor {
                 let limit = self.stall_timeout(caps_interval);
                 if idle > limit {
                     let why = format!("no frame for {:.1} s (stall timeout)", idle.as_secs_f64());
-                    shared.update(|s| s.stalls += 1);
-                    shared.set_state(SourceState::Stalled, Some(why.clone()));
+                    shared.transition(SourceState::Stalled, Some(why.clone()), |s| s.stalls += 1);
                     return Outcome::Lost(why);
                 }
             } else if idle > self.options.startup_timeout {
