@@ -19,6 +19,12 @@ pub enum Bench {
     Links(super::bench_links::Args),
     /// Model selection time for several model counts.
     Schedule(super::bench_schedule::Args),
+    /// Decode, scale and convert throughput of a video file.
+    #[cfg(feature = "gst")]
+    Ingest(super::bench_ingest::BenchIngestArgs),
+    /// CPU time per frame with every model exact versus under the pipeline's budget with links.
+    #[cfg(feature = "gst")]
+    Engine(super::bench_engine::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,6 +44,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Bench::Models(a) => models(a),
         Bench::Links(a) => super::bench_links::run(a),
         Bench::Schedule(a) => super::bench_schedule::run(a),
+        #[cfg(feature = "gst")]
+        Bench::Ingest(a) => super::bench_ingest::run(a),
+        #[cfg(feature = "gst")]
+        Bench::Engine(a) => super::bench_engine::run(a),
     }
 }
 

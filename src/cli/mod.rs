@@ -3,15 +3,25 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod bench;
-mod profile;
-mod bench_links;
-mod links;
-mod train;
-mod bench_schedule;
-mod simulate;
 mod aggregate;
+mod bench;
+#[cfg(feature = "gst")]
+mod bench_engine;
+#[cfg(feature = "gst")]
+mod bench_ingest;
+mod bench_links;
+mod bench_schedule;
 mod eval;
+mod links;
+mod profile;
+#[cfg(feature = "gst")]
+mod record;
+#[cfg(feature = "gst")]
+mod run;
+#[cfg(feature = "gst")]
+mod serve_rtsp;
+mod simulate;
+mod train;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -43,6 +53,15 @@ pub enum Command {
     Aggregate(aggregate::Args),
     /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
     Eval(eval::Args),
+    /// Serve a video file in a loop, or a test pattern, as an RTSP camera.
+    #[cfg(feature = "gst")]
+    ServeRtsp(serve_rtsp::ServeRtspArgs),
+    /// Run a pipeline: cameras, models, links, scheduler, sinks and metrics.
+    #[cfg(feature = "gst")]
+    Run(run::Args),
+    /// Record every model's exact outputs (and frame-difference features) on a pipeline's footage.
+    #[cfg(feature = "gst")]
+    Record(record::Args),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -58,6 +77,12 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Aggregate(args) => aggregate::run(args),
         Command::Eval(args) => eval::run(args),
+        #[cfg(feature = "gst")]
+        Command::ServeRtsp(args) => serve_rtsp::run(args),
+        #[cfg(feature = "gst")]
+        Command::Run(args) => run::run(args),
+        #[cfg(feature = "gst")]
+        Command::Record(args) => record::run(args),
     };
     match result {
         Ok(code) => code,

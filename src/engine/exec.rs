@@ -19,7 +19,12 @@ pub enum ExecError {
         "loading {model} ({cost_mb:.1} MB) would take the accounted memory to {would_be_mb:.1} MB, \
          over the budget of {budget_mb:.1} MB"
     )]
-    OverBudget { model: String, cost_mb: f64, would_be_mb: f64, budget_mb: f64 },
+    OverBudget {
+        model: String,
+        cost_mb: f64,
+        would_be_mb: f64,
+        budget_mb: f64,
+    },
     #[error("{model} crops the boxes of {parent}, which has not run on this frame")]
     MissingParent { model: String, parent: String },
 }
@@ -50,13 +55,20 @@ pub struct FrameOutputs {
     pub values: Vec<Option<OutputValue>>,
     /// Per model index: its detections when it ran (for models cropping them).
     pub detections: Vec<Option<Vec<Detection>>>,
+    /// Per model index: its inference time on this frame in ms, when it ran.
+    pub model_ms: Vec<Option<f64>>,
     /// Inference time spent on this frame, in ms.
     pub inference_ms: f64,
 }
 
 impl FrameOutputs {
     pub fn new(k: usize) -> Self {
-        Self { values: vec![None; k], detections: vec![None; k], inference_ms: 0.0 }
+        Self {
+            values: vec![None; k],
+            detections: vec![None; k],
+            model_ms: vec![None; k],
+            inference_ms: 0.0,
+        }
     }
 }
 
@@ -71,7 +83,11 @@ impl ModelPool {
         let ids: Vec<String> = models.iter().map(|m| m.id.clone()).collect();
         let parents: Vec<Option<usize>> = models
             .iter()
-            .map(|m| m.crops_from.as_ref().and_then(|p| ids.iter().position(|id| id == p)))
+            .map(|m| {
+                m.crops_from
+                    .as_ref()
+                    .and_then(|p| ids.iter().position(|id| id == p))
+            })
             .collect();
         let order = dependency_order(&parents);
         if let Some(b) = budget_mb {
@@ -145,7 +161,10 @@ impl ModelPool {
             });
         }
         self.registry.load(&self.ids[m])?;
-        self.metrics.model_loads.with_label_values(&[&self.ids[m]]).inc();
+        self.metrics
+            .model_loads
+            .with_label_values(&[&self.ids[m]])
+            .inc();
         self.loaded.insert(m);
         self.accounted_mb = would_be;
         self.peak_mb = self.peak_mb.max(would_be);
@@ -180,15 +199,26 @@ impl ModelPool {
     }
 
     fn publish(&self) {
-        self.metrics.budget_used.with_label_values(&["memory_mb"]).set(self.accounted_mb);
+        self.metrics
+            .budget_used
+            .with_label_values(&["memory_mb"])
+            .set(self.accounted_mb);
         for (m, id) in self.ids.iter().enumerate() {
-            self.metrics.model_active.with_label_values(&[id]).set(i64::from(self.loaded.contains(m)));
+            self.metrics
+                .model_active
+                .with_label_values(&[id])
+                .set(i64::from(self.loaded.contains(m)));
         }
     }
 
     /// Runs the models of `set` (all must be loaded) on `frame`, parents before dependents,
     /// adding to `out`. A dependent whose parent has not run on this frame is an error.
-    pub fn run(&mut self, set: &ModelSet, frame: &Frame, out: &mut FrameOutputs) -> Result<(), ExecError> {
+    pub fn run(
+        &mut self,
+        set: &ModelSet,
+        frame: &Frame,
+        out: &mut FrameOutputs,
+    ) -> Result<(), ExecError> {
         for &m in &self.order {
             if !set.contains(m) {
                 continue;
@@ -205,9 +235,13 @@ impl ModelPool {
                 },
                 None => None,
             };
-            let model = self.registry.get_mut(&self.ids[m]).ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
+            let model = self
+                .registry
+                .get_mut(&self.ids[m])
+                .ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
             let inference = model.infer(frame, crops.as_deref())?;
             out.inference_ms += inference.timing.total_ms();
+            out.model_ms[m] = Some(inference.timing.total_ms());
             out.values[m] = Some(inference.value);
             out.detections[m] = Some(inference.detections);
         }

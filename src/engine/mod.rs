@@ -41,7 +41,10 @@ pub enum EngineError {
     #[error(transparent)]
     Ingest(#[from] crate::ingest::IngestError),
     #[error("cannot serve metrics on {addr}: {source}")]
-    Metrics { addr: String, source: std::io::Error },
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -59,6 +62,12 @@ pub struct RunOptions {
     pub metrics_listen: Option<String>,
     /// Seconds between checks of the pipeline file for edits (hot reload); 0 disables.
     pub reload_check_s: f64,
+    /// Load this link bundle instead of the pipeline's (or instead of warming up).
+    pub bundle: Option<PathBuf>,
+    /// Ignore the budget: every model runs exactly (the baseline of `mlink bench engine`).
+    pub unbounded: bool,
+    /// Also keep every record in memory (benchmarks compare runs record by record).
+    pub capture: Option<std::sync::Arc<std::sync::Mutex<Vec<record::OutputRecord>>>>,
 }
 
 /// What a run did, for the CLI, tests and benchmarks.
@@ -93,7 +102,12 @@ pub fn process_cpu_seconds() -> f64 {
     };
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Field 14 (utime) is index 11 after the state field; ticks are 100 per second on Linux.
     (ticks(11) + ticks(12)) / 100.0
 }

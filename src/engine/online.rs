@@ -37,7 +37,11 @@ pub struct Trainer {
 
 impl Trainer {
     /// Starts the trainer on the bundle saved at `path` (it keeps its own copy).
-    pub fn start(path: PathBuf, seed: u64, metrics: Arc<Metrics>) -> Result<Self, crate::link::BundleError> {
+    pub fn start(
+        path: PathBuf,
+        seed: u64,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::link::BundleError> {
         let mut bundle = LinkBundle::load(&path)?;
         let (tx, rx) = bounded::<TrainBatch>(4);
         let (up_tx, updates) = bounded(4);
@@ -90,7 +94,11 @@ impl Trainer {
                 }
             })
             .ok();
-        Ok(Self { tx: Some(tx), updates, thread })
+        Ok(Self {
+            tx: Some(tx),
+            updates,
+            thread,
+        })
     }
 
     /// Queues a batch; dropped (and logged) when the trainer is still busy with earlier ones.

@@ -28,18 +28,34 @@ pub struct ProfiledScores<'a> {
 
 impl<'a> ProfiledScores<'a> {
     /// `samples`: complete rows (every model's exact output, pipeline order) from profiling.
-    pub fn new(bundle: &'a LinkBundle, to_bundle: Vec<usize>, specs: Vec<OutputSpec>, samples: &'a [Vec<OutputValue>]) -> Self {
+    pub fn new(
+        bundle: &'a LinkBundle,
+        to_bundle: Vec<usize>,
+        specs: Vec<OutputSpec>,
+        samples: &'a [Vec<OutputValue>],
+    ) -> Self {
         let k = to_bundle.len();
         let mut links = vec![vec![0.0; k]; k];
         for (i, row) in links.iter_mut().enumerate() {
             for (j, cell) in row.iter_mut().enumerate() {
                 if i != j {
                     let prior = bundle.link_score(to_bundle[i], to_bundle[j]);
-                    *cell = blend(measure(bundle, &to_bundle, &specs, samples, &[i], j), samples.len(), prior);
+                    *cell = blend(
+                        measure(bundle, &to_bundle, &specs, samples, &[i], j),
+                        samples.len(),
+                        prior,
+                    );
                 }
             }
         }
-        Self { bundle, to_bundle, specs, samples, links, ensembles: Mutex::new(HashMap::new()) }
+        Self {
+            bundle,
+            to_bundle,
+            specs,
+            samples,
+            links,
+            ensembles: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The link score matrix (source row, target column), for metrics and logs.
@@ -54,13 +70,24 @@ impl<'a> ProfiledScores<'a> {
         if sources.is_empty() || self.samples.is_empty() {
             return None;
         }
-        let targets: Vec<usize> = (0..self.to_bundle.len()).filter(|j| !active.contains(*j)).collect();
+        let targets: Vec<usize> = (0..self.to_bundle.len())
+            .filter(|j| !active.contains(*j))
+            .collect();
         if targets.is_empty() {
             return None;
         }
         let total: f64 = targets
             .iter()
-            .filter_map(|&j| measure(self.bundle, &self.to_bundle, &self.specs, self.samples, &sources, j))
+            .filter_map(|&j| {
+                measure(
+                    self.bundle,
+                    &self.to_bundle,
+                    &self.specs,
+                    self.samples,
+                    &sources,
+                    j,
+                )
+            })
             .sum();
         Some(total / targets.len() as f64)
     }
@@ -87,7 +114,8 @@ fn measure(
     }
     let mut total = 0.0;
     for row in samples {
-        let inputs: Vec<(usize, &OutputValue)> = sources.iter().map(|&i| (to_bundle[i], &row[i])).collect();
+        let inputs: Vec<(usize, &OutputValue)> =
+            sources.iter().map(|&i| (to_bundle[i], &row[i])).collect();
         total += match bundle.predict(to_bundle[target], &inputs) {
             Ok(p) => score(&specs[target], &p.value, &row[target]),
             Err(_) => 0.0,
@@ -119,9 +147,18 @@ impl LinkScores for ProfiledScores<'_> {
             return *s;
         }
         let bundle_sources: Vec<usize> = sources.iter().map(|&i| self.to_bundle[i]).collect();
-        let prior = self.bundle.ensemble_score(&bundle_sources, self.to_bundle[target]);
+        let prior = self
+            .bundle
+            .ensemble_score(&bundle_sources, self.to_bundle[target]);
         let s = blend(
-            measure(self.bundle, &self.to_bundle, &self.specs, self.samples, &sources, target),
+            measure(
+                self.bundle,
+                &self.to_bundle,
+                &self.specs,
+                self.samples,
+                &sources,
+                target,
+            ),
             self.samples.len(),
             prior,
         );

@@ -260,6 +260,26 @@ impl Drop for MqttSink {
     }
 }
 
+/// Keeps records in memory (benchmarks and tests compare runs record by record).
+pub struct MemorySink(pub Arc<std::sync::Mutex<Vec<OutputRecord>>>);
+
+impl Sink for MemorySink {
+    fn name(&self) -> String {
+        "memory".into()
+    }
+
+    fn write(&mut self, batch: &[OutputRecord]) -> Result<(), SinkError> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(batch);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
 /// Builds a sink from its configuration; relative paths are resolved against `base_dir`.
 pub fn build(
     cfg: &SinkConfig,

@@ -37,7 +37,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Cost charged per link prediction: a vec2vec link is tens of thousands of weights and runs in
 /// tens of microseconds.
-const LINK_COST: Cost = Cost { memory_mb: 0.1, ms_per_frame: 0.05 };
+const LINK_COST: Cost = Cost {
+    memory_mb: 0.1,
+    ms_per_frame: 0.05,
+};
 /// Frames buffered per turn during warm-up when the models run in turns.
 const WARMUP_CHUNK: usize = 25;
 /// Frames queued for exact labelling under the `uncertainty` policy.
@@ -89,7 +92,11 @@ struct Worker {
 
 /// Runs a pipeline until its file sources end, a limit in `opts` is reached, or `stop` is set
 /// (SIGINT/SIGTERM). Sinks are flushed and links saved before it returns.
-pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Result<RunSummary, EngineError> {
+pub fn run(
+    pipeline_path: &Path,
+    opts: RunOptions,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, EngineError> {
     let cfg = config::load_and_validate(pipeline_path).map_err(EngineError::Config)?;
     let base = config::base_dir(pipeline_path);
     let metrics = Arc::new(Metrics::new());
@@ -97,22 +104,55 @@ pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Res
     models::init_runtime()?;
 
     let ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
-    let specs = cfg.models.iter().map(|m| models::head_spec(m, &base)).collect::<Result<Vec<_>, _>>()?;
+    let specs = cfg
+        .models
+        .iter()
+        .map(|m| models::head_spec(m, &base))
+        .collect::<Result<Vec<_>, _>>()?;
     let model_costs = measure_costs(&cfg, &base, &metrics)?;
-    let costs = Costs { models: model_costs, link: LINK_COST };
-    let budget = Budget::from(&cfg.scheduler.budget);
+    let costs = Costs {
+        models: model_costs,
+        link: LINK_COST,
+    };
+    let budget = if opts.unbounded {
+        Budget::default()
+    } else {
+        Budget::from(&cfg.scheduler.budget)
+    };
     if let Some(ms) = budget.ms_per_frame {
         metrics.budget.with_label_values(&["ms_per_frame"]).set(ms);
     }
     let memory: Vec<f64> = costs.models.iter().map(|c| c.memory_mb).collect();
-    let pool = ModelPool::new(&cfg.models, memory, budget.memory_mb, &base, metrics.clone());
+    let pool = ModelPool::new(
+        &cfg.models,
+        memory,
+        budget.memory_mb,
+        &base,
+        metrics.clone(),
+    );
 
-    let sinks = cfg.sinks.iter().map(|s| sink::build(s, &base, &metrics)).collect::<Result<Vec<_>, _>>()?;
+    let mut sinks = cfg
+        .sinks
+        .iter()
+        .map(|s| sink::build(s, &base, &metrics))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(c) = &opts.capture {
+        sinks.push(Box::new(sink::MemorySink(c.clone())));
+    }
     let sinks = SinkSet::new(sinks, metrics.clone());
 
-    let links_path = match &cfg.links.bundle {
-        Some(p) => config::resolve_path(&base, p),
-        None => opts.links_out.clone().unwrap_or_else(|| default_links_path(pipeline_path)),
+    let given_bundle = opts.bundle.clone().or_else(|| {
+        cfg.links
+            .bundle
+            .as_ref()
+            .map(|p| config::resolve_path(&base, p))
+    });
+    let links_path = match &given_bundle {
+        Some(p) => p.clone(),
+        None => opts
+            .links_out
+            .clone()
+            .unwrap_or_else(|| default_links_path(pipeline_path)),
     };
     let k = ids.len();
     let mut worker = Worker {
@@ -150,11 +190,20 @@ pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Res
         ids,
         cfg,
     };
-    if let Some(path) = &worker.cfg.links.bundle {
-        let path = config::resolve_path(&base, path);
-        let bundle = LinkBundle::load(&path)?;
-        let models: Vec<(String, OutputSpec)> =
-            worker.ids.iter().cloned().zip(worker.specs.iter().cloned()).collect();
+    if opts.unbounded {
+        // Every model fits: no links needed, every output exact.
+        worker.phase = Phase::Serving;
+        let all = ModelSet::full(k);
+        worker.pool.transition(&all)?;
+        worker.active = all;
+    } else if let Some(path) = &given_bundle {
+        let bundle = LinkBundle::load(path)?;
+        let models: Vec<(String, OutputSpec)> = worker
+            .ids
+            .iter()
+            .cloned()
+            .zip(worker.specs.iter().cloned())
+            .collect();
         bundle.check_models(&models)?;
         worker.install_bundle(bundle, "startup")?;
     } else {
@@ -183,7 +232,9 @@ pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Res
         {
             break Ok(());
         }
-        if opts.reload_check_s > 0.0 && last_reload_check.elapsed().as_secs_f64() >= opts.reload_check_s {
+        if opts.reload_check_s > 0.0
+            && last_reload_check.elapsed().as_secs_f64() >= opts.reload_check_s
+        {
             last_reload_check = Instant::now();
             let now = mtime(pipeline_path);
             if now != last_mtime {
@@ -229,7 +280,7 @@ pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Res
     if let Some(rx) = training_rx {
         tracing::info!("waiting for link training to finish before exiting");
         if let Ok(Ok(bundle)) = rx.recv() {
-            let _ = worker.install_bundle(bundle, "startup");
+            let _ = worker.install_bundle(bundle, "trained");
         }
     }
     if let Some(t) = worker.trainer.take() {
@@ -237,7 +288,11 @@ pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Res
     }
     worker.sinks.flush();
     worker.summary.peak_memory_mb = worker.pool.peak_mb();
-    worker.summary.active = worker.active.iter().map(|m| worker.ids[m].clone()).collect();
+    worker.summary.active = worker
+        .active
+        .iter()
+        .map(|m| worker.ids[m].clone())
+        .collect();
     if worker.summary.frames > 0 {
         worker.summary.cpu_ms_per_frame =
             (process_cpu_seconds() - cpu_start) * 1000.0 / worker.summary.frames as f64;
@@ -254,7 +309,10 @@ pub fn run(pipeline_path: &Path, opts: RunOptions, stop: Arc<AtomicBool>) -> Res
 
 /// Where links are saved when the pipeline names no bundle: `out/<pipeline>.links`.
 fn default_links_path(pipeline: &Path) -> PathBuf {
-    let stem = pipeline.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
+    let stem = pipeline
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
     PathBuf::from("out").join(format!("{stem}.links"))
 }
 
@@ -263,7 +321,10 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 }
 
 /// Waits up to `timeout` for a frame from any camera.
-fn next_frame(cameras: &BTreeMap<String, (CameraConfig, Receiver<Frame>)>, timeout: Duration) -> Option<Frame> {
+fn next_frame(
+    cameras: &BTreeMap<String, (CameraConfig, Receiver<Frame>)>,
+    timeout: Duration,
+) -> Option<Frame> {
     if cameras.is_empty() {
         std::thread::sleep(timeout);
         return None;
@@ -280,7 +341,11 @@ fn next_frame(cameras: &BTreeMap<String, (CameraConfig, Receiver<Frame>)>, timeo
 
 /// Declared costs as they are; `auto` ones profiled on a synthetic frame of the first camera's
 /// size, one model at a time.
-fn measure_costs(cfg: &Pipeline, base: &Path, metrics: &Metrics) -> Result<Vec<Cost>, EngineError> {
+pub(crate) fn measure_costs(
+    cfg: &Pipeline,
+    base: &Path,
+    metrics: &Metrics,
+) -> Result<Vec<Cost>, EngineError> {
     let (w, h) = cfg
         .cameras
         .first()
@@ -308,7 +373,10 @@ fn start_metrics(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> Result<Option<(String, std::thread::JoinHandle<()>)>, EngineError> {
-    let listen = opts.metrics_listen.clone().or_else(|| cfg.metrics.listen.clone());
+    let listen = opts
+        .metrics_listen
+        .clone()
+        .or_else(|| cfg.metrics.listen.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -318,12 +386,18 @@ fn start_metrics(
         Some(addr) => {
             let l = rt
                 .block_on(tokio::net::TcpListener::bind(addr.as_str()))
-                .map_err(|source| EngineError::Metrics { addr: addr.clone(), source })?;
+                .map_err(|source| EngineError::Metrics {
+                    addr: addr.clone(),
+                    source,
+                })?;
             Some(l)
         }
         None => None,
     };
-    let bound = listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
+    let bound = listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string());
     if let Some(a) = &bound {
         tracing::info!("metrics at http://{a}/metrics");
     }
@@ -341,7 +415,9 @@ fn start_metrics(
                     }
                 };
                 let signals = async {
-                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .ok();
                     let term_recv = async {
                         match term.as_mut() {
                             Some(t) => {
@@ -393,7 +469,10 @@ impl Worker {
             .cameras
             .iter()
             .map(|c| match &c.sampling {
-                Some(s) => s.fps.or(s.every_seconds.map(|e| 1.0 / e)).unwrap_or(ASSUMED_FPS),
+                Some(s) => s
+                    .fps
+                    .or(s.every_seconds.map(|e| 1.0 / e))
+                    .unwrap_or(ASSUMED_FPS),
                 None => ASSUMED_FPS,
             })
             .sum();
@@ -406,9 +485,19 @@ impl Worker {
         match self.phase {
             Phase::Warmup => {
                 self.warm_buffer.push(frame);
-                let all_fit = self.budget.fits(self.costs.models_cost(&ModelSet::full(self.k())));
-                let remaining = self.cfg.links.warmup_samples.saturating_sub(self.warm_samples.len());
-                let chunk = if all_fit { 1 } else { WARMUP_CHUNK.min(remaining.max(1)) };
+                let all_fit = self
+                    .budget
+                    .fits(self.costs.models_cost(&ModelSet::full(self.k())));
+                let remaining = self
+                    .cfg
+                    .links
+                    .warmup_samples
+                    .saturating_sub(self.warm_samples.len());
+                let chunk = if all_fit {
+                    1
+                } else {
+                    WARMUP_CHUNK.min(remaining.max(1))
+                };
                 if self.warm_buffer.len() >= chunk {
                     let frames = std::mem::take(&mut self.warm_buffer);
                     let rows = self.profile_frames(&frames)?;
@@ -424,7 +513,8 @@ impl Worker {
                 let period = self.cfg.scheduler.period_s;
                 if !self.profile_due && self.period_start.elapsed().as_secs_f64() >= period {
                     self.profile_due = true;
-                    let n = (self.cfg.scheduler.profiling_ratio * self.frames_per_period() as f64).ceil();
+                    let n = (self.cfg.scheduler.profiling_ratio * self.frames_per_period() as f64)
+                        .ceil();
                     self.profile_target = (n as usize).max(1);
                 }
                 if self.profile_due {
@@ -435,7 +525,9 @@ impl Worker {
                     return Ok(());
                 }
                 let drift_every = period / 4.0;
-                if self.cfg.scheduler.drift_margin.is_some() && self.last_probe.elapsed().as_secs_f64() >= drift_every {
+                if self.cfg.scheduler.drift_margin.is_some()
+                    && self.last_probe.elapsed().as_secs_f64() >= drift_every
+                {
                     self.last_probe = Instant::now();
                     return self.drift_probe(frame);
                 }
@@ -448,7 +540,13 @@ impl Worker {
     /// the complete rows.
     fn profile_frames(&mut self, frames: &[Frame]) -> Result<Vec<Vec<OutputValue>>, EngineError> {
         let memory: Vec<Cost> = self.costs.models.clone();
-        let plan = ProfilingPlan::new(frames.len() as u64, 1.0, &memory, &self.budget, self.pool.loaded())?;
+        let plan = ProfilingPlan::new(
+            frames.len() as u64,
+            1.0,
+            &memory,
+            &self.budget,
+            self.pool.loaded(),
+        )?;
         if plan.in_turns {
             tracing::debug!(summary = %plan.summary, "profiling in turns");
         }
@@ -479,13 +577,22 @@ impl Worker {
         self.observe_frame(frame, started);
     }
 
-    fn record(&self, frame: &Frame, m: usize, provenance: Provenance, value: Option<OutputValue>) -> OutputRecord {
+    fn record(
+        &self,
+        frame: &Frame,
+        m: usize,
+        provenance: Provenance,
+        value: Option<OutputValue>,
+    ) -> OutputRecord {
         OutputRecord {
             v: RECORD_VERSION,
             camera: frame.camera.to_string(),
             seq: frame.seq,
             pts_s: frame.pts_ns.map(|p| p as f64 / 1e9),
-            time: frame.wall_time.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+            time: frame
+                .wall_time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             model: self.ids[m].clone(),
             provenance,
             value,
@@ -494,7 +601,10 @@ impl Worker {
 
     fn observe_frame(&self, frame: &Frame, _started: Instant) {
         let latency = frame.wall_time.elapsed().map_or(0.0, |d| d.as_secs_f64());
-        self.metrics.frame_seconds.with_label_values(&[&frame.camera]).observe(latency);
+        self.metrics
+            .frame_seconds
+            .with_label_values(&[&frame.camera])
+            .observe(latency);
     }
 
     /// Serves one frame: active models exact, the others predicted (or unavailable).
@@ -514,7 +624,12 @@ impl Worker {
         for m in 0..self.k() {
             if let Some(v) = &out.values[m] {
                 self.summary.exact_outputs += 1;
-                batch.push(self.record(&frame, m, Provenance::Exact { profiling: false }, Some(v.clone())));
+                batch.push(self.record(
+                    &frame,
+                    m,
+                    Provenance::Exact { profiling: false },
+                    Some(v.clone()),
+                ));
                 continue;
             }
             let provenance_value = match (&self.bundle, &self.phase) {
@@ -522,8 +637,14 @@ impl Worker {
                     let t = Instant::now();
                     match bundle.predict(self.to_bundle[m], &sources) {
                         Ok(p) => {
-                            self.metrics.link_seconds.with_label_values(&[&self.ids[m]]).observe(t.elapsed().as_secs_f64());
-                            self.metrics.model_predictions.with_label_values(&[&self.ids[m]]).inc();
+                            self.metrics
+                                .link_seconds
+                                .with_label_values(&[&self.ids[m]])
+                                .observe(t.elapsed().as_secs_f64());
+                            self.metrics
+                                .model_predictions
+                                .with_label_values(&[&self.ids[m]])
+                                .inc();
                             if let Some(th) = self.cfg.adaptation.uncertainty_threshold
                                 && self.cfg.adaptation.policy == AdaptationPolicy::Uncertainty
                                 && p.uncertainty > th
@@ -531,7 +652,14 @@ impl Worker {
                                 uncertain = true;
                             }
                             let names = p.sources.iter().map(|&i| self.bundle_id(i)).collect();
-                            Ok((Provenance::Predicted { sources: names, score: p.score, uncertainty: p.uncertainty }, p.value))
+                            Ok((
+                                Provenance::Predicted {
+                                    sources: names,
+                                    score: p.score,
+                                    uncertainty: p.uncertainty,
+                                },
+                                p.value,
+                            ))
                         }
                         Err(e) => Err(format!("no prediction: {e}")),
                     }
@@ -571,20 +699,38 @@ impl Worker {
 
     /// Starts link training on the warm-up samples, in the background.
     fn start_training(&mut self) {
-        let models: Vec<(String, OutputSpec)> = self.ids.iter().cloned().zip(self.specs.iter().cloned()).collect();
-        let samples: Vec<Vec<Option<OutputValue>>> =
-            self.warm_samples.iter().map(|r| r.iter().cloned().map(Some).collect()).collect();
+        let models: Vec<(String, OutputSpec)> = self
+            .ids
+            .iter()
+            .cloned()
+            .zip(self.specs.iter().cloned())
+            .collect();
+        let samples: Vec<Vec<Option<OutputValue>>> = self
+            .warm_samples
+            .iter()
+            .map(|r| r.iter().cloned().map(Some).collect())
+            .collect();
         let params = TrainParams::from_config(&self.cfg.links);
         let split = self.cfg.links.validation_split;
         let (tx, rx) = crossbeam_channel::bounded(1);
         let metrics = self.metrics.clone();
-        tracing::info!(samples = samples.len(), "training links and ensembles in the background");
-        let spawned = std::thread::Builder::new().name("link training".into()).spawn(move || {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-            let r = LinkBundle::train(&models, &samples, &params, split, threads, &|_| {}).map_err(|e| e.to_string());
-            metrics.link_training_runs.with_label_values(&["initial"]).inc();
-            let _ = tx.send(r);
-        });
+        tracing::info!(
+            samples = samples.len(),
+            "training links and ensembles in the background"
+        );
+        let spawned = std::thread::Builder::new()
+            .name("link training".into())
+            .spawn(move || {
+                let threads = std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1).max(1));
+                let r = LinkBundle::train(&models, &samples, &params, split, threads, &|_| {})
+                    .map_err(|e| e.to_string());
+                metrics
+                    .link_training_runs
+                    .with_label_values(&["initial"])
+                    .inc();
+                let _ = tx.send(r);
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start link training");
         }
@@ -597,7 +743,7 @@ impl Worker {
             match rx.try_recv() {
                 Ok(Ok(bundle)) => {
                     self.phase = Phase::Serving;
-                    self.install_bundle(bundle, "startup")?;
+                    self.install_bundle(bundle, "trained")?;
                 }
                 Ok(Err(e)) => return Err(EngineError::Other(format!("link training failed: {e}"))),
                 Err(_) => {}
@@ -616,13 +762,21 @@ impl Worker {
     }
 
     /// Saves a freshly trained or loaded bundle, starts the online trainer and selects.
-    fn install_bundle(&mut self, bundle: LinkBundle, cause: &'static str) -> Result<(), EngineError> {
+    fn install_bundle(
+        &mut self,
+        bundle: LinkBundle,
+        cause: &'static str,
+    ) -> Result<(), EngineError> {
         self.to_bundle = self
             .ids
             .iter()
-            .map(|id| bundle.model_index(id).ok_or_else(|| EngineError::Other(format!("the links lack model {id}"))))
+            .map(|id| {
+                bundle
+                    .model_index(id)
+                    .ok_or_else(|| EngineError::Other(format!("the links lack model {id}")))
+            })
             .collect::<Result<_, _>>()?;
-        if self.cfg.links.bundle.is_none() {
+        if cause == "trained" {
             bundle.save(&self.links_path)?;
             tracing::info!(path = %self.links_path.display(), "links saved");
         }
@@ -630,19 +784,27 @@ impl Worker {
             for j in 0..self.k() {
                 if i != j {
                     let s = bundle.link_score(self.to_bundle[i], self.to_bundle[j]);
-                    self.metrics.link_score.with_label_values(&[&self.ids[i], &self.ids[j]]).set(s);
+                    self.metrics
+                        .link_score
+                        .with_label_values(&[&self.ids[i], &self.ids[j]])
+                        .set(s);
                 }
             }
         }
         self.bundle = Some(Arc::new(bundle));
         self.phase = Phase::Serving;
         if self.cfg.adaptation.policy != AdaptationPolicy::None && self.trainer.is_none() {
-            match Trainer::start(self.links_path.clone(), self.cfg.links.seed, self.metrics.clone()) {
+            match Trainer::start(
+                self.links_path.clone(),
+                self.cfg.links.seed,
+                self.metrics.clone(),
+            ) {
                 Ok(t) => self.trainer = Some(t),
                 Err(e) => tracing::warn!(error = %e, "online link training disabled"),
             }
         }
-        let rows: Vec<Vec<OutputValue>> = self.warm_samples.iter().rev().take(32).cloned().collect();
+        let rows: Vec<Vec<OutputValue>> =
+            self.warm_samples.iter().rev().take(32).cloned().collect();
         if !rows.is_empty() {
             self.profile_history = vec![rows];
         }
@@ -687,33 +849,61 @@ impl Worker {
             return Ok(());
         };
         let rows: Vec<Vec<OutputValue>> = self.profile_history.iter().flatten().cloned().collect();
-        let scores = ProfiledScores::new(&bundle, self.to_bundle.clone(), self.specs.clone(), &rows);
-        let sel = schedule::select(self.cfg.scheduler.policy, &self.costs, &self.budget, &scores)?;
+        let scores =
+            ProfiledScores::new(&bundle, self.to_bundle.clone(), self.specs.clone(), &rows);
+        let sel = schedule::select(
+            self.cfg.scheduler.policy,
+            &self.costs,
+            &self.budget,
+            &scores,
+        )?;
         let active = self.close_over_parents(sel.active.clone());
         self.pool.transition(&active)?;
         let predicted: Vec<usize> = (0..self.k()).filter(|j| !active.contains(*j)).collect();
         self.expected_predicted_accuracy = if predicted.is_empty() {
             None
         } else {
-            Some(predicted.iter().map(|&j| scores.ensemble(&active, j)).sum::<f64>() / predicted.len() as f64)
+            Some(
+                predicted
+                    .iter()
+                    .map(|&j| scores.ensemble(&active, j))
+                    .sum::<f64>()
+                    / predicted.len() as f64,
+            )
         };
         for (i, row) in scores.link_matrix().iter().enumerate() {
             for (j, s) in row.iter().enumerate() {
                 if i != j {
-                    self.metrics.link_score.with_label_values(&[&self.ids[i], &self.ids[j]]).set(*s);
+                    self.metrics
+                        .link_score
+                        .with_label_values(&[&self.ids[i], &self.ids[j]])
+                        .set(*s);
                 }
             }
         }
         for j in 0..self.k() {
-            let s = if active.contains(j) { 1.0 } else { scores.ensemble(&active, j) };
-            self.metrics.link_score.with_label_values(&["ensemble", &self.ids[j]]).set(s);
+            let s = if active.contains(j) {
+                1.0
+            } else {
+                scores.ensemble(&active, j)
+            };
+            self.metrics
+                .link_score
+                .with_label_values(&["ensemble", &self.ids[j]])
+                .set(s);
         }
         let objective = schedule::objective(&scores, &active);
-        self.metrics.expected_accuracy.with_label_values(&[&self.pipeline_name()]).set(objective);
+        self.metrics
+            .expected_accuracy
+            .with_label_values(&[&self.pipeline_name()])
+            .set(objective);
         self.metrics.reselections.with_label_values(&[cause]).inc();
         if let Some(ms) = self.budget.ms_per_frame {
             let _ = ms;
-            self.metrics.budget_used.with_label_values(&["ms_per_frame"]).set(self.costs.set_cost(&active).ms_per_frame);
+            self.metrics
+                .budget_used
+                .with_label_values(&["ms_per_frame"])
+                .set(self.costs.set_cost(&active).ms_per_frame);
         }
         self.summary.reselections += 1;
         let names: Vec<&str> = active.iter().map(|m| self.ids[m].as_str()).collect();
@@ -723,7 +913,10 @@ impl Worker {
     }
 
     fn pipeline_name(&self) -> String {
-        self.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     /// Profiles the buffered frames (plus frames queued as uncertain), re-selects and hands the
@@ -736,7 +929,13 @@ impl Worker {
         let served = frames.len();
         frames.extend(uncertain);
         let memory: Vec<Cost> = self.costs.models.clone();
-        let plan = ProfilingPlan::new(frames.len() as u64, 1.0, &memory, &self.budget, self.pool.loaded())?;
+        let plan = ProfilingPlan::new(
+            frames.len() as u64,
+            1.0,
+            &memory,
+            &self.budget,
+            self.pool.loaded(),
+        )?;
         let keep = self.active.clone();
         let outs = self.pool.run_all_in_turns(&plan.groups, &frames, &keep)?;
         let mut rows = Vec::new();
@@ -766,7 +965,10 @@ impl Worker {
                 _ => None,
             };
             if let Some(policy) = policy {
-                t.submit(TrainBatch { rows: self.to_bundle_order(rows), policy });
+                t.submit(TrainBatch {
+                    rows: self.to_bundle_order(rows),
+                    policy,
+                });
             }
         }
         Ok(())
@@ -791,18 +993,26 @@ impl Worker {
     fn drift_probe(&mut self, frame: Frame) -> Result<(), EngineError> {
         let rows = self.profile_frames(std::slice::from_ref(&frame))?;
         self.probes.extend(rows);
-        let (Some(bundle), Some(expected), Some(margin)) =
-            (self.bundle.clone(), self.expected_predicted_accuracy, self.cfg.scheduler.drift_margin)
-        else {
+        let (Some(bundle), Some(expected), Some(margin)) = (
+            self.bundle.clone(),
+            self.expected_predicted_accuracy,
+            self.cfg.scheduler.drift_margin,
+        ) else {
             return Ok(());
         };
         let probes = self.probes.clone();
-        let scores = ProfiledScores::new(&bundle, self.to_bundle.clone(), self.specs.clone(), &probes);
+        let scores =
+            ProfiledScores::new(&bundle, self.to_bundle.clone(), self.specs.clone(), &probes);
         if let Some(measured) = scores.measured_predicted_accuracy(&self.active)
             && probes.len() >= 2
             && measured < expected - margin
         {
-            tracing::warn!(measured, expected, margin, "predicted outputs drifted; re-selecting early");
+            tracing::warn!(
+                measured,
+                expected,
+                margin,
+                "predicted outputs drifted; re-selecting early"
+            );
             self.profile_history.push(probes);
             if self.profile_history.len() > PROFILE_HISTORY {
                 self.profile_history.remove(0);
@@ -815,7 +1025,11 @@ impl Worker {
 
     /// Applies an edited pipeline file: cameras added, removed or changed and the budget, without
     /// a restart. An invalid edit is rejected with its errors and the running configuration kept.
-    fn reload(&mut self, ingest: &IngestManager, cameras: &mut BTreeMap<String, (CameraConfig, Receiver<Frame>)>) {
+    fn reload(
+        &mut self,
+        ingest: &IngestManager,
+        cameras: &mut BTreeMap<String, (CameraConfig, Receiver<Frame>)>,
+    ) {
         let new = match config::load_and_validate(&self.path) {
             Ok(p) => p,
             Err(errors) => {
@@ -827,10 +1041,21 @@ impl Worker {
             }
         };
         if new.models != self.cfg.models || new.links != self.cfg.links {
-            tracing::warn!("models or links changed in the pipeline file: they apply at the next restart");
+            tracing::warn!(
+                "models or links changed in the pipeline file: they apply at the next restart"
+            );
         }
-        let old: BTreeMap<String, CameraConfig> = self.cfg.cameras.iter().map(|c| (c.id.clone(), c.clone())).collect();
-        let wanted: BTreeMap<String, CameraConfig> = new.cameras.iter().map(|c| (c.id.clone(), c.clone())).collect();
+        let old: BTreeMap<String, CameraConfig> = self
+            .cfg
+            .cameras
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+        let wanted: BTreeMap<String, CameraConfig> = new
+            .cameras
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
         for (id, cam) in &old {
             if wanted.get(id) != Some(cam) {
                 if let Err(e) = ingest.remove_camera(id) {

@@ -1,0 +1,68 @@
+//! `mlink run PIPELINE`: the live engine.
+
+use crate::engine::{RunOptions, worker};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Stop after this many frames (all cameras together).
+    #[arg(long)]
+    pub max_frames: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Where to save trained links when the pipeline names no bundle (default out/<pipeline>.links).
+    #[arg(long)]
+    pub links_out: Option<PathBuf>,
+    /// Serve /metrics here instead of the pipeline's address (`127.0.0.1:0` for any free port).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+    /// Seconds between checks of the pipeline file for edits; 0 disables hot reload.
+    #[arg(long, default_value_t = 1.0)]
+    pub reload_check: f64,
+    /// Print the run summary as JSON on standard output at the end.
+    #[arg(long)]
+    pub summary_json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let opts = RunOptions {
+        max_frames: args.max_frames,
+        duration: args.duration.map(Duration::from_secs_f64),
+        links_out: args.links_out,
+        metrics_listen: args.metrics_listen,
+        reload_check_s: args.reload_check,
+        ..RunOptions::default()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let summary = worker::run(&args.pipeline, opts, stop)?;
+    if args.summary_json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    eprintln!(
+        "mlink: {} frames: {} exact, {} predicted, {} unavailable outputs; {} profiling frames; {} re-selections; \
+         peak model memory {:.1} MB (budget {}); {:.1} ms CPU per frame; active at the end: {:?}",
+        summary.frames,
+        summary.exact_outputs,
+        summary.predicted_outputs,
+        summary.unavailable_outputs,
+        summary.profiling_frames,
+        summary.reselections,
+        summary.peak_memory_mb,
+        summary
+            .budget_memory_mb
+            .map_or("none".to_string(), |b| format!("{b:.1} MB")),
+        summary.cpu_ms_per_frame,
+        summary.active,
+    );
+    if let Some(l) = &summary.links {
+        eprintln!("mlink: links saved in {}", l.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

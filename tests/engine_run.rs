@@ -1,0 +1,399 @@
+//! The engine end to end on real footage and real models: records for every model on every
+//! served frame, exact only for the active ones; the memory budget held at every load;
+//! re-selection every period; /metrics over real HTTP; hot reload; Ctrl-C; RTSP with a server
+//! restart. Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
+
+use mlink::engine::record::{OutputRecord, Provenance};
+use mlink::engine::{RunOptions, RunSummary, worker};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A pipeline of three person counters under a budget that holds one, on `cameras`
+/// (YAML list items), writing to `out.jsonl` in `dir`.
+fn pipeline(dir: &Path, cameras: &str, budget_mb: f64, metrics_port: u16, extra: &str) -> PathBuf {
+    let m = root().join("models");
+    for f in ["centernet.onnx", "nanodet.onnx", "movenet-multipose.onnx"] {
+        assert!(
+            m.join(f).exists(),
+            "models/{f} is missing: run scripts/setup.sh"
+        );
+    }
+    let text = format!(
+        r#"version: 1
+cameras:
+{cameras}
+models:
+  - id: centernet
+    path: {m}/centernet.onnx
+    adapter: centernet
+    head: {{ kind: count, classes: [person] }}
+    cost: {{ memory_mb: 25, latency_ms: 90 }}
+  - id: nanodet
+    path: {m}/nanodet.onnx
+    adapter: nanodet
+    head: {{ kind: count, classes: [person] }}
+    cost: {{ memory_mb: 20, latency_ms: 42 }}
+  - id: movenet
+    path: {m}/movenet-multipose.onnx
+    adapter: movenet_multipose
+    head: {{ kind: count, classes: [person] }}
+    cost: {{ memory_mb: 25, latency_ms: 226 }}
+links:
+  warmup_samples: 12
+  epochs: 30
+  seed: 3
+scheduler:
+  budget: {{ memory_mb: {budget_mb} }}
+  period_s: 2
+  profiling_ratio: 0.2
+{extra}
+sinks:
+  - kind: jsonl
+    path: out.jsonl
+metrics:
+  listen: 127.0.0.1:{metrics_port}
+"#,
+        m = m.display()
+    );
+    let p = dir.join("pipeline.yaml");
+    write_atomically(&p, &text);
+    p
+}
+
+fn write_atomically(p: &Path, text: &str) {
+    let tmp = p.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, p).unwrap();
+}
+
+fn vtest_camera(id: &str) -> String {
+    let f = root().join("data/footage/vtest.avi");
+    assert!(
+        f.exists(),
+        "data/footage/vtest.avi is missing: run scripts/setup.sh"
+    );
+    format!(
+        "  - id: {id}\n    uri: {}\n    sampling: {{ fps: 5 }}\n",
+        f.display()
+    )
+}
+
+fn read_records(p: &Path) -> Vec<OutputRecord> {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record line {l:?}: {e}")))
+        .collect()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn run_in_thread(
+    path: PathBuf,
+    opts: RunOptions,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<RunSummary>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let h = std::thread::spawn(move || worker::run(&path, opts, s).expect("engine run"));
+    (stop, h)
+}
+
+#[test]
+fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = pipeline(dir.path(), &vtest_camera("lobby"), 30.0, port, "");
+    let opts = RunOptions {
+        max_frames: Some(60),
+        links_out: Some(dir.path().join("links.bundle")),
+        ..RunOptions::default()
+    };
+    let (_stop, handle) = run_in_thread(p, opts);
+
+    // /metrics over HTTP while the engine runs.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut scraped = String::new();
+    while Instant::now() < deadline && !handle.is_finished() {
+        if let Some(body) = http_get(port, "/metrics")
+            && metric(&body, "mlink_model_predictions_total") > 0.0
+        {
+            scraped = body;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let summary = handle.join().unwrap();
+    assert!(
+        !scraped.is_empty(),
+        "never scraped predictions from /metrics"
+    );
+    assert!(metric(&scraped, "mlink_frames_ingested_total{camera=\"lobby\"}") > 0.0);
+    assert!(metric(&scraped, "mlink_model_executions_total") > 0.0);
+    assert!(scraped.contains("mlink_source_state{camera=\"lobby\",state=\"running\"} 1"));
+    assert!(metric(&scraped, "mlink_budget{resource=\"memory_mb\"}") == 30.0);
+    assert!(metric(&scraped, "mlink_budget_used{resource=\"memory_mb\"}") <= 30.0);
+
+    assert_eq!(summary.frames, 60);
+    assert!(
+        summary.peak_memory_mb <= 30.0,
+        "peak {} MB over the 30 MB budget",
+        summary.peak_memory_mb
+    );
+    assert!(
+        summary.reselections >= 2,
+        "trained + at least one period: {summary:?}"
+    );
+    assert!(summary.predicted_outputs > 0);
+
+    let records = read_records(&dir.path().join("out.jsonl"));
+    let mut by_frame: BTreeMap<u64, Vec<&OutputRecord>> = BTreeMap::new();
+    for r in &records {
+        by_frame.entry(r.seq).or_default().push(r);
+    }
+    assert_eq!(by_frame.len(), 60, "one set of records per served frame");
+    let mut served_with_links = 0;
+    for (seq, recs) in &by_frame {
+        let models: Vec<&str> = recs.iter().map(|r| r.model.as_str()).collect();
+        assert_eq!(
+            models.len(),
+            3,
+            "frame {seq}: a record for every model: {models:?}"
+        );
+        let profiling = recs
+            .iter()
+            .all(|r| matches!(r.provenance, Provenance::Exact { profiling: true }));
+        if profiling {
+            continue;
+        }
+        let exact = recs.iter().filter(|r| r.is_exact()).count();
+        assert!(
+            exact <= 1,
+            "frame {seq}: only the one model the budget holds runs: {recs:?}"
+        );
+        for r in recs.iter().filter(|r| !r.is_exact()) {
+            match &r.provenance {
+                Provenance::Predicted { sources, score, .. } => {
+                    served_with_links += 1;
+                    assert!(!sources.is_empty() && !sources.contains(&r.model));
+                    assert!((0.0..=1.0).contains(score));
+                    assert!(r.value.is_some());
+                }
+                Provenance::Unavailable { reason } => assert!(!reason.is_empty()),
+                Provenance::Exact { .. } => unreachable!(),
+            }
+        }
+    }
+    assert!(served_with_links > 0);
+    // The trained links were saved and load again.
+    mlink::link::LinkBundle::load(&dir.path().join("links.bundle")).unwrap();
+}
+
+#[test]
+fn pool_refuses_a_load_over_the_budget() {
+    use mlink::engine::exec::{ExecError, ModelPool};
+    mlink::models::init_runtime().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &vtest_camera("c"), 30.0, free_port(), "");
+    let cfg = mlink::config::load_and_validate(&p).unwrap();
+    let metrics = Arc::new(mlink::metrics::Metrics::new());
+    let mut pool = ModelPool::new(
+        &cfg.models,
+        vec![25.0, 20.0, 25.0],
+        Some(30.0),
+        dir.path(),
+        metrics,
+    );
+    pool.load(1).unwrap();
+    match pool.load(0) {
+        Err(ExecError::OverBudget {
+            model, would_be_mb, ..
+        }) => {
+            assert_eq!(model, "centernet");
+            assert_eq!(would_be_mb, 45.0);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(pool.accounted_mb(), 20.0);
+    assert!(pool.loaded().contains(1) && !pool.loaded().contains(0));
+    pool.unload(1).unwrap();
+    pool.load(0).unwrap();
+    assert_eq!(pool.peak_mb(), 25.0);
+}
+
+#[test]
+fn hot_reload_adds_a_camera_and_rejects_an_invalid_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let p = pipeline(dir.path(), &vtest_camera("first"), 30.0, port, "");
+    let opts = RunOptions {
+        duration: Some(Duration::from_secs(200)),
+        links_out: Some(dir.path().join("links.bundle")),
+        reload_check_s: 0.2,
+        ..RunOptions::default()
+    };
+    let (stop, handle) = run_in_thread(p.clone(), opts);
+    let out = dir.path().join("out.jsonl");
+    let wait_for = |what: &dyn Fn(&[OutputRecord]) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        while Instant::now() < deadline {
+            if what(&read_records(&out)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(
+        wait_for(&|r| r.iter().any(|r| r.camera == "first")),
+        "no records from the first camera"
+    );
+
+    // An invalid edit is rejected and the engine keeps running on the old configuration.
+    let good = std::fs::read_to_string(&p).unwrap();
+    write_atomically(&p, &good.replace("memory_mb: 30", "memory_mb: lots"));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!handle.is_finished(), "an invalid edit stopped the engine");
+
+    // A valid edit adds a camera without a restart.
+    let two = good.replace(
+        "cameras:\n",
+        &format!("cameras:\n{}", vtest_camera("second")),
+    );
+    write_atomically(&p, &two);
+    assert!(
+        wait_for(&|r| r.iter().any(|r| r.camera == "second")),
+        "the added camera never produced records"
+    );
+    stop.store(true, Ordering::SeqCst);
+    let summary = handle.join().unwrap();
+    assert!(summary.reloads_rejected >= 1, "{summary:?}");
+    assert!(summary.reloads_applied >= 1, "{summary:?}");
+}
+
+#[test]
+fn sigint_leaves_valid_links_and_complete_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &vtest_camera("cam"), 30.0, free_port(), "");
+    let links = dir.path().join("links.bundle");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mlink"))
+        .arg("run")
+        .arg(&p)
+        .arg("--links-out")
+        .arg(&links)
+        .arg("--reload-check")
+        .arg("0")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while Instant::now() < deadline {
+        let predicted = read_records(&out).iter().filter(|r| !r.is_exact()).count();
+        if links.exists() && predicted > 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(links.exists(), "links never trained");
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    mlink::link::LinkBundle::load(&links).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.ends_with('\n'), "the last JSON line is incomplete");
+    for line in text.lines() {
+        serde_json::from_str::<OutputRecord>(line).unwrap();
+    }
+}
+
+#[test]
+fn rtsp_camera_resumes_after_the_server_restarts() {
+    use mlink::ingest::rtsp_server::{RtspServerOptions, ServeSource, start_rtsp_server};
+    let dir = tempfile::tempdir().unwrap();
+    let rtsp_port = free_port();
+    let src = root().join("data/footage/vtest.avi");
+    let serve = || {
+        start_rtsp_server(
+            ServeSource::parse(src.to_str().unwrap()).unwrap(),
+            RtspServerOptions {
+                port: rtsp_port,
+                mount: "/cam".into(),
+                ..RtspServerOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let server = serve();
+    let cam = format!(
+        "  - id: street\n    uri: rtsp://127.0.0.1:{rtsp_port}/cam\n    sampling: {{ fps: 5 }}\n"
+    );
+    let p = pipeline(dir.path(), &cam, 30.0, free_port(), "");
+    let opts = RunOptions {
+        duration: Some(Duration::from_secs(240)),
+        links_out: Some(dir.path().join("links.bundle")),
+        ..RunOptions::default()
+    };
+    let (stop, handle) = run_in_thread(p, opts);
+    let out = dir.path().join("out.jsonl");
+    let count = || read_records(&out).len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count() < 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(count() >= 30, "no records from the RTSP camera");
+    server.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let before = count();
+    let server = serve();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count() < before + 30 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let after = count();
+    let summary = handle.join().unwrap();
+    server.stop();
+    assert!(
+        after >= before + 30,
+        "records did not resume after the restart ({before} -> {after}); {summary:?}"
+    );
+}
