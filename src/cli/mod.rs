@@ -3,15 +3,18 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod bench;
-mod profile;
-mod bench_links;
-mod links;
-mod train;
-mod bench_schedule;
-mod simulate;
+mod adapt;
+mod adapt_eval;
 mod aggregate;
+mod bench;
+mod bench_links;
+mod bench_schedule;
 mod eval;
+mod link_export;
+mod links;
+mod profile;
+mod simulate;
+mod train;
 mod validate;
 
 #[derive(Parser, Debug)]
@@ -43,6 +46,14 @@ pub enum Command {
     Aggregate(aggregate::Args),
     /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
     Eval(eval::Args),
+    /// Train an oracle link from a deployed model to ground-truth labels (domain adaptation).
+    Adapt(adapt::Args),
+    /// Local-only, global (federated) and fused link accuracy on a target domain of a trace.
+    AdaptEval(adapt_eval::Args),
+    /// Write one link of a bundle as an aggregator link file.
+    LinkExport(link_export::ExportArgs),
+    /// Set one link of a bundle from an aggregator link file.
+    LinkImport(link_export::ImportArgs),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -58,6 +69,10 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Aggregate(args) => aggregate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Adapt(args) => adapt::run(args),
+        Command::AdaptEval(args) => adapt_eval::run(args),
+        Command::LinkExport(args) => link_export::run_export(args),
+        Command::LinkImport(args) => link_export::run_import(args),
     };
     match result {
         Ok(code) => code,
