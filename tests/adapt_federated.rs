@@ -214,11 +214,11 @@ fn a_federated_round_of_two_edges_moves_the_global_link_by_the_mean_of_their_del
                 reports.push(h.join().unwrap());
             }
         });
-        for k in 0..2 {
+        for (k, data) in site.iter().enumerate() {
             // The same local training from the pulled weights, done here independently.
             let mut b = copy(&initial, dir.path(), &format!("check{k}-{round}.mlinks"));
             b.set_link_params(0, 1, &start.params.0).unwrap();
-            expected_deltas.push(b.train_round(0, 1, &site[k], epochs).unwrap());
+            expected_deltas.push(b.train_round(0, 1, data, epochs).unwrap());
         }
         assert!(reports.iter().all(|r| r.round == round));
         assert_eq!(

@@ -176,7 +176,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<LabelRow>, LabelsError> {
             .split(';')
             .map(parse_number)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| err(m))?;
+            .map_err(err)?;
         rows.push(LabelRow {
             line,
             camera: fields[0].to_string(),
