@@ -20,6 +20,16 @@ mod record;
 mod run;
 #[cfg(feature = "gst")]
 mod serve_rtsp;
+mod adapt;
+mod adapt_eval;
+mod aggregate;
+mod bench;
+mod bench_links;
+mod bench_schedule;
+mod eval;
+mod link_export;
+mod links;
+mod profile;
 mod simulate;
 mod train;
 mod validate;
@@ -62,6 +72,14 @@ pub enum Command {
     /// Record every model's exact outputs (and frame-difference features) on a pipeline's footage.
     #[cfg(feature = "gst")]
     Record(record::Args),
+    /// Train an oracle link from a deployed model to ground-truth labels (domain adaptation).
+    Adapt(adapt::Args),
+    /// Local-only, global (federated) and fused link accuracy on a target domain of a trace.
+    AdaptEval(adapt_eval::Args),
+    /// Write one link of a bundle as an aggregator link file.
+    LinkExport(link_export::ExportArgs),
+    /// Set one link of a bundle from an aggregator link file.
+    LinkImport(link_export::ImportArgs),
 }
 
 /// Entry point of the binary: parses arguments, sets up logging, runs the subcommand.
@@ -83,6 +101,10 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         #[cfg(feature = "gst")]
         Command::Record(args) => record::run(args),
+        Command::Adapt(args) => adapt::run(args),
+        Command::AdaptEval(args) => adapt_eval::run(args),
+        Command::LinkExport(args) => link_export::run_export(args),
+        Command::LinkImport(args) => link_export::run_import(args),
     };
     match result {
         Ok(code) => code,
