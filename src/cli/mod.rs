@@ -3,6 +3,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod adapt;
+mod adapt_eval;
 mod aggregate;
 mod bench;
 #[cfg(feature = "gst")]
@@ -12,6 +14,7 @@ mod bench_ingest;
 mod bench_links;
 mod bench_schedule;
 mod eval;
+mod link_export;
 mod links;
 mod profile;
 #[cfg(feature = "gst")]
@@ -20,16 +23,6 @@ mod record;
 mod run;
 #[cfg(feature = "gst")]
 mod serve_rtsp;
-mod adapt;
-mod adapt_eval;
-mod aggregate;
-mod bench;
-mod bench_links;
-mod bench_schedule;
-mod eval;
-mod link_export;
-mod links;
-mod profile;
 mod simulate;
 mod train;
 mod validate;
