@@ -290,3 +290,30 @@ fn camera_that_accepts_but_never_answers_fails_instead_of_hanging() {
     );
     assert!(drain(&rx, Duration::from_secs(5)).is_empty());
 }
+
+#[test]
+fn served_file_loops_without_ending_the_stream() {
+    // 120 frames (about 4 s): 150 frames need the server to start the file over.
+    let server = start_rtsp_server(
+        ServeSource::File(footage("carphone_pristine.mp4")),
+        server_options(0),
+    )
+    .unwrap();
+    let ingest =
+        IngestManager::with_options(Arc::new(Metrics::new()), quick_recovery(Some(0))).unwrap();
+    let mut cam = camera("loop", server.url());
+    cam.width = Some(88);
+    cam.height = Some(72);
+    cam.queue = 256;
+    let rx = ingest.add_camera(&cam, Path::new("/")).unwrap();
+    let frames: Vec<_> = (0..150)
+        .map(|_| next_frame(&rx, Duration::from_secs(30)))
+        .collect();
+    assert!(
+        frames
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq + 1 && w[1].pts_ns > w[0].pts_ns)
+    );
+    let status = ingest.status("loop").unwrap();
+    assert_eq!((status.state, status.reconnects), (SourceState::Running, 0));
+}

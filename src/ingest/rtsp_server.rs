@@ -188,14 +188,11 @@ impl Feeder {
                         b.set_pts(gst::ClockTime::NONE);
                         b.set_dts(gst::ClockTime::NONE);
                     }
-                    match appsrc.push_buffer(buffer) {
-                        Ok(_) => Ok(gst::FlowSuccess::Ok),
-                        // The served media went away.
-                        Err(_) => {
-                            push_stop.store(true, Ordering::Release);
-                            Err(gst::FlowError::Flushing)
-                        }
-                    }
+                    // Before the media plays (and while it is paused) the appsrc refuses
+                    // frames: a live source simply skips them. The feeder is stopped when the
+                    // media is unprepared or the server stops.
+                    let _ = appsrc.push_buffer(buffer);
+                    Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
         );
@@ -216,6 +213,7 @@ impl Feeder {
                     };
                     match msg.view() {
                         gst::MessageView::Eos(_) => {
+                            tracing::debug!("{name}: end of file, starting over");
                             if let Err(e) = pipeline.seek_simple(
                                 gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
                                 gst::ClockTime::ZERO,
