@@ -31,6 +31,7 @@ fn quiet_options(frames: u64) -> RunOptions {
     RunOptions {
         max_frames: Some(frames),
         metrics_listen: Some("127.0.0.1:0".into()),
+        offline: true,
         ..RunOptions::default()
     }
 }

@@ -108,7 +108,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
 
-    let ingest = IngestManager::new(metrics.clone())?;
+    // Offline: files decode as fast as the models take frames and none is dropped.
+    let ingest = IngestManager::with_options(
+        metrics.clone(),
+        crate::ingest::SourceOptions {
+            offline: true,
+            ..Default::default()
+        },
+    )?;
     let mut receivers = BTreeMap::new();
     for cam in &cfg.cameras {
         receivers.insert(cam.id.clone(), ingest.add_camera(cam, &base)?);

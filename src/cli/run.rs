@@ -26,6 +26,10 @@ pub struct Args {
     /// Seconds between checks of the pipeline file for edits; 0 disables hot reload.
     #[arg(long, default_value_t = 1.0)]
     pub reload_check: f64,
+    /// Decode files as fast as the engine takes frames, dropping none (batch processing of
+    /// recordings); live sources are unaffected.
+    #[arg(long)]
+    pub offline: bool,
     /// Print the run summary as JSON on standard output at the end.
     #[arg(long)]
     pub summary_json: bool,
@@ -38,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         links_out: args.links_out,
         metrics_listen: args.metrics_listen,
         reload_check_s: args.reload_check,
+        offline: args.offline,
         ..RunOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -73,6 +73,7 @@ pub fn json_schema() -> Value {
                     "adapter": {"enum": adapters, "description": "Model family: fixes pre- and post-processing."},
                     "head": {"$ref": "#/$defs/head"},
                     "crops_from": {"type": "string", "description": "Id of a detector model whose boxes this model runs on."},
+                    "oracle": {"type": "string", "description": "An oracle link file (from `mlink adapt`) applied to the model's exact output."},
                     "cost": {
                         "description": "`auto` to profile at start-up, or the declared cost.",
                         "default": "auto",

@@ -145,6 +145,10 @@ pub struct ModelConfig {
     /// ONNX Runtime intra-op threads for this model's session.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// An oracle link (from `mlink adapt`) applied to the model's exact output, so that the
+    /// engine serves `link(model(x))`: the model adapted to this site's ground truth.
+    #[serde(default)]
+    pub oracle: Option<PathBuf>,
 }
 
 fn default_min_score() -> f32 {

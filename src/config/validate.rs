@@ -291,6 +291,18 @@ fn check_models(p: &Pipeline, base_dir: &Path, out: &mut Vec<Issue>) {
                 ),
             ));
         }
+        if let Some(oracle) = &m.oracle {
+            let path = resolve_path(base_dir, oracle);
+            if !path.is_file() {
+                out.push(Issue::new(
+                    at("oracle"),
+                    format!(
+                        "oracle link not found: {} (`mlink adapt` writes one)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         check_head(m, i, out);
         if let Some(source) = &m.crops_from {
             match p.models.iter().find(|o| &o.id == source) {

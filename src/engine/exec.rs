@@ -2,6 +2,7 @@
 //! execution of a set of models on one frame in dependency order (a model with `crops_from`
 //! runs after the detector whose boxes it crops).
 
+use crate::adapt::oracle::OracleLink;
 use crate::config::ModelConfig;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
@@ -27,6 +28,11 @@ pub enum ExecError {
     },
     #[error("{model} crops the boxes of {parent}, which has not run on this frame")]
     MissingParent { model: String, parent: String },
+    #[error("the oracle link of {model} failed: {source}")]
+    Oracle {
+        model: String,
+        source: crate::adapt::oracle::OracleError,
+    },
 }
 
 /// The pipeline's models, loaded and unloaded explicitly under a memory budget. Memory is
@@ -45,6 +51,8 @@ pub struct ModelPool {
     loaded: ModelSet,
     accounted_mb: f64,
     peak_mb: f64,
+    /// Per model: an oracle link applied to its exact output (`models[].oracle`).
+    oracles: Vec<Option<Arc<OracleLink>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -103,8 +111,17 @@ impl ModelPool {
             loaded: ModelSet::empty(models.len()),
             accounted_mb: 0.0,
             peak_mb: 0.0,
+            oracles: vec![None; models.len()],
             metrics,
         }
+    }
+
+    /// Serves `oracle(model(x))` for the models that have an oracle link.
+    pub fn with_oracles(mut self, oracles: Vec<Option<Arc<OracleLink>>>) -> Self {
+        if oracles.len() == self.oracles.len() {
+            self.oracles = oracles;
+        }
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -242,7 +259,18 @@ impl ModelPool {
             let inference = model.infer(frame, crops.as_deref())?;
             out.inference_ms += inference.timing.total_ms();
             out.model_ms[m] = Some(inference.timing.total_ms());
-            out.values[m] = Some(inference.value);
+            let value = match &self.oracles[m] {
+                Some(oracle) => {
+                    oracle
+                        .apply(&inference.value)
+                        .map_err(|source| ExecError::Oracle {
+                            model: self.ids[m].clone(),
+                            source,
+                        })?
+                }
+                None => inference.value,
+            };
+            out.values[m] = Some(value);
             out.detections[m] = Some(inference.detections);
         }
         Ok(())

@@ -66,6 +66,9 @@ pub struct RunOptions {
     pub bundle: Option<PathBuf>,
     /// Ignore the budget: every model runs exactly (the baseline of `mlink bench engine`).
     pub unbounded: bool,
+    /// Decode files as fast as the engine takes frames, dropping none (benchmarks, batch runs);
+    /// live sources are unaffected.
+    pub offline: bool,
     /// Also keep every record in memory (benchmarks compare runs record by record).
     pub capture: Option<std::sync::Arc<std::sync::Mutex<Vec<record::OutputRecord>>>>,
 }

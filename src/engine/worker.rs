@@ -104,11 +104,12 @@ pub fn run(
     models::init_runtime()?;
 
     let ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
-    let specs = cfg
+    let head_specs = cfg
         .models
         .iter()
         .map(|m| models::head_spec(m, &base))
         .collect::<Result<Vec<_>, _>>()?;
+    let (oracles, specs) = load_oracles(&cfg, &base, head_specs)?;
     let model_costs = measure_costs(&cfg, &base, &metrics)?;
     let costs = Costs {
         models: model_costs,
@@ -129,7 +130,8 @@ pub fn run(
         budget.memory_mb,
         &base,
         metrics.clone(),
-    );
+    )
+    .with_oracles(oracles);
 
     let mut sinks = cfg
         .sinks
@@ -211,7 +213,13 @@ pub fn run(
         worker.select_standalone()?;
     }
 
-    let ingest = IngestManager::new(metrics.clone())?;
+    let ingest = IngestManager::with_options(
+        metrics.clone(),
+        crate::ingest::SourceOptions {
+            offline: opts.offline,
+            ..Default::default()
+        },
+    )?;
     let mut cameras: BTreeMap<String, (CameraConfig, Receiver<Frame>)> = BTreeMap::new();
     for cam in &worker.cfg.cameras {
         let rx = ingest.add_camera(cam, &base)?;
@@ -305,6 +313,48 @@ pub fn run(
         let _ = handle.join();
     }
     result.map(|()| worker.summary)
+}
+
+/// Loads the models' oracle links (`models[].oracle`), checking that each maps the model's own
+/// output; a model with an oracle then outputs the oracle's spec.
+fn load_oracles(
+    cfg: &Pipeline,
+    base: &Path,
+    mut specs: Vec<OutputSpec>,
+) -> Result<
+    (
+        Vec<Option<Arc<crate::adapt::oracle::OracleLink>>>,
+        Vec<OutputSpec>,
+    ),
+    EngineError,
+> {
+    let mut oracles = Vec::with_capacity(cfg.models.len());
+    for (m, spec) in cfg.models.iter().zip(specs.iter_mut()) {
+        let Some(path) = &m.oracle else {
+            oracles.push(None);
+            continue;
+        };
+        let path = config::resolve_path(base, path);
+        let oracle = crate::adapt::oracle::OracleLink::load(&path).map_err(|e| {
+            EngineError::Other(format!(
+                "model {}: oracle link {}: {e}",
+                m.id,
+                path.display()
+            ))
+        })?;
+        if oracle.source_spec != *spec {
+            return Err(EngineError::Other(format!(
+                "model {}: the oracle link {} maps a different output ({:?}) than the model gives ({:?})",
+                m.id,
+                path.display(),
+                oracle.source_spec,
+                spec
+            )));
+        }
+        *spec = oracle.spec.clone();
+        oracles.push(Some(Arc::new(oracle)));
+    }
+    Ok((oracles, specs))
 }
 
 /// Where links are saved when the pipeline names no bundle: `out/<pipeline>.links`.

@@ -85,6 +85,7 @@ pub fn model(id: &str, file: &str, adapter: AdapterKind, head: HeadConfig) -> Mo
         cost: CostConfig::Auto,
         min_score: 0.3,
         threads: 1,
+        oracle: None,
     }
 }
 
