@@ -397,3 +397,87 @@ fn rtsp_camera_resumes_after_the_server_restarts() {
         "records did not resume after the restart ({before} -> {after}); {summary:?}"
     );
 }
+
+#[test]
+fn an_oracle_link_corrects_the_model_output_the_engine_serves() {
+    use mlink::adapt::oracle::{LabelEncoding, LabelledFrames, OracleLink};
+    use mlink::output::{OutputSpec, OutputValue, TaskKind};
+    let dir = tempfile::tempdir().unwrap();
+    // An oracle that learned "the ground truth is one more person than the model counts".
+    let spec = OutputSpec::vector(1, TaskKind::Count);
+    let pairs: Vec<(OutputValue, OutputValue)> = (0..300)
+        .map(|i| {
+            let c = (i % 10) as f32;
+            (
+                OutputValue::Vector(vec![c]),
+                OutputValue::Vector(vec![c + 1.0]),
+            )
+        })
+        .collect();
+    let frames = LabelledFrames {
+        model: "nanodet".into(),
+        model_spec: spec.clone(),
+        spec: spec.clone(),
+        encoding: LabelEncoding::Direct,
+        pairs,
+    };
+    let params = mlink::link::TrainParams {
+        epochs: 200,
+        ..mlink::link::TrainParams::default()
+    };
+    let oracle = OracleLink::train(&frames, &params, 0.2).unwrap();
+    let oracle_path = dir.path().join("nanodet.oracle");
+    oracle.save(&oracle_path).unwrap();
+
+    let m = root().join("models");
+    let video = root().join("data/footage/vtest.avi");
+    let write = |name: &str, oracle_line: &str| {
+        let text = format!(
+            "version: 1\ncameras:\n  - id: c\n    uri: {}\n    sampling: {{ fps: 5 }}\nmodels:\n  - id: nanodet\n    path: {}/nanodet.onnx\n    adapter: nanodet\n    head: {{ kind: count, classes: [person] }}\n    cost: {{ memory_mb: 20, latency_ms: 42 }}\n{oracle_line}scheduler:\n  budget: {{ memory_mb: 100 }}\nsinks: []\nmetrics: {{ listen: null }}\n",
+            video.display(),
+            m.display()
+        );
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let raw = write("raw.yaml", "");
+    let fixed = write(
+        "fixed.yaml",
+        &format!("    oracle: {}\n", oracle_path.display()),
+    );
+    let run = |p: &Path| {
+        let records = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let opts = RunOptions {
+            max_frames: Some(8),
+            offline: true,
+            unbounded: true,
+            capture: Some(records.clone()),
+            ..RunOptions::default()
+        };
+        worker::run(p, opts, Arc::new(AtomicBool::new(false))).unwrap();
+        let v = records.lock().unwrap().clone();
+        v.into_iter()
+            .map(|r| (r.seq, r.value.unwrap()))
+            .collect::<BTreeMap<u64, OutputValue>>()
+    };
+    let (before, after) = (run(&raw), run(&fixed));
+    assert_eq!(before.len(), 8);
+    for (seq, v) in &before {
+        let expected = oracle.apply(v).unwrap();
+        let (OutputValue::Vector(e), OutputValue::Vector(a)) = (&expected, &after[seq]) else {
+            panic!()
+        };
+        assert!(
+            (e[0] - a[0]).abs() < 1e-4,
+            "frame {seq}: served {a:?}, oracle(model) = {e:?}"
+        );
+        let OutputValue::Vector(raw) = v else {
+            panic!()
+        };
+        assert!(
+            (a[0] - (raw[0] + 1.0)).abs() < 0.5,
+            "frame {seq}: the oracle should add one person: {raw:?} -> {a:?}"
+        );
+    }
+}
