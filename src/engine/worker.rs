@@ -271,7 +271,14 @@ pub fn run(
         }
     };
     ingest.shutdown();
-    // Frames still buffered for profiling are served so that none is silently lost.
+    // Warm-up frames still buffered are profiled, and frames buffered for profiling are
+    // served, so that none is silently lost.
+    let warm: Vec<Frame> = std::mem::take(&mut worker.warm_buffer);
+    if !warm.is_empty()
+        && let Err(e) = worker.profile_frames(&warm)
+    {
+        tracing::warn!(error = %e, "buffered warm-up frames could not be profiled at shutdown");
+    }
     let leftover: Vec<Frame> = std::mem::take(&mut worker.profile_buffer);
     for f in leftover {
         if let Err(e) = worker.serve(f) {

@@ -375,7 +375,10 @@ impl Supervisor {
                 if keep {
                     gst::PadProbeReturn::Ok
                 } else {
-                    gst::PadProbeReturn::Drop
+                    // Consume the buffer here: with `Drop`, GStreamer 1.22 and the Rust probe
+                    // trampoline both release it and the core logs a critical per dropped frame.
+                    info.data = None;
+                    gst::PadProbeReturn::Handled
                 }
             });
         let sink_shared = Arc::downgrade(shared);
