@@ -6,7 +6,7 @@
 use super::optim::RmsProp;
 use crate::output::{TaskKind, loss_and_grad};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -25,6 +25,10 @@ pub struct Workspace {
     z: Array2<f32>,
     dz: Array2<f32>,
     dh: Array2<f32>,
+    /// Flat indices (row * hidden + unit) of the hidden units alive after ReLU and dropout.
+    live: Vec<u32>,
+    xb: Array2<f32>,
+    tb: Array2<f32>,
     grad: Vec<f32>,
 }
 
@@ -99,6 +103,9 @@ impl Mlp {
             z: Array2::zeros((batch, self.out_dim)),
             dz: Array2::zeros((batch, self.out_dim)),
             dh: Array2::zeros((batch, self.hidden)),
+            live: Vec::with_capacity(batch * self.hidden),
+            xb: Array2::zeros((batch, self.in_dim)),
+            tb: Array2::zeros((batch, self.out_dim)),
             grad: vec![0.0; self.params.len()],
         }
     }
@@ -107,6 +114,10 @@ impl Mlp {
     /// (rows, in the loss's space). Returns the mean loss; the gradient of the mean loss with
     /// respect to the parameters is left in `ws.grad`. `dropout` is the drop probability
     /// (0 disables it).
+    ///
+    /// After ReLU and dropout about three hidden units in four are zero, so everything past
+    /// the first layer runs over the live units only (row-wise axpy and dot products over
+    /// contiguous rows of `w2`); only `x w1` and `x^T dh` are dense matrix products.
     pub fn batch_gradient(
         &self,
         task: TaskKind,
@@ -117,52 +128,78 @@ impl Mlp {
         ws: &mut Workspace,
     ) -> f32 {
         let n = x.nrows();
-        let (w1, b1, w2, b2) = self.views();
+        let (hid, out) = (self.hidden, self.out_dim);
+        let (w1, b1, _, b2) = self.views();
+        let [_, a, b, c] = self.offsets();
+        let w2 = &self.params[b..c];
         let mut h = ws.h.slice_mut(ndarray::s![..n, ..]);
-        let mut mask = ws.mask.slice_mut(ndarray::s![..n, ..]);
-        let mut z = ws.z.slice_mut(ndarray::s![..n, ..]);
-        let mut dz = ws.dz.slice_mut(ndarray::s![..n, ..]);
-        let mut dh = ws.dh.slice_mut(ndarray::s![..n, ..]);
         // h = relu(x w1 + b1), then inverted dropout; `mask` holds d(h_dropped)/d(pre-activation).
         for mut row in h.rows_mut() {
             row.iter_mut().zip(b1).for_each(|(v, b)| *v = *b);
         }
         general_mat_mul(1.0, &x, &w1, 1.0, &mut h);
         let keep = 1.0 - dropout;
-        for (hv, m) in h.iter_mut().zip(mask.iter_mut()) {
-            let alive = *hv > 0.0 && (dropout == 0.0 || rng.random::<f32>() < keep);
-            *m = if alive { 1.0 / keep } else { 0.0 };
-            *hv *= *m;
+        let scale = 1.0 / keep;
+        // A fast generator for the mask, seeded from the caller's (reproducible) one.
+        let mut bits = FastBits::new(rng.random::<u64>(), keep);
+        let hs = h.as_slice_mut().expect("contiguous workspace");
+        let mask = &mut ws.mask.as_slice_mut().expect("contiguous workspace")[..n * hid];
+        ws.live.clear();
+        for (e, (hv, m)) in hs.iter_mut().zip(mask.iter_mut()).enumerate() {
+            let alive = *hv > 0.0 && (dropout == 0.0 || bits.keep());
+            if alive {
+                *m = scale;
+                *hv *= scale;
+                ws.live.push(e as u32);
+            } else {
+                *m = 0.0;
+                *hv = 0.0;
+            }
         }
-        for mut row in z.rows_mut() {
-            row.iter_mut().zip(b2).for_each(|(v, b)| *v = *b);
+        // z = h w2 + b2 over the live units.
+        let z = &mut ws.z.as_slice_mut().expect("contiguous workspace")[..n * out];
+        for row in z.chunks_exact_mut(out) {
+            row.copy_from_slice(b2);
         }
-        general_mat_mul(1.0, &h, &w2, 1.0, &mut z);
+        for &e in &ws.live {
+            let (r, k) = (e as usize / hid, e as usize % hid);
+            axpy(hs[e as usize], &w2[k * out..(k + 1) * out], &mut z[r * out..(r + 1) * out]);
+        }
+        let dz = &mut ws.dz.as_slice_mut().expect("contiguous workspace")[..n * out];
         let mut loss = 0.0;
         let inv_n = 1.0 / n as f32;
-        for ((zr, tr), mut gr) in z.rows().into_iter().zip(t.rows()).zip(dz.rows_mut()) {
-            let (zs, ts) = (zr.as_slice().expect("row"), tr.to_vec());
-            let g = gr.as_slice_mut().expect("row");
-            loss += loss_and_grad(task, zs, &ts, g);
+        for ((zs, tr), g) in z.chunks_exact(out).zip(t.rows()).zip(dz.chunks_exact_mut(out)) {
+            loss += match tr.as_slice() {
+                Some(ts) => loss_and_grad(task, zs, ts, g),
+                None => loss_and_grad(task, zs, &tr.to_vec(), g),
+            };
             g.iter_mut().for_each(|v| *v *= inv_n);
         }
-        // Backward.
-        let [_, a, b, c] = self.offsets();
+        // Backward: g2 = h^T dz and dh = (dz w2^T) * mask, both over the live units.
         let (g1, rest) = ws.grad.split_at_mut(a);
         let (gb1, rest) = rest.split_at_mut(b - a);
         let (g2, gb2) = rest.split_at_mut(c - b);
-        let mut g2v = ArrayViewMut2::from_shape((self.hidden, self.out_dim), g2).expect("g2");
-        general_mat_mul(1.0, &h.t(), &dz, 0.0, &mut g2v);
-        for (gb, col) in gb2.iter_mut().zip(dz.axis_iter(Axis(1))) {
-            *gb = col.sum();
+        g2.fill(0.0);
+        gb2.fill(0.0);
+        for g in dz.chunks_exact(out) {
+            gb2.iter_mut().zip(g).for_each(|(s, v)| *s += v);
         }
-        general_mat_mul(1.0, &dz, &w2.t(), 0.0, &mut dh);
-        dh *= &mask;
-        let mut g1v = ArrayViewMut2::from_shape((self.in_dim, self.hidden), g1).expect("g1");
-        general_mat_mul(1.0, &x.t(), &dh, 0.0, &mut g1v);
-        for (gb, col) in gb1.iter_mut().zip(dh.axis_iter(Axis(1))) {
-            *gb = col.sum();
+        let dh = &mut ws.dh.as_slice_mut().expect("contiguous workspace")[..n * hid];
+        dh.fill(0.0);
+        for &e in &ws.live {
+            let e = e as usize;
+            let (r, k) = (e / hid, e % hid);
+            let dzr = &dz[r * out..(r + 1) * out];
+            axpy(hs[e], dzr, &mut g2[k * out..(k + 1) * out]);
+            dh[e] = mask[e] * dot(dzr, &w2[k * out..(k + 1) * out]);
         }
+        gb1.fill(0.0);
+        for row in dh.chunks_exact(hid) {
+            gb1.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+        }
+        let dhv = ArrayView2::from_shape((n, hid), &*dh).expect("dh shape");
+        let mut g1v = ArrayViewMut2::from_shape((self.in_dim, hid), g1).expect("g1");
+        general_mat_mul(1.0, &x.t(), &dhv, 0.0, &mut g1v);
         loss * inv_n
     }
 
@@ -180,10 +217,14 @@ impl Mlp {
         rng: &mut StdRng,
         ws: &mut Workspace,
     ) -> f32 {
-        let mut xb = Array2::zeros((batch, self.in_dim));
-        let mut tb = Array2::zeros((batch, self.out_dim));
         let mut total = 0.0;
         for chunk in order.chunks(batch) {
+            let mut xb = std::mem::take(&mut ws.xb);
+            let mut tb = std::mem::take(&mut ws.tb);
+            if xb.nrows() < chunk.len() {
+                xb = Array2::zeros((chunk.len(), self.in_dim));
+                tb = Array2::zeros((chunk.len(), self.out_dim));
+            }
             for (r, &i) in chunk.iter().enumerate() {
                 xb.row_mut(r).assign(&x.row(i));
                 tb.row_mut(r).assign(&t.row(i));
@@ -197,10 +238,64 @@ impl Mlp {
                 rng,
                 ws,
             );
+            ws.xb = xb;
+            ws.tb = tb;
             total += loss * n as f32;
             opt.step(&mut self.params, &ws.grad);
         }
         total / order.len().max(1) as f32
+    }
+}
+
+/// `y += a x`.
+#[inline]
+fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
+/// Dot product with eight independent accumulators (so that it vectorises).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Dropout decisions from an xorshift generator: cheap enough to draw one per hidden unit
+/// and sample, where the caller's cryptographic-grade generator would dominate training.
+struct FastBits {
+    state: u64,
+    threshold: u32,
+}
+
+impl FastBits {
+    fn new(seed: u64, keep: f32) -> Self {
+        Self {
+            state: seed | 1,
+            threshold: (keep.clamp(0.0, 1.0) as f64 * u32::MAX as f64) as u32,
+        }
+    }
+
+    #[inline]
+    fn keep(&mut self) -> bool {
+        let mut s = self.state;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        self.state = s;
+        ((s >> 32) as u32) < self.threshold
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod bundle;
 pub mod ensemble;
+pub mod fast_seq;
 pub mod mlp;
 pub mod net;
 pub mod norm;

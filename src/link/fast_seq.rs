@@ -1,0 +1,129 @@
+//! Inference for the seq2vec link without candle: the same embedding, LSTM and MLP head, read
+//! from the trained candle variables and evaluated with plain f32 loops. A candle step costs
+//! tens of microseconds of dispatch whatever its size; a 20-token input would spend
+//! milliseconds there, here it spends the arithmetic.
+//!
+//! The embedding and the LSTM input projection are folded into one table at build time
+//! (`table[v] = W_ih e_v + b_ih + b_hh`), so a step is one `W_hh h` product plus the gates.
+//! Gate order is candle's (input, forget, cell, output).
+
+use super::LinkError;
+use super::mlp::dot;
+
+/// The frozen weights of a seq2vec link, laid out for single-input inference.
+#[derive(Clone, Debug)]
+pub struct Seq2VecInfer {
+    hidden: usize,
+    vocab: usize,
+    end: u32,
+    /// `vocab x 4 hidden`: the gate pre-activations a token contributes.
+    table: Vec<f32>,
+    /// `4 hidden x hidden`, row-major (candle's `weight_hh_l0`).
+    w_hh: Vec<f32>,
+    /// Head: `hidden x hidden` then `out x hidden`, row-major (candle's `Linear` layout).
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+/// Named tensors the builder reads (candle variable name -> flat data and dims).
+pub type Named<'a> = &'a dyn Fn(&str) -> Result<(Vec<f32>, Vec<usize>), LinkError>;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl Seq2VecInfer {
+    /// Builds the inference form from the candle variables of a seq2vec network.
+    pub fn build(get: Named<'_>, end: u32) -> Result<Self, LinkError> {
+        let shape_err = |what: &str| LinkError::Numeric(format!("seq2vec {what}: unexpected shape"));
+        let (emb, ed) = get("enc_embed.weight")?;
+        let (w_ih, ihd) = get("enc_lstm.weight_ih_l0")?;
+        let (w_hh, hhd) = get("enc_lstm.weight_hh_l0")?;
+        let (b_ih, _) = get("enc_lstm.bias_ih_l0")?;
+        let (b_hh, _) = get("enc_lstm.bias_hh_l0")?;
+        let (w1, w1d) = get("head1.weight")?;
+        let (b1, _) = get("head1.bias")?;
+        let (w2, w2d) = get("head2.weight")?;
+        let (b2, _) = get("head2.bias")?;
+        let [vocab, edim] = ed[..] else {
+            return Err(shape_err("embedding"));
+        };
+        let [g4, hidden] = hhd[..] else {
+            return Err(shape_err("weight_hh"));
+        };
+        if g4 != 4 * hidden
+            || ihd[..] != [g4, edim]
+            || b_ih.len() != g4
+            || b_hh.len() != g4
+            || w1d[..] != [hidden, hidden]
+            || b1.len() != hidden
+            || w2d.len() != 2
+            || w2d[1] != hidden
+            || b2.len() != w2d[0]
+        {
+            return Err(shape_err("weights"));
+        }
+        let mut table = vec![0f32; vocab * g4];
+        for v in 0..vocab {
+            let e = &emb[v * edim..(v + 1) * edim];
+            for g in 0..g4 {
+                table[v * g4 + g] = dot(&w_ih[g * edim..(g + 1) * edim], e) + b_ih[g] + b_hh[g];
+            }
+        }
+        Ok(Self {
+            hidden,
+            vocab,
+            end,
+            table,
+            w_hh,
+            w1,
+            b1,
+            w2,
+            b2,
+        })
+    }
+
+    /// The head's pre-activation output (still in the standardised space for linear tasks)
+    /// for one token sequence; the sequence is cut at its first end token and the end token is
+    /// fed last, as in training.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>, LinkError> {
+        let h_dim = self.hidden;
+        let g4 = 4 * h_dim;
+        let mut h = vec![0f32; h_dim];
+        let mut c = vec![0f32; h_dim];
+        let mut g = vec![0f32; g4];
+        let body = crate::output::strip_end(tokens, Some(self.end));
+        for &tok in body.iter().chain(std::iter::once(&self.end)) {
+            let t = tok as usize;
+            if t >= self.vocab {
+                return Err(LinkError::Form(format!(
+                    "token {tok} is outside the vocabulary of {}",
+                    self.vocab
+                )));
+            }
+            let row = &self.table[t * g4..(t + 1) * g4];
+            for (k, gk) in g.iter_mut().enumerate() {
+                *gk = row[k] + dot(&self.w_hh[k * h_dim..(k + 1) * h_dim], &h);
+            }
+            for k in 0..h_dim {
+                let i = sigmoid(g[k]);
+                let f = sigmoid(g[h_dim + k]);
+                let cell = g[2 * h_dim + k].tanh();
+                let o = sigmoid(g[3 * h_dim + k]);
+                c[k] = f * c[k] + i * cell;
+                h[k] = o * c[k].tanh();
+            }
+        }
+        let a: Vec<f32> = (0..h_dim)
+            .map(|k| (self.b1[k] + dot(&self.w1[k * h_dim..(k + 1) * h_dim], &h)).max(0.0))
+            .collect();
+        Ok(self
+            .b2
+            .iter()
+            .enumerate()
+            .map(|(o, b)| b + dot(&self.w2[o * h_dim..(o + 1) * h_dim], &a))
+            .collect())
+    }
+}
