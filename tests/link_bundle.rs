@@ -193,3 +193,61 @@ fn trains_from_a_trace_file() {
     assert_eq!(b.meta.source, "synthetic");
     assert!(b.link_score(1, 0) > 0.5);
 }
+
+/// Two counting models: `a` counts objects, `b` counts the same objects plus one
+/// (`b = a + 1`, counts 0 to 10). With probability `miss`, `a` is off by one (a detector that
+/// misses or doubles an object now and then), so a link can be right on at most about
+/// `1 - miss` of the frames.
+fn count_samples(n: usize, miss: f64, seed: u64) -> Samples {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let truth = rng.random_range(0..=10) as f32;
+            let seen = if rng.random_bool(miss) {
+                (truth + if rng.random_bool(0.5) { 1.0 } else { -1.0 }).max(0.0)
+            } else {
+                truth
+            };
+            vec![
+                Some(OutputValue::Vector(vec![seen])),
+                Some(OutputValue::Vector(vec![truth + 1.0])),
+            ]
+        })
+        .collect()
+}
+
+/// Count accuracy (|error| < 0.5) of the link a -> b on held-out samples, default training.
+fn held_out_count_accuracy(miss: f64) -> f64 {
+    let spec = OutputSpec::vector(1, TaskKind::Count);
+    let models = vec![("a".to_string(), spec.clone()), ("b".to_string(), spec)];
+    let train = count_samples(400, miss, 31);
+    let b = LinkBundle::train(&models, &train, &TrainParams::default(), 0.2, 2, &|_| {}).unwrap();
+    let test = count_samples(500, miss, 32);
+    let hits = test
+        .iter()
+        .filter(|s| {
+            let src = s[0].as_ref().unwrap();
+            let OutputValue::Vector(p) = b.predict(1, &[(0, src)]).unwrap().value else {
+                panic!("a count is a vector")
+            };
+            let OutputValue::Vector(t) = s[1].as_ref().unwrap() else {
+                unreachable!()
+            };
+            (p[0] - t[0]).abs() < 0.5
+        })
+        .count();
+    hits as f64 / test.len() as f64
+}
+
+#[test]
+fn a_count_plus_one_link_is_near_perfect_with_default_training() {
+    let acc = held_out_count_accuracy(0.0);
+    assert!(acc >= 0.98, "held-out count accuracy {acc}");
+}
+
+#[test]
+fn a_count_link_from_a_noisy_counter_is_near_the_best_possible() {
+    // One frame in five has the source off by one: about 80 % is the best any link can do.
+    let acc = held_out_count_accuracy(0.2);
+    assert!(acc >= 0.76, "held-out count accuracy {acc}");
+}

@@ -299,6 +299,123 @@ impl FastBits {
     }
 }
 
+impl Mlp {
+    /// Hidden activations `relu(x w1 + b1)` of every row of `x`, without dropout.
+    pub fn hidden_batch(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
+        let (w1, b1, _, _) = self.views();
+        let mut h = Array2::zeros((x.nrows(), self.hidden));
+        for mut row in h.rows_mut() {
+            row.iter_mut().zip(b1).for_each(|(v, b)| *v = *b);
+        }
+        general_mat_mul(1.0, &x, &w1, 1.0, &mut h);
+        h.mapv_inplace(|v| v.max(0.0));
+        h
+    }
+
+    /// Refits the output layer (`w2`, `b2`) of a linear-output network by ridge least squares
+    /// on the hidden activations of the training inputs, without dropout.
+    ///
+    /// Why: under dropout, the mean squared error of a linear output adds the variance that
+    /// the dropped units cause, a penalty that shrinks the weights and pulls predictions
+    /// toward the mean (a count of 0 predicted as 0.7, one of 10 as 9.3), and a constant
+    /// learning rate leaves the head jittering around its optimum. With the hidden layer as
+    /// trained, the best linear head in the sense of the training loss has a closed form;
+    /// using it keeps dropout's regularisation of the features and drops its bias on the
+    /// output. Returns false (and keeps the trained head) when the system is singular.
+    pub fn refit_linear_head(&mut self, x: ArrayView2<'_, f32>, t: ArrayView2<'_, f32>) -> bool {
+        let n = x.nrows();
+        if n == 0 || t.ncols() != self.out_dim {
+            return false;
+        }
+        let h = self.hidden_batch(x);
+        let d = self.hidden + 1; // the hidden units and a constant for the bias
+        let mut a = vec![0f64; d * d];
+        let mut rhs = vec![0f64; d * self.out_dim];
+        let mut row = vec![0f64; d];
+        for (hr, tr) in h.rows().into_iter().zip(t.rows()) {
+            for (r, v) in row.iter_mut().zip(hr.iter()) {
+                *r = *v as f64;
+            }
+            row[d - 1] = 1.0;
+            for i in 0..d {
+                if row[i] == 0.0 {
+                    continue;
+                }
+                for j in 0..=i {
+                    a[i * d + j] += row[i] * row[j];
+                }
+                for (o, tv) in tr.iter().enumerate() {
+                    rhs[i * self.out_dim + o] += row[i] * *tv as f64;
+                }
+            }
+        }
+        // A light ridge (relative to the sample count) keeps dead or collinear units harmless.
+        let ridge = 1e-3 * n as f64;
+        for i in 0..d - 1 {
+            a[i * d + i] += ridge;
+        }
+        a[(d - 1) * d + d - 1] += 1e-9 * n as f64;
+        let Some(sol) = cholesky_solve(&mut a, d, &mut rhs, self.out_dim) else {
+            return false;
+        };
+        if sol.iter().any(|v| !v.is_finite()) {
+            return false;
+        }
+        let [_, _, b, c] = self.offsets();
+        for k in 0..self.hidden {
+            for o in 0..self.out_dim {
+                self.params[b + k * self.out_dim + o] = sol[k * self.out_dim + o] as f32;
+            }
+        }
+        for o in 0..self.out_dim {
+            self.params[c + o] = sol[(d - 1) * self.out_dim + o] as f32;
+        }
+        true
+    }
+}
+
+/// Solves `A X = B` for symmetric positive definite `A` (`d x d`, lower triangle filled,
+/// overwritten) and `B` (`d x m`, row-major, overwritten with `X`). None when `A` is not
+/// positive definite.
+fn cholesky_solve(a: &mut [f64], d: usize, b: &mut [f64], m: usize) -> Option<Vec<f64>> {
+    for j in 0..d {
+        let mut s = a[j * d + j];
+        for k in 0..j {
+            s -= a[j * d + k] * a[j * d + k];
+        }
+        if s <= 0.0 || !s.is_finite() {
+            return None;
+        }
+        let l = s.sqrt();
+        a[j * d + j] = l;
+        for i in j + 1..d {
+            let mut s = a[i * d + j];
+            for k in 0..j {
+                s -= a[i * d + k] * a[j * d + k];
+            }
+            a[i * d + j] = s / l;
+        }
+    }
+    // Forward (L y = b), then backward (L^T x = y), column by column.
+    for c in 0..m {
+        for i in 0..d {
+            let mut s = b[i * m + c];
+            for k in 0..i {
+                s -= a[i * d + k] * b[k * m + c];
+            }
+            b[i * m + c] = s / a[i * d + i];
+        }
+        for i in (0..d).rev() {
+            let mut s = b[i * m + c];
+            for k in i + 1..d {
+                s -= a[k * d + i] * b[k * m + c];
+            }
+            b[i * m + c] = s / a[i * d + i];
+        }
+    }
+    Some(b.to_vec())
+}
+
 impl Workspace {
     /// The gradient left by the last [`Mlp::batch_gradient`].
     pub fn into_grad(self) -> Vec<f32> {

@@ -234,6 +234,9 @@ impl LinkNet {
                         &mut ws,
                     );
                 }
+                if is_linear(v.task) {
+                    v.mlp.refit_linear_head(x.view(), t.view());
+                }
                 Ok(())
             }
             LinkNet::Seq(s) => s.fit(
