@@ -3,15 +3,15 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod bench;
-mod profile;
-mod bench_links;
-mod links;
-mod train;
-mod bench_schedule;
-mod simulate;
 mod aggregate;
+mod bench;
+mod bench_links;
+mod bench_schedule;
 mod eval;
+mod links;
+mod profile;
+mod simulate;
+mod train;
 mod validate;
 
 #[derive(Parser, Debug)]

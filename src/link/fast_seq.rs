@@ -37,7 +37,8 @@ fn sigmoid(x: f32) -> f32 {
 impl Seq2VecInfer {
     /// Builds the inference form from the candle variables of a seq2vec network.
     pub fn build(get: Named<'_>, end: u32) -> Result<Self, LinkError> {
-        let shape_err = |what: &str| LinkError::Numeric(format!("seq2vec {what}: unexpected shape"));
+        let shape_err =
+            |what: &str| LinkError::Numeric(format!("seq2vec {what}: unexpected shape"));
         let (emb, ed) = get("enc_embed.weight")?;
         let (w_ih, ihd) = get("enc_lstm.weight_ih_l0")?;
         let (w_hh, hhd) = get("enc_lstm.weight_hh_l0")?;

@@ -127,6 +127,36 @@ impl Mlp {
         rng: &mut StdRng,
         ws: &mut Workspace,
     ) -> f32 {
+        let out = self.out_dim;
+        self.batch_gradient_by(x, dropout, rng, ws, |z, dz| {
+            let inv_n = 1.0 / x.nrows() as f32;
+            let mut loss = 0.0;
+            for ((zs, tr), g) in z
+                .chunks_exact(out)
+                .zip(t.rows())
+                .zip(dz.chunks_exact_mut(out))
+            {
+                loss += match tr.as_slice() {
+                    Some(ts) => loss_and_grad(task, zs, ts, g),
+                    None => loss_and_grad(task, zs, &tr.to_vec(), g),
+                };
+                g.iter_mut().for_each(|v| *v *= inv_n);
+            }
+            loss * inv_n
+        })
+    }
+
+    /// [`batch_gradient`](Self::batch_gradient) with any loss over the batch: `loss(z, dz)`
+    /// gets the pre-activation outputs (rows of `out_dim`, flat) and writes the gradient of
+    /// the returned batch loss with respect to them into `dz`.
+    pub fn batch_gradient_by(
+        &self,
+        x: ArrayView2<'_, f32>,
+        dropout: f32,
+        rng: &mut StdRng,
+        ws: &mut Workspace,
+        loss: impl FnOnce(&[f32], &mut [f32]) -> f32,
+    ) -> f32 {
         let n = x.nrows();
         let (hid, out) = (self.hidden, self.out_dim);
         let (w1, b1, _, b2) = self.views();
@@ -163,18 +193,14 @@ impl Mlp {
         }
         for &e in &ws.live {
             let (r, k) = (e as usize / hid, e as usize % hid);
-            axpy(hs[e as usize], &w2[k * out..(k + 1) * out], &mut z[r * out..(r + 1) * out]);
+            axpy(
+                hs[e as usize],
+                &w2[k * out..(k + 1) * out],
+                &mut z[r * out..(r + 1) * out],
+            );
         }
         let dz = &mut ws.dz.as_slice_mut().expect("contiguous workspace")[..n * out];
-        let mut loss = 0.0;
-        let inv_n = 1.0 / n as f32;
-        for ((zs, tr), g) in z.chunks_exact(out).zip(t.rows()).zip(dz.chunks_exact_mut(out)) {
-            loss += match tr.as_slice() {
-                Some(ts) => loss_and_grad(task, zs, ts, g),
-                None => loss_and_grad(task, zs, &tr.to_vec(), g),
-            };
-            g.iter_mut().for_each(|v| *v *= inv_n);
-        }
+        let batch_loss = loss(z, dz);
         // Backward: g2 = h^T dz and dh = (dz w2^T) * mask, both over the live units.
         let (g1, rest) = ws.grad.split_at_mut(a);
         let (gb1, rest) = rest.split_at_mut(b - a);
@@ -200,7 +226,7 @@ impl Mlp {
         let dhv = ArrayView2::from_shape((n, hid), &*dh).expect("dh shape");
         let mut g1v = ArrayViewMut2::from_shape((self.in_dim, hid), g1).expect("g1");
         general_mat_mul(1.0, &x.t(), &dhv, 0.0, &mut g1v);
-        loss * inv_n
+        batch_loss
     }
 
     /// One epoch of mini-batch RMSprop over `x`/`t` in the order of `order`.
@@ -417,6 +443,11 @@ fn cholesky_solve(a: &mut [f64], d: usize, b: &mut [f64], m: usize) -> Option<Ve
 }
 
 impl Workspace {
+    /// The gradient left by the last [`Mlp::batch_gradient`], flat like the parameters.
+    pub fn grad(&self) -> &[f32] {
+        &self.grad
+    }
+
     /// The gradient left by the last [`Mlp::batch_gradient`].
     pub fn into_grad(self) -> Vec<f32> {
         self.grad
