@@ -7,7 +7,13 @@
 //! - [`LinkBundle::predict`]: h_{A,j} for the executed models A, with the validation score of
 //!   that source set and an uncertainty.
 //! - [`LinkBundle::link_score`], [`LinkBundle::ensemble_score`]: p(g_ij) and p(h_{A,j}).
-//! - [`LinkBundle::fine_tune`]: continue training on new samples (online adaptation).
+//! - [`LinkBundle::fine_tune`]: continue training on new samples (online adaptation);
+//!   [`LinkBundle::fine_tune_and_rescore`] also refreshes the validation scores on held-out
+//!   samples ([`LinkBundle::rescore`] alone does only that).
+//! - [`LinkBundle::score_on`]: every link's and the ensembles' scores for an executed set,
+//!   measured on given samples (profiling).
+//! - [`LinkBundle::predicted_loss`], [`LinkBundle::link_predicted_loss`]: the loss the links
+//!   are predicted to make on a frame (loss-prediction heads, for active learning).
 //! - [`LinkBundle::link_params`], [`LinkBundle::set_link_params`],
 //!   [`LinkBundle::link_gradient`], [`LinkBundle::train_round`]: flat parameters of one link
 //!   (federated averaging).
@@ -15,7 +21,8 @@
 //!
 //! # File format (version 1)
 //! One safetensors file. Each link's flat parameters are the 1-D f32 tensor `link.I.J`, each
-//! ensemble's weights `ensemble.J` (sources x dims). The safetensors metadata holds
+//! ensemble's weights `ensemble.J` (sources x dims), each vec2vec link's loss-prediction head
+//! `losshead.I.J` (flat, optional). The safetensors metadata holds
 //! `mlink.manifest` (the JSON [`Manifest`]: format version, models, links with their
 //! architecture, standardisation and scores, ensembles' subset scores, training metadata) and
 //! `mlink.sha256` (SHA-256 over all tensor data in name order, which catches corruption the
