@@ -26,7 +26,7 @@ fn thread_cpu_s() -> Option<f64> {
         let mut ts = Timespec { sec: 0, nsec: 0 };
         // SAFETY: clock_gettime writes one timespec to the valid pointer it is given.
         let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        (rc == 0).then(|| ts.sec as f64 + ts.nsec as f64 * 1e-9)
+        (rc == 0).then_some(ts.sec as f64 + ts.nsec as f64 * 1e-9)
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
     {
@@ -110,9 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     } else {
         let line = |what: &str, f: Figure, scale: f64, unit: &str, target: &str| {
-            let cpu = f
-                .cpu
-                .map_or(String::new(), |c| format!(", thread CPU {:.3} {unit}", c * scale));
+            let cpu = f.cpu.map_or(String::new(), |c| {
+                format!(", thread CPU {:.3} {unit}", c * scale)
+            });
             println!(
                 "{what}: {:.3} {unit} wall{cpu} (target <= {target} {unit})",
                 f.wall * scale

@@ -129,8 +129,8 @@ impl Seq2VecInfer {
                 );
                 k += 4;
             }
-            for k in k..h_dim {
-                axpy(h[k], row(k), &mut g);
+            for (k, &hk) in h.iter().enumerate().skip(k) {
+                axpy(hk, row(k), &mut g);
             }
             for k in 0..h_dim {
                 let i = sigmoid(g[k]);

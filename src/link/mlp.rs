@@ -301,7 +301,9 @@ pub(crate) fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn axpy_fma(a: f32, x: &[f32], y: &mut [f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y = a.mul_add(*x, *y));
+    y.iter_mut()
+        .zip(x)
+        .for_each(|(y, x)| *y = a.mul_add(*x, *y));
 }
 
 /// `y += a[0] x[0] + a[1] x[1] + a[2] x[2] + a[3] x[3]`: four axpy passes fused into one,
@@ -425,7 +427,8 @@ impl Mlp {
     }
 
     /// Refits the output layer (`w2`, `b2`) of a linear-output network by ridge least squares
-    /// on the hidden activations of the training inputs, without dropout.
+    /// on the hidden activations of the training inputs, without dropout (given at least two
+    /// samples per coefficient).
     ///
     /// Why: under dropout, the mean squared error of a linear output adds the variance that
     /// the dropped units cause, a penalty that shrinks the weights and pulls predictions
@@ -436,11 +439,13 @@ impl Mlp {
     /// output. Returns false (and keeps the trained head) when the system is singular.
     pub fn refit_linear_head(&mut self, x: ArrayView2<'_, f32>, t: ArrayView2<'_, f32>) -> bool {
         let n = x.nrows();
-        if n == 0 || t.ncols() != self.out_dim {
+        let d = self.hidden + 1; // the hidden units and a constant for the bias
+        // With fewer than two samples per coefficient (a short fine-tuning batch) the least
+        // squares head would fit the noise of those samples; keep the trained one.
+        if n < 2 * d || t.ncols() != self.out_dim {
             return false;
         }
         let h = self.hidden_batch(x);
-        let d = self.hidden + 1; // the hidden units and a constant for the bias
         let mut a = vec![0f64; d * d];
         let mut rhs = vec![0f64; d * self.out_dim];
         let mut row = vec![0f64; d];
@@ -537,5 +542,39 @@ impl Workspace {
     /// The gradient left by the last [`Mlp::batch_gradient`].
     pub fn into_grad(self) -> Vec<f32> {
         self.grad
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cholesky_solves_a_known_system_and_rejects_an_indefinite_one() {
+        // A = [[4, 2], [2, 3]], X = [[1, -1], [2, 0.5]] so B = A X.
+        let mut a = vec![4.0, 0.0, 2.0, 3.0];
+        let mut b = vec![8.0, -3.0, 8.0, -0.5];
+        let x = cholesky_solve(&mut a, 2, &mut b, 2).unwrap();
+        for (got, want) in x.iter().zip([1.0, -1.0, 2.0, 0.5]) {
+            assert!((got - want).abs() < 1e-12, "{x:?}");
+        }
+        let mut a = vec![1.0, 0.0, 2.0, 1.0]; // [[1, 2], [2, 1]]: eigenvalue -1
+        let mut b = vec![1.0, 1.0];
+        assert!(cholesky_solve(&mut a, 2, &mut b, 1).is_none());
+    }
+
+    #[test]
+    fn simd_kernels_match_the_portable_ones() {
+        let a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..37).map(|i| (i as f32 * 0.11).cos()).collect();
+        let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        assert!((dot(&a, &b) as f64 - exact).abs() < 1e-5);
+        assert!((dot_portable(&a, &b) as f64 - exact).abs() < 1e-5);
+        let mut y = b.clone();
+        axpy4([0.5, -1.0, 2.0, 0.25], [&a, &b, &a, &b], &mut y);
+        for (i, v) in y.iter().enumerate() {
+            let want = b[i] + 0.5 * a[i] - b[i] + 2.0 * a[i] + 0.25 * b[i];
+            assert!((v - want).abs() < 1e-5);
+        }
     }
 }
