@@ -250,6 +250,62 @@ fn seq2vec_learns_to_count_a_token() {
     assert!(acc >= 0.9, "held-out count accuracy {acc}");
 }
 
+/// The candle-free seq2vec inference computes what candle computes, after training, for
+/// count (standardised linear) and class targets, and again after new parameters are set.
+#[test]
+fn seq2vec_fast_inference_equals_candle() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let src = OutputSpec::sequence(50, 24, 0);
+    for dst in [
+        OutputSpec::vector(1, TaskKind::Count),
+        OutputSpec::vector(80, TaskKind::SingleLabel),
+    ] {
+        let len = match dst.form {
+            mlink::output::OutputForm::Vector { len } => len,
+            _ => unreachable!(),
+        };
+        let xs: Vec<OutputValue> = (0..64)
+            .map(|_| {
+                let n = rng.random_range(1..23);
+                OutputValue::Tokens((0..n).map(|_| rng.random_range(1..50)).collect())
+            })
+            .collect();
+        let ts: Vec<OutputValue> = (0..64)
+            .map(|_| OutputValue::Vector((0..len).map(|_| rng.random_range(0.0..3.0)).collect()))
+            .collect();
+        let x: Vec<&OutputValue> = xs.iter().collect();
+        let t: Vec<&OutputValue> = ts.iter().collect();
+        let p = params(2);
+        let mut net = LinkNet::new(&src, &dst, &p, &x, &t, &mut rng).unwrap();
+        net.fit(&x, &t, &p, &mut rng).unwrap();
+        let LinkNet::Seq(seq) = &net else {
+            panic!("seq2vec is a sequence network")
+        };
+        let compare = |seq: &SeqNet| {
+            let fast = seq.logits(&x).unwrap();
+            let slow = seq.candle_logits(&x).unwrap();
+            let mut worst = 0f32;
+            for (f, s) in fast.iter().zip(&slow) {
+                assert_eq!(f.len(), len);
+                for (a, b) in f.iter().zip(s) {
+                    worst = worst.max((a - b).abs());
+                }
+            }
+            assert!(worst <= 1e-5, "{dst:?}: fast and candle differ by {worst}");
+        };
+        compare(seq);
+        let shifted: Vec<f32> = seq
+            .params()
+            .iter()
+            .map(|v| v * 0.9 + rng.random_range(-0.05..0.05))
+            .collect();
+        seq.set_params(&shifted).unwrap();
+        compare(seq);
+        // An input outside the vocabulary is an error, not a panic.
+        assert!(seq.logits(&[&OutputValue::Tokens(vec![77, 0])]).is_err());
+    }
+}
+
 fn wer_of(net: &LinkNet, spec: &OutputSpec, xs: &[OutputValue], ts: &[OutputValue]) -> f64 {
     let preds: Vec<OutputValue> = xs.iter().map(|v| net.predict(v).unwrap()).collect();
     1.0 - evaluate(spec, preds.iter().zip(ts)).unwrap()

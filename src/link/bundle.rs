@@ -7,7 +7,13 @@
 //! - [`LinkBundle::predict`]: h_{A,j} for the executed models A, with the validation score of
 //!   that source set and an uncertainty.
 //! - [`LinkBundle::link_score`], [`LinkBundle::ensemble_score`]: p(g_ij) and p(h_{A,j}).
-//! - [`LinkBundle::fine_tune`]: continue training on new samples (online adaptation).
+//! - [`LinkBundle::fine_tune`]: continue training on new samples (online adaptation);
+//!   [`LinkBundle::fine_tune_and_rescore`] also refreshes the validation scores on held-out
+//!   samples ([`LinkBundle::rescore`] alone does only that).
+//! - [`LinkBundle::score_on`]: every link's and the ensembles' scores for an executed set,
+//!   measured on given samples (profiling).
+//! - [`LinkBundle::predicted_loss`], [`LinkBundle::link_predicted_loss`]: the loss the links
+//!   are predicted to make on a frame (loss-prediction heads, for active learning).
 //! - [`LinkBundle::link_params`], [`LinkBundle::set_link_params`],
 //!   [`LinkBundle::link_gradient`], [`LinkBundle::train_round`]: flat parameters of one link
 //!   (federated averaging).
@@ -15,7 +21,8 @@
 //!
 //! # File format (version 1)
 //! One safetensors file. Each link's flat parameters are the 1-D f32 tensor `link.I.J`, each
-//! ensemble's weights `ensemble.J` (sources x dims). The safetensors metadata holds
+//! ensemble's weights `ensemble.J` (sources x dims), each vec2vec link's loss-prediction head
+//! `losshead.I.J` (flat, optional). The safetensors metadata holds
 //! `mlink.manifest` (the JSON [`Manifest`]: format version, models, links with their
 //! architecture, standardisation and scores, ensembles' subset scores, training metadata) and
 //! `mlink.sha256` (SHA-256 over all tensor data in name order, which catches corruption the
@@ -23,6 +30,8 @@
 
 use super::LinkError;
 use super::ensemble::Ensemble;
+use super::loss_head::LossHead;
+use super::mlp::Mlp;
 use super::net::{Arch, LinkNet, TrainParams, check};
 use super::norm::Norm;
 use super::trace::TraceRecord;
@@ -95,6 +104,8 @@ pub struct Link {
     pub score: Option<f64>,
     pub train_pairs: usize,
     pub validation_pairs: usize,
+    /// Predicts this link's loss on a sample from its hidden activation (vec2vec links).
+    pub loss_head: Option<LossHead>,
 }
 
 /// The ensemble of one target and the validation scores of its source subsets.
@@ -102,6 +113,24 @@ pub struct TargetEnsemble {
     pub ensemble: Ensemble,
     /// Validation score per source subset, keyed by a bit mask over model indices.
     pub subset_scores: BTreeMap<u64, f64>,
+}
+
+/// A measured score and the number of samples it was measured on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LinkScore {
+    pub score: f64,
+    pub samples: usize,
+}
+
+/// Scores measured by [`LinkBundle::score_on`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreMatrix {
+    /// `links[i][j]`: g_ij on the samples where models i and j are both present (None on the
+    /// diagonal and where no sample has both).
+    pub links: Vec<Vec<Option<LinkScore>>>,
+    /// Per target j outside the active set: h_{A,j} (None for active models and targets
+    /// without usable samples).
+    pub ensembles: Vec<Option<LinkScore>>,
 }
 
 /// A prediction of one target from the executed models.
@@ -202,19 +231,7 @@ impl LinkBundle {
                 "{k} models: at most 63 are supported"
             )));
         }
-        for (n, s) in samples.iter().enumerate() {
-            if s.len() != k {
-                return Err(LinkError::Form(format!(
-                    "sample {n} has {} outputs for {k} models",
-                    s.len()
-                )));
-            }
-            for ((id, spec), v) in models.iter().zip(s) {
-                if let Some(v) = v {
-                    check(spec, v, &format!("sample {n}, model {id:?}"))?;
-                }
-            }
-        }
+        check_samples(models.iter().map(|(id, spec)| (id.as_str(), spec)), samples)?;
         let (train_idx, val_idx) = split(samples.len(), validation_split, params.seed);
         let pairs: Vec<(usize, usize)> = (0..k)
             .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
@@ -337,35 +354,51 @@ impl LinkBundle {
             ensemble,
             subset_scores: BTreeMap::new(),
         };
-        if sources.len() <= MAX_EXHAUSTIVE_SOURCES && !val_idx.is_empty() {
-            for bits in 1u64..(1 << sources.len()) {
-                let subset: Vec<usize> = (0..sources.len())
-                    .filter(|b| bits & (1 << b) != 0)
-                    .map(|b| sources[b])
+        te.subset_scores = self.subset_scores(&te, j, samples, val_idx)?;
+        Ok(te)
+    }
+
+    /// Validation scores of h_{A,j} for every subset A of the target's sources (up to
+    /// [`MAX_EXHAUSTIVE_SOURCES`] sources), on the samples `idx` where the target and all of A
+    /// are present.
+    fn subset_scores(
+        &self,
+        te: &TargetEnsemble,
+        j: usize,
+        samples: &[Vec<Option<OutputValue>>],
+        idx: &[usize],
+    ) -> Result<BTreeMap<u64, f64>, LinkError> {
+        let spec = &self.models[j].spec;
+        let sources = &te.ensemble.sources;
+        let mut out = BTreeMap::new();
+        if sources.len() > MAX_EXHAUSTIVE_SOURCES || idx.is_empty() {
+            return Ok(out);
+        }
+        for bits in 1u64..(1 << sources.len()) {
+            let subset: Vec<usize> = (0..sources.len())
+                .filter(|b| bits & (1 << b) != 0)
+                .map(|b| sources[b])
+                .collect();
+            let mut sum = 0.0;
+            let mut n = 0usize;
+            for &s in idx {
+                let Some(exact) = &samples[s][j] else {
+                    continue;
+                };
+                let active: Option<Vec<(usize, &OutputValue)>> = subset
+                    .iter()
+                    .map(|&i| samples[s][i].as_ref().map(|v| (i, v)))
                     .collect();
-                let mut sum = 0.0;
-                let mut n = 0usize;
-                for &s in val_idx {
-                    let Some(exact) = &samples[s][j] else {
-                        continue;
-                    };
-                    if subset.iter().any(|&i| samples[s][i].is_none()) {
-                        continue;
-                    }
-                    let active: Vec<(usize, &OutputValue)> = subset
-                        .iter()
-                        .filter_map(|&i| samples[s][i].as_ref().map(|v| (i, v)))
-                        .collect();
-                    let (value, _) = self.combine(&te, j, &active)?;
-                    sum += score(spec, &value, exact);
-                    n += 1;
-                }
-                if n > 0 {
-                    te.subset_scores.insert(mask_of(subset), sum / n as f64);
-                }
+                let Some(active) = active else { continue };
+                let (value, _) = self.combine(te, j, &active)?;
+                sum += score(spec, &value, exact);
+                n += 1;
+            }
+            if n > 0 {
+                out.insert(mask_of(subset), sum / n as f64);
             }
         }
-        Ok(te)
+        Ok(out)
     }
 
     /// h_{A,j} itself: the combined value and its uncertainty.
@@ -508,13 +541,24 @@ impl LinkBundle {
         self.ensembles.get(target).map(|e| &e.ensemble)
     }
 
+    /// Checks aligned samples against the bundle's models (one entry per model, each present
+    /// output fitting its model's spec).
+    pub fn check_samples(&self, samples: &[Vec<Option<OutputValue>>]) -> Result<(), LinkError> {
+        check_samples(
+            self.models.iter().map(|m| (m.id.as_str(), &m.spec)),
+            samples,
+        )
+    }
+
     /// Continues training every link on new aligned samples for `epochs` epochs (online
-    /// adaptation). Scores are left as they are.
+    /// adaptation), and retrains the loss heads of the links it changed. Scores are left as
+    /// they are; [`fine_tune_and_rescore`](Self::fine_tune_and_rescore) refreshes them.
     pub fn fine_tune(
         &mut self,
         samples: &[Vec<Option<OutputValue>>],
         epochs: usize,
     ) -> Result<(), LinkError> {
+        self.check_samples(samples)?;
         let k = self.models.len();
         let mut p = self.meta.params.clone();
         p.epochs = epochs;
@@ -522,11 +566,164 @@ impl LinkBundle {
             let Some(l) = slot else { continue };
             let (i, j) = (at / k, at % k);
             let (x, t) = pairs_of(samples, i, j);
+            if x.is_empty() {
+                continue;
+            }
             let mut rng = StdRng::seed_from_u64(p.seed ^ at as u64 ^ 0xf1e7);
             l.net.fit(&x, &t, &p, &mut rng)?;
+            if l.loss_head.is_some() {
+                l.loss_head = l.net.fit_loss_head(&x, &t, &p, &mut rng)?;
+            }
         }
         self.cache.lock().map(|mut c| c.clear()).ok();
         Ok(())
+    }
+
+    /// [`fine_tune`](Self::fine_tune) on `train`, then refreshes the validation scores on the
+    /// held-out `validation` samples: each link's p(g_ij) (links without validation pairs keep
+    /// theirs) and every ensemble's subset scores, so the scheduler sees the adapted links.
+    pub fn fine_tune_and_rescore(
+        &mut self,
+        train: &[Vec<Option<OutputValue>>],
+        validation: &[Vec<Option<OutputValue>>],
+        epochs: usize,
+    ) -> Result<(), LinkError> {
+        self.check_samples(validation)?;
+        self.fine_tune(train, epochs)?;
+        self.rescore(validation)
+    }
+
+    /// Recomputes the stored validation scores (links and ensemble subsets) on `validation`.
+    pub fn rescore(&mut self, validation: &[Vec<Option<OutputValue>>]) -> Result<(), LinkError> {
+        self.check_samples(validation)?;
+        let k = self.models.len();
+        let mut link_scores = vec![None; k * k];
+        for (at, slot) in self.links.iter().enumerate() {
+            let Some(l) = slot else { continue };
+            let (x, t) = pairs_of(validation, l.source, l.target);
+            if x.is_empty() {
+                continue;
+            }
+            let spec = &self.models[l.target].spec;
+            let mut sum = 0.0;
+            for (a, b) in x.iter().zip(&t) {
+                sum += score(spec, &l.net.predict(a)?, b);
+            }
+            link_scores[at] = Some((sum / x.len() as f64, x.len()));
+        }
+        for (slot, new) in self.links.iter_mut().zip(link_scores) {
+            if let (Some(l), Some((s, n))) = (slot.as_mut(), new) {
+                l.score = Some(s);
+                l.validation_pairs = n;
+            }
+        }
+        let idx: Vec<usize> = (0..validation.len()).collect();
+        let mut fresh = Vec::with_capacity(k);
+        for j in 0..self.ensembles.len() {
+            fresh.push(self.subset_scores(&self.ensembles[j], j, validation, &idx)?);
+        }
+        for (te, scores) in self.ensembles.iter_mut().zip(fresh) {
+            // Subsets absent from this validation set keep their earlier score.
+            te.subset_scores.extend(scores);
+        }
+        self.cache.lock().map(|mut c| c.clear()).ok();
+        Ok(())
+    }
+
+    /// Measures the links and ensembles on aligned samples (profiling): the mean score of
+    /// every link g_ij on the samples where both ends are present, and per target the mean
+    /// score of h_{A,j} for the executed set `active`, on the samples where the target and at
+    /// least one model of A are present (using the models of A present on each).
+    pub fn score_on(
+        &self,
+        samples: &[Vec<Option<OutputValue>>],
+        active: &[usize],
+    ) -> Result<ScoreMatrix, LinkError> {
+        self.check_samples(samples)?;
+        let k = self.models.len();
+        if let Some(&bad) = active.iter().find(|&&i| i >= k) {
+            return Err(LinkError::Form(format!(
+                "no model {bad} (the bundle has {k})"
+            )));
+        }
+        let mut links = vec![vec![None; k]; k];
+        for l in self.links.iter().flatten() {
+            let (x, t) = pairs_of(samples, l.source, l.target);
+            if x.is_empty() {
+                continue;
+            }
+            let spec = &self.models[l.target].spec;
+            let mut sum = 0.0;
+            for (a, b) in x.iter().zip(&t) {
+                sum += score(spec, &l.net.predict(a)?, b);
+            }
+            links[l.source][l.target] = Some(LinkScore {
+                score: sum / x.len() as f64,
+                samples: x.len(),
+            });
+        }
+        let mut ensembles = vec![None; k];
+        for (j, slot) in ensembles.iter_mut().enumerate() {
+            if active.contains(&j) {
+                continue;
+            }
+            let spec = &self.models[j].spec;
+            let (mut sum, mut n) = (0.0, 0usize);
+            for s in samples {
+                let Some(exact) = &s[j] else { continue };
+                let used: Vec<(usize, &OutputValue)> = active
+                    .iter()
+                    .filter(|&&i| self.link(i, j).is_some())
+                    .filter_map(|&i| s[i].as_ref().map(|v| (i, v)))
+                    .collect();
+                if used.is_empty() {
+                    continue;
+                }
+                let (value, _) = self.combine(&self.ensembles[j], j, &used)?;
+                sum += score(spec, &value, exact);
+                n += 1;
+            }
+            if n > 0 {
+                *slot = Some(LinkScore {
+                    score: sum / n as f64,
+                    samples: n,
+                });
+            }
+        }
+        Ok(ScoreMatrix { links, ensembles })
+    }
+
+    /// The loss g_ij is predicted to make on `input` (its loss head), None for links without
+    /// a head (sequence links, links trained without pairs).
+    pub fn link_predicted_loss(
+        &self,
+        source: usize,
+        target: usize,
+        input: &OutputValue,
+    ) -> Result<Option<f64>, LinkError> {
+        let l = self.link_ref(source, target)?;
+        check(
+            &self.models[source].spec,
+            input,
+            &format!("output of {:?}", self.models[source].id),
+        )?;
+        let Some(head) = &l.loss_head else {
+            return Ok(None);
+        };
+        Ok(l.net.hidden(input)?.map(|h| f64::from(head.predict(&h))))
+    }
+
+    /// The predicted loss of predicting `target` from the executed models: the mean of the
+    /// predicted losses of the links from the active sources that have a loss head. None when
+    /// none has one or an output does not fit its model. A selection policy ranks frames by
+    /// it (a high value: the links are likely wrong there, worth executing the target).
+    pub fn predicted_loss(&self, target: usize, active: &[(usize, &OutputValue)]) -> Option<f64> {
+        let losses: Vec<f64> = active
+            .iter()
+            .filter(|(i, _)| *i != target)
+            .filter_map(|&(i, v)| self.link_predicted_loss(i, target, v).ok().flatten())
+            .collect();
+        (!losses.is_empty()).then(|| losses.iter().sum::<f64>() / losses.len() as f64)
     }
 
     /// Flat parameters of g_ij.
@@ -550,9 +747,14 @@ impl LinkBundle {
         target: usize,
         samples: &[Vec<Option<OutputValue>>],
     ) -> Result<Vec<f32>, LinkError> {
+        self.link_ref(source, target)?;
+        self.check_samples(samples)?;
         let (x, t) = pairs_of(samples, source, target);
         if x.is_empty() {
-            return Err(LinkError::NoSource { target });
+            return Err(LinkError::NoPairs {
+                from: source,
+                target,
+            });
         }
         self.link_ref(source, target)?.net.gradient(&x, &t)
     }
@@ -568,7 +770,15 @@ impl LinkBundle {
     ) -> Result<Vec<f32>, LinkError> {
         let mut p = self.meta.params.clone();
         p.epochs = epochs;
+        self.link_ref(source, target)?;
+        self.check_samples(samples)?;
         let (x, t) = pairs_of(samples, source, target);
+        if x.is_empty() {
+            return Err(LinkError::NoPairs {
+                from: source,
+                target,
+            });
+        }
         let l = self.link_mut(source, target)?;
         let before = l.net.params();
         let mut rng = StdRng::seed_from_u64(p.seed ^ 0x70_0d);
@@ -650,6 +860,29 @@ fn spread(zs: &[(usize, Vec<f32>)]) -> f64 {
     total / dim.max(1) as f64
 }
 
+/// Checks that every sample has one entry per model and that every present output fits its
+/// model's spec, naming the first offending sample and model.
+fn check_samples<'a>(
+    models: impl Iterator<Item = (&'a str, &'a OutputSpec)> + Clone,
+    samples: &[Vec<Option<OutputValue>>],
+) -> Result<(), LinkError> {
+    let k = models.clone().count();
+    for (n, s) in samples.iter().enumerate() {
+        if s.len() != k {
+            return Err(LinkError::Form(format!(
+                "sample {n} has {} outputs for {k} models",
+                s.len()
+            )));
+        }
+        for ((id, spec), v) in models.clone().zip(s) {
+            if let Some(v) = v {
+                check(spec, v, &format!("sample {n}, model {id:?}"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The (input, target) pairs of samples where both models are present.
 fn pairs_of(
     samples: &[Vec<Option<OutputValue>>],
@@ -690,6 +923,7 @@ fn train_link(
     let (src, dst) = (&models[i].1, &models[j].1);
     let mut net = LinkNet::new(src, dst, p, &x, &t, &mut rng)?;
     net.fit(&x, &t, p, &mut rng)?;
+    let loss_head = net.fit_loss_head(&x, &t, p, &mut rng)?;
     let score = if vx.is_empty() {
         None
     } else {
@@ -707,6 +941,7 @@ fn train_link(
         score,
         train_pairs: x.len(),
         validation_pairs: vx.len(),
+        loss_head,
     })
 }
 
@@ -724,6 +959,17 @@ struct LinkEntry {
     score: Option<f64>,
     train_pairs: usize,
     validation_pairs: usize,
+    /// Standardisation of the loss head's input; the head's flat parameters are the tensor
+    /// `losshead.I.J`. Absent for links without a head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    loss_head: Option<LossHeadEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LossHeadEntry {
+    norm: Norm,
+    hidden: usize,
+    param_count: usize,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -769,11 +1015,22 @@ impl LinkBundle {
                 score: l.score,
                 train_pairs: l.train_pairs,
                 validation_pairs: l.validation_pairs,
+                loss_head: l.loss_head.as_ref().map(|h| LossHeadEntry {
+                    norm: h.norm.clone(),
+                    hidden: h.mlp.hidden,
+                    param_count: h.mlp.params.len(),
+                }),
             });
             tensors.insert(
                 format!("link.{}.{}", l.source, l.target),
                 (vec![p.len()], to_bytes(&p)),
             );
+            if let Some(h) = &l.loss_head {
+                tensors.insert(
+                    format!("losshead.{}.{}", l.source, l.target),
+                    (vec![h.mlp.params.len()], to_bytes(&h.mlp.params)),
+                );
+            }
         }
         let mut ensembles = Vec::new();
         for te in &self.ensembles {
@@ -924,6 +1181,39 @@ impl LinkBundle {
                 e.param_count,
             )?)
             .map_err(|err| corrupt(format!("link {} -> {}: {err}", e.source, e.target)))?;
+            let loss_head = match &e.loss_head {
+                None => None,
+                Some(h) => {
+                    let dim = h.norm.mean.len();
+                    if h.norm.std.len() != dim
+                        || h.param_count != Mlp::param_count(dim, h.hidden, 1)
+                    {
+                        return Err(corrupt(format!(
+                            "loss head of link {} -> {} is inconsistent",
+                            e.source, e.target
+                        )));
+                    }
+                    let params = floats(
+                        &format!("losshead.{}.{}", e.source, e.target),
+                        h.param_count,
+                    )?;
+                    if params.iter().any(|v| !v.is_finite()) {
+                        return Err(corrupt(format!(
+                            "loss head of link {} -> {} has non-finite weights",
+                            e.source, e.target
+                        )));
+                    }
+                    Some(LossHead {
+                        norm: h.norm.clone(),
+                        mlp: Mlp {
+                            in_dim: dim,
+                            hidden: h.hidden,
+                            out_dim: 1,
+                            params,
+                        },
+                    })
+                }
+            };
             links[e.source * k + e.target] = Some(Link {
                 source: e.source,
                 target: e.target,
@@ -932,6 +1222,7 @@ impl LinkBundle {
                 score: e.score,
                 train_pairs: e.train_pairs,
                 validation_pairs: e.validation_pairs,
+                loss_head,
             });
         }
         let mut ensembles = Vec::new();

@@ -12,6 +12,8 @@
 pub mod bench;
 pub mod bundle;
 pub mod ensemble;
+pub mod fast_seq;
+pub mod loss_head;
 pub mod mlp;
 pub mod net;
 pub mod norm;
@@ -19,7 +21,7 @@ pub mod optim;
 pub mod seq;
 pub mod trace;
 
-pub use bundle::{BundleError, LinkBundle, Prediction};
+pub use bundle::{BundleError, LinkBundle, LinkScore, Prediction, ScoreMatrix};
 pub use net::{Arch, LinkNet, TrainParams};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum LinkError {
     ParamCount { expected: usize, found: usize },
     #[error("no executed model links to target model {target}")]
     NoSource { target: usize },
+    #[error("no sample has outputs of both model {from} and model {target}")]
+    NoPairs { from: usize, target: usize },
     #[error("no link from model {from} to model {target}")]
     NoLink { from: usize, target: usize },
 }

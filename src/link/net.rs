@@ -2,11 +2,14 @@
 //! (section 3.4), with its input (and, for linear tasks, output) standardisation.
 
 use super::LinkError;
+use super::loss_head::LossHead;
 use super::mlp::Mlp;
 use super::norm::Norm;
 use super::optim::RmsProp;
 use super::seq::{SeqNet, vector};
-use crate::output::{Activation, OutputForm, OutputSpec, OutputValue, TaskKind, activate};
+use crate::output::{
+    Activation, OutputForm, OutputSpec, OutputValue, TaskKind, activate, loss_and_grad,
+};
 use ndarray::Array2;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -109,6 +112,48 @@ impl Vec2Vec {
             }
         }
         Ok((x, t))
+    }
+
+    /// The hidden activation (after ReLU, no dropout) for one input: what a loss-prediction
+    /// head reads.
+    pub fn hidden(&self, input: &[f32]) -> Vec<f32> {
+        let mut x = vec![0.0; self.mlp.in_dim];
+        self.in_norm.apply(input, &mut x);
+        let mut h = Vec::with_capacity(self.mlp.hidden);
+        let mut z = vec![0.0; self.mlp.out_dim];
+        self.mlp.forward_one(&x, &mut h, &mut z);
+        h.iter_mut().for_each(|v| *v = v.max(0.0));
+        h
+    }
+
+    /// Trains a loss-prediction head on the link's hidden activations and its per-sample
+    /// training losses (in the training loss's space), with the link frozen.
+    pub fn fit_loss_head(
+        &self,
+        inputs: &[&OutputValue],
+        targets: &[&OutputValue],
+        p: &TrainParams,
+        rng: &mut StdRng,
+    ) -> Result<LossHead, LinkError> {
+        let (x, t) = self.matrices(inputs, targets)?;
+        let h = self.mlp.hidden_batch(x.view());
+        let mut losses = Vec::with_capacity(x.nrows());
+        let (mut hid, mut z) = (Vec::new(), vec![0.0; self.mlp.out_dim]);
+        let mut g = vec![0.0; self.mlp.out_dim];
+        for (xr, tr) in x.rows().into_iter().zip(t.rows()) {
+            let (Some(xs), Some(ts)) = (xr.to_slice(), tr.to_slice()) else {
+                return Err(LinkError::Numeric("layout".into()));
+            };
+            self.mlp.forward_one(xs, &mut hid, &mut z);
+            losses.push(loss_and_grad(self.task, &z, ts, &mut g));
+        }
+        Ok(LossHead::fit(
+            h.view(),
+            &losses,
+            p.epochs,
+            p.batch_size,
+            rng,
+        ))
     }
 
     /// Pre-activation output for one input, de-standardised for linear tasks.
@@ -234,6 +279,9 @@ impl LinkNet {
                         &mut ws,
                     );
                 }
+                if is_linear(v.task) {
+                    v.mlp.refit_linear_head(x.view(), t.view());
+                }
                 Ok(())
             }
             LinkNet::Seq(s) => s.fit(
@@ -244,6 +292,31 @@ impl LinkNet {
                 p.learning_rate,
                 rng,
             ),
+        }
+    }
+
+    /// A loss-prediction head for this link (vec2vec links with at least two training
+    /// pairs; None otherwise).
+    pub fn fit_loss_head(
+        &self,
+        inputs: &[&OutputValue],
+        targets: &[&OutputValue],
+        p: &TrainParams,
+        rng: &mut StdRng,
+    ) -> Result<Option<LossHead>, LinkError> {
+        match self {
+            LinkNet::Vec2Vec(v) if inputs.len() >= 2 => {
+                v.fit_loss_head(inputs, targets, p, rng).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The hidden activation a loss head reads (vec2vec links; None for the others).
+    pub fn hidden(&self, input: &OutputValue) -> Result<Option<Vec<f32>>, LinkError> {
+        match self {
+            LinkNet::Vec2Vec(v) => Ok(Some(v.hidden(vector(input)?))),
+            LinkNet::Seq(_) => Ok(None),
         }
     }
 

@@ -10,6 +10,7 @@
 //! the vocabulary and token cross-entropy.
 
 use super::LinkError;
+use super::fast_seq::Seq2VecInfer;
 use super::norm::Norm;
 use super::optim::CandleRmsProp;
 use crate::output::{Activation, OutputForm, OutputSpec, OutputValue, TaskKind};
@@ -19,6 +20,7 @@ use candle_nn::{Embedding, LSTM, Linear, Optimizer, VarBuilder, VarMap};
 use rand::Rng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
+use std::sync::{Arc, RwLock};
 
 /// Memory slots a vector encoder produces for the decoder to attend over.
 const VEC_SLOTS: usize = 4;
@@ -62,6 +64,9 @@ pub struct SeqNet {
     varmap: VarMap,
     enc: Encoder,
     dec: Decoder,
+    /// The candle-free inference form of a seq2vec network, rebuilt whenever the weights
+    /// change (`fit`, `set_params`); None for the other architectures.
+    infer: RwLock<Option<Arc<Seq2VecInfer>>>,
 }
 
 pub(crate) fn ce(e: candle_core::Error) -> LinkError {
@@ -138,6 +143,7 @@ impl SeqNet {
             varmap,
             enc,
             dec,
+            infer: RwLock::new(None),
         };
         // Seeded initialisation (candle's own initialisers draw from an unseeded generator):
         // uniform in +-1/sqrt(fan_in) for matrices, zero biases.
@@ -212,7 +218,55 @@ impl SeqNet {
             var.set(&t).map_err(ce)?;
             o += n;
         }
+        self.refresh_infer()
+    }
+
+    /// Rebuilds the candle-free seq2vec inference form from the current weights.
+    fn refresh_infer(&self) -> Result<(), LinkError> {
+        let (Encoder::Sequence { end, .. }, Decoder::Vector { .. }) = (&self.enc, &self.dec) else {
+            return Ok(());
+        };
+        let vars: std::collections::HashMap<String, candle_core::Var> =
+            self.sorted_vars().into_iter().collect();
+        let get = |name: &str| -> Result<(Vec<f32>, Vec<usize>), LinkError> {
+            let v = vars
+                .get(name)
+                .ok_or_else(|| LinkError::Numeric(format!("seq2vec has no variable {name}")))?;
+            let data = v
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(ce)?;
+            Ok((data, v.dims().to_vec()))
+        };
+        let built = Seq2VecInfer::build(&get, *end)?;
+        *self.infer.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(built));
         Ok(())
+    }
+
+    fn infer(&self) -> Option<Arc<Seq2VecInfer>> {
+        self.infer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Pre-activation outputs of a vector target computed by candle (what the candle-free
+    /// seq2vec form is checked against).
+    pub fn candle_logits(&self, inputs: &[&OutputValue]) -> Result<Vec<Vec<f32>>, LinkError> {
+        let enc = self.encode(inputs)?;
+        let z = self.vec_logits(&enc)?.to_vec2::<f32>().map_err(ce)?;
+        Ok(self.destandardise(z))
+    }
+
+    fn destandardise(&self, z: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        match self.out_norm() {
+            Some(n) => z
+                .into_iter()
+                .map(|mut r| {
+                    n.invert_in_place(&mut r);
+                    r
+                })
+                .collect(),
+            None => z,
+        }
     }
 
     pub fn in_norm(&self) -> Option<&Norm> {
@@ -434,7 +488,7 @@ impl SeqNet {
                 opt.backward_step(&loss).map_err(ce)?;
             }
         }
-        Ok(())
+        self.refresh_infer()
     }
 
     /// Gradient of the mean loss over the pairs, flat in parameter order.
@@ -461,18 +515,14 @@ impl SeqNet {
 
     /// Vector targets: pre-activation outputs per input (de-standardised for linear tasks).
     pub fn logits(&self, inputs: &[&OutputValue]) -> Result<Vec<Vec<f32>>, LinkError> {
-        let enc = self.encode(inputs)?;
-        let z = self.vec_logits(&enc)?.to_vec2::<f32>().map_err(ce)?;
-        Ok(match self.out_norm() {
-            Some(n) => z
-                .into_iter()
-                .map(|mut r| {
-                    n.invert_in_place(&mut r);
-                    r
-                })
-                .collect(),
-            None => z,
-        })
+        if let Some(fast) = self.infer() {
+            let z = inputs
+                .iter()
+                .map(|v| fast.logits(tokens(v)?))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(self.destandardise(z));
+        }
+        self.candle_logits(inputs)
     }
 
     /// The link's prediction for one input (activated vector, or greedily decoded tokens).
