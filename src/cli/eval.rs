@@ -3,6 +3,7 @@
 use crate::eval::{
     Period, Problem, ReplayConfig, default_budgets, evaluate, render_text, write_report,
 };
+use crate::link::trace::{TraceError, TraceHeader, TraceReader, TraceRecord};
 use crate::schedule::{Budget, Cost, Costs};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
@@ -49,6 +50,13 @@ pub struct Args {
     /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
     #[arg(long = "cost", value_name = "ID=MB:MS")]
     pub costs: Vec<String>,
+    /// Evaluate only these recorded models (comma-separated ids; default: all).
+    #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Accept an unfinished trace (e.g. `TRACE.partial` left by an interrupted recording):
+    /// its complete records are replayed.
+    #[arg(long)]
+    pub partial: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -75,6 +83,19 @@ fn parse_cost(s: &str) -> anyhow::Result<Cost> {
     Ok(c)
 }
 
+fn read_trace(
+    path: &std::path::Path,
+    partial: bool,
+) -> Result<(TraceHeader, Vec<TraceRecord>), TraceError> {
+    if !partial {
+        return crate::link::trace::read_all(path);
+    }
+    let reader = TraceReader::open_partial(path)?;
+    let header = reader.header().clone();
+    let records = reader.collect::<Result<Vec<_>, _>>()?;
+    Ok((header, records))
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut overrides = BTreeMap::new();
     for c in &args.costs {
@@ -83,10 +104,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("`--cost {c}` is not ID=MB:MS"))?;
         overrides.insert(id.to_string(), parse_cost(cost)?);
     }
-    let (header, records) = crate::link::trace::read_all(&args.trace)
+    let (header, records) = read_trace(&args.trace, args.partial)
         .with_context(|| format!("reading trace {}", args.trace.display()))?;
-    let problem = Problem::from_trace(&header, records, &overrides)
+    let mut problem = Problem::from_trace(&header, records, &overrides)
         .with_context(|| format!("trace {}", args.trace.display()))?;
+    if !args.models.is_empty() {
+        problem
+            .restrict(&args.models)
+            .with_context(|| format!("trace {}", args.trace.display()))?;
+    }
     let period = match (args.period_frames, args.period_s) {
         (Some(n), _) => Period::Frames(n),
         (None, Some(s)) => Period::Seconds(s),

@@ -145,6 +145,35 @@ impl Problem {
         })
     }
 
+    /// Keeps only the models named in `ids` (in the trace's order), e.g. to evaluate a subset
+    /// of the recorded models; an unknown id is an error listing the recorded ones.
+    pub fn restrict(&mut self, ids: &[String]) -> Result<(), EvalError> {
+        let recorded = || {
+            self.models
+                .iter()
+                .map(|m| m.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for id in ids {
+            if !self.models.iter().any(|m| &m.id == id) {
+                return Err(EvalError::Invalid(format!(
+                    "model `{id}` is not recorded in the trace (models: {})",
+                    recorded()
+                )));
+            }
+        }
+        let keep: Vec<bool> = self.models.iter().map(|m| ids.contains(&m.id)).collect();
+        if !keep.contains(&true) {
+            return Err(EvalError::Invalid("no model left to evaluate".into()));
+        }
+        self.models = keep_marked(std::mem::take(&mut self.models), &keep);
+        for f in &mut self.frames {
+            f.outputs = keep_marked(std::mem::take(&mut f.outputs), &keep);
+        }
+        Ok(())
+    }
+
     pub fn n_models(&self) -> usize {
         self.models.len()
     }
@@ -152,4 +181,12 @@ impl Problem {
     pub fn costs(&self) -> Vec<Cost> {
         self.models.iter().map(|m| m.cost).collect()
     }
+}
+
+/// The items of `v` whose flag in `keep` is set.
+fn keep_marked<T>(v: Vec<T>, keep: &[bool]) -> Vec<T> {
+    v.into_iter()
+        .zip(keep)
+        .filter_map(|(x, &k)| k.then_some(x))
+        .collect()
 }

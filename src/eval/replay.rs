@@ -533,7 +533,7 @@ impl<'p> Replay<'p> {
         let mut model_accuracy = Vec::with_capacity(k);
         let mut ms = 0.0;
         let mut executions = 0.0;
-        for m in 0..k {
+        for (m, point) in points.iter().enumerate().take(k) {
             let steps = self.diff_steps(self.test.clone(), tuning.models[m].feature);
             let spec = &self.problem.models[m].spec;
             let mut reuse = |a: usize, b: usize| {
@@ -543,7 +543,7 @@ impl<'p> Replay<'p> {
                     &frames[base + b].outputs[m],
                 )
             };
-            let o = reducto::evaluate(&steps, points[m].threshold, &mut reuse);
+            let o = reducto::evaluate(&steps, point.threshold, &mut reuse);
             model_accuracy.push(o.accuracy);
             ms += o.sent * self.problem.models[m].cost.ms_per_frame;
             executions += o.sent * n;

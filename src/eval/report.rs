@@ -5,7 +5,7 @@
 use super::EvalError;
 use super::problem::Problem;
 use super::replay::{Method, Outcome, Replay, ReplayConfig};
-use super::stats::{pearson, scalar_of};
+use super::stats::{discrete_scalar, lookup_ceiling, pearson, scalar_of};
 use crate::config::SelectionPolicy;
 use crate::output::TaskKind;
 use crate::schedule::{Budget, Costs, ModelSet};
@@ -66,12 +66,15 @@ pub struct MethodResult {
 }
 
 /// Table III analog: `scores[i][j]` is the link `i -> j` on the test part (diagonal: 1), and
-/// `ensembles[j]` the ensemble of every other model targeting `j`.
+/// `ensembles[j]` the ensemble of every other model targeting `j`. `ceilings[i][j]` is the
+/// best any function of `i`'s output could score on `j` over the same frames (a lookup table
+/// fitted on them), where both outputs are discrete (single counts, one-hot classes).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LinkTable {
     pub models: Vec<String>,
     pub scores: Vec<Vec<f64>>,
     pub ensembles: Vec<f64>,
+    pub ceilings: Vec<Vec<Option<f64>>>,
 }
 
 /// Table II analog: Pearson correlations between the scalar views of model outputs over the
@@ -189,6 +192,7 @@ pub fn evaluate(
         models: problem.models.iter().map(|m| m.id.clone()).collect(),
         scores: replay.link_matrix(&test),
         ensembles: replay.full_ensembles(&test),
+        ceilings: ceilings(problem, &test),
     };
     let correlations = correlations(problem);
     let trace = TraceSummary {
@@ -220,6 +224,30 @@ pub fn evaluate(
         links,
         correlations,
     })
+}
+
+/// Per source and target, the lookup-table ceiling over `frames` (see [`LinkTable`]).
+fn ceilings(problem: &Problem, frames: &[usize]) -> Vec<Vec<Option<f64>>> {
+    let k = problem.n_models();
+    let view = |m: usize, t: usize| {
+        discrete_scalar(&problem.models[m].spec, &problem.frames[t].outputs[m])
+    };
+    (0..k)
+        .map(|i| {
+            (0..k)
+                .map(|j| {
+                    if i == j {
+                        return None;
+                    }
+                    let pairs: Option<Vec<(f64, f64)>> = frames
+                        .iter()
+                        .map(|&t| Some((view(i, t)?, view(j, t)?)))
+                        .collect();
+                    pairs.and_then(|p| lookup_ceiling(&p))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn correlations(problem: &Problem) -> CorrelationTable {
@@ -473,6 +501,34 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
             }
         }
         let _ = writeln!(s, " {} |", pct(r.links.ensembles[j]));
+    }
+
+    if r.links.ceilings.iter().flatten().any(Option::is_some) {
+        let _ = writeln!(
+            s,
+            "\nCeiling (%) of each link on the same frames: the best lookup table from the source's output to the \
+             target's, fitted on the test frames themselves, where both are discrete (a single count or a one-hot class). \
+             No function of the source scores above it; a link far below it is short of training data.\n"
+        );
+        let _ = write!(s, "| target \\ source |");
+        for m in &r.links.models {
+            let _ = write!(s, " {m} |");
+        }
+        let _ = writeln!(s, "\n|---|{}", "---|".repeat(r.links.models.len()));
+        for (j, target) in r.links.models.iter().enumerate() {
+            let _ = write!(s, "| {target} |");
+            for i in 0..r.links.models.len() {
+                match r.links.ceilings[i][j] {
+                    Some(c) => {
+                        let _ = write!(s, " {} |", pct(c));
+                    }
+                    None => {
+                        let _ = write!(s, " - |");
+                    }
+                }
+            }
+            let _ = writeln!(s);
+        }
     }
 
     let _ = writeln!(

@@ -1,6 +1,7 @@
 //! Small statistics shared by the replay and the reports.
 
 use crate::output::{OutputSpec, OutputValue, TaskKind};
+use std::collections::BTreeMap;
 
 /// One number per output for correlation tables, as the paper's Table II does it: the arg-max
 /// class for classifiers, 0/1 for "a box is present" for localisation, the first component for
@@ -48,6 +49,48 @@ pub fn pearson(pairs: &[(f64, f64)]) -> Option<f64> {
     Some(sxy / (sxx.sqrt() * syy.sqrt()))
 }
 
+/// The accuracy of the best lookup table from a discrete source value to a discrete target
+/// value on these very pairs: per source value, the most frequent target value is predicted
+/// (ties: the smallest). Fitted on the pairs it scores, it bounds from above what any
+/// deterministic function of the source can reach on them; `None` for no pairs.
+pub fn lookup_ceiling(pairs: &[(f64, f64)]) -> Option<f64> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let mut by_source: BTreeMap<u64, BTreeMap<u64, usize>> = BTreeMap::new();
+    for &(x, y) in pairs {
+        *by_source
+            .entry(x.to_bits())
+            .or_default()
+            .entry(y.to_bits())
+            .or_default() += 1;
+    }
+    let right: usize = by_source
+        .values()
+        .map(|targets| targets.values().copied().max().unwrap_or(0))
+        .sum();
+    Some(right as f64 / pairs.len() as f64)
+}
+
+/// The scalar view of an output when it holds everything its task's metric looks at, so that
+/// a lookup table over it is a fair ceiling: a single count (scored by |error| < 0.5, so
+/// integral counts are right exactly when equal) or a one-hot class (scored by top-1).
+pub fn discrete_scalar(spec: &OutputSpec, value: &OutputValue) -> Option<f64> {
+    let OutputValue::Vector(v) = value else {
+        return None;
+    };
+    match spec.task {
+        TaskKind::Count if v.len() == 1 && v[0].fract() == 0.0 => Some(f64::from(v[0])),
+        TaskKind::SingleLabel
+            if v.iter().all(|&x| x == 0.0 || x == 1.0)
+                && v.iter().filter(|&&x| x == 1.0).count() == 1 =>
+        {
+            scalar_of(spec, value)
+        }
+        _ => None,
+    }
+}
+
 /// The mean of `values`, 0 for none.
 pub fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (s, n) = values
@@ -68,6 +111,39 @@ mod tests {
         assert!((pearson(&down).unwrap() + 1.0).abs() < 1e-12);
         assert_eq!(pearson(&[(1.0, 2.0), (1.0, 3.0)]), None);
         assert_eq!(pearson(&[(1.0, 2.0)]), None);
+    }
+
+    #[test]
+    fn lookup_ceiling_counts_the_majority_target_per_source_value() {
+        // Source 1 maps to 5 twice and 6 once; source 2 always to 7.
+        let pairs = [(1.0, 5.0), (1.0, 5.0), (1.0, 6.0), (2.0, 7.0)];
+        assert_eq!(lookup_ceiling(&pairs), Some(0.75));
+        // A function of the source is reached exactly.
+        let f: Vec<_> = (0..20)
+            .map(|i| ((i % 4) as f64, (i % 4) as f64 * 2.0))
+            .collect();
+        assert_eq!(lookup_ceiling(&f), Some(1.0));
+        assert_eq!(lookup_ceiling(&[]), None);
+    }
+
+    #[test]
+    fn discrete_scalars_only_for_lossless_views() {
+        let cnt = OutputSpec::vector(1, TaskKind::Count);
+        assert_eq!(
+            discrete_scalar(&cnt, &OutputValue::Vector(vec![4.0])),
+            Some(4.0)
+        );
+        assert_eq!(discrete_scalar(&cnt, &OutputValue::Vector(vec![4.5])), None);
+        let two = OutputSpec::vector(2, TaskKind::Count);
+        assert_eq!(
+            discrete_scalar(&two, &OutputValue::Vector(vec![1.0, 2.0])),
+            None
+        );
+        let cls = OutputSpec::vector(3, TaskKind::SingleLabel);
+        let one_hot = OutputValue::Vector(vec![0.0, 0.0, 1.0]);
+        assert_eq!(discrete_scalar(&cls, &one_hot), Some(2.0));
+        let probs = OutputValue::Vector(vec![0.2, 0.3, 0.5]);
+        assert_eq!(discrete_scalar(&cls, &probs), None);
     }
 
     #[test]
