@@ -481,3 +481,33 @@ fn an_oracle_link_corrects_the_model_output_the_engine_serves() {
         );
     }
 }
+
+#[test]
+fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let adaptation = "adaptation:\n  policy: loss_prediction\n  uncertainty_threshold: 0.000001\n";
+    let p = pipeline(
+        dir.path(),
+        &vtest_camera("cam"),
+        30.0,
+        free_port(),
+        adaptation,
+    );
+    let links = dir.path().join("links.bundle");
+    let opts = RunOptions {
+        // Real-time pacing (5 frames a second) so that several 2 s periods pass.
+        max_frames: Some(70),
+        links_out: Some(links.clone()),
+        ..RunOptions::default()
+    };
+    let trained_at = || std::fs::metadata(&links).and_then(|m| m.modified()).ok();
+    let (_stop, handle) = run_in_thread(p, opts);
+    let summary = handle.join().unwrap();
+    assert!(
+        summary.online_training_runs >= 1,
+        "no online training run: {summary:?}"
+    );
+    // The fine-tuned links were saved over the initial ones and still load.
+    assert!(trained_at().is_some());
+    mlink::link::LinkBundle::load(&links).unwrap();
+}

@@ -93,6 +93,8 @@ pub struct RunSummary {
     pub links: Option<PathBuf>,
     /// Address the metrics were served on.
     pub metrics_addr: Option<String>,
+    /// Online link training runs that finished (periodic, uncertainty, loss prediction).
+    pub online_training_runs: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
 }

@@ -47,6 +47,9 @@ const WARMUP_CHUNK: usize = 25;
 const UNCERTAIN_QUEUE: usize = 16;
 /// Profiling batches whose samples score the links (the latest ones).
 const PROFILE_HISTORY: usize = 4;
+/// Under `loss_prediction` without a threshold, a frame is queued for labelling when its
+/// predicted loss exceeds this multiple of the running mean.
+const LOSS_FACTOR: f64 = 2.0;
 /// Frame rate assumed for a camera without sampling until frames are counted.
 const ASSUMED_FPS: f64 = 10.0;
 
@@ -87,6 +90,9 @@ struct Worker {
     period_start: Instant,
     frames_in_period: u64,
     last_probe: Instant,
+    /// Running mean of the predicted losses (`loss_prediction` policy).
+    loss_mean: f64,
+    loss_seen: u64,
     summary: RunSummary,
 }
 
@@ -184,6 +190,8 @@ pub fn run(
         period_start: Instant::now(),
         frames_in_period: 0,
         last_probe: Instant::now(),
+        loss_mean: 0.0,
+        loss_seen: 0,
         summary: RunSummary {
             budget_memory_mb: budget.memory_mb,
             metrics_addr: metrics_server.as_ref().map(|(a, _)| a.clone()),
@@ -301,6 +309,10 @@ pub fn run(
     if let Some(t) = worker.trainer.take() {
         t.finish();
     }
+    worker.summary.online_training_runs = ["periodic", "uncertainty", "loss_prediction"]
+        .iter()
+        .map(|p| metrics.link_training_runs.with_label_values(&[p]).get())
+        .sum();
     worker.sinks.flush();
     worker.summary.peak_memory_mb = worker.pool.peak_mb();
     worker.summary.active = worker
@@ -740,6 +752,34 @@ impl Worker {
         }
         self.sinks.send(batch);
         self.observe_frame(&frame, started);
+        if self.cfg.adaptation.policy == AdaptationPolicy::LossPrediction
+            && let Some(bundle) = &self.bundle
+        {
+            // The links' loss-prediction heads estimate how wrong each prediction is; frames
+            // predicted to be hard are labelled exactly at the next profiling.
+            let worst = (0..self.k())
+                .filter(|m| out.values[*m].is_none())
+                .filter_map(|m| bundle.predicted_loss(self.to_bundle[m], &sources))
+                .fold(None, |acc: Option<f64>, l| {
+                    Some(acc.map_or(l, |a| a.max(l)))
+                });
+            if let Some(loss) = worst {
+                let threshold = self
+                    .cfg
+                    .adaptation
+                    .uncertainty_threshold
+                    .unwrap_or(self.loss_mean * LOSS_FACTOR);
+                self.loss_mean = if self.loss_seen == 0 {
+                    loss
+                } else {
+                    0.95 * self.loss_mean + 0.05 * loss
+                };
+                self.loss_seen += 1;
+                if self.loss_seen > 10 && loss > threshold {
+                    uncertain = true;
+                }
+            }
+        }
         if uncertain && self.uncertain.len() < UNCERTAIN_QUEUE {
             self.uncertain.push(frame);
         }
@@ -1018,7 +1058,7 @@ impl Worker {
             let policy = match self.cfg.adaptation.policy {
                 AdaptationPolicy::Uncertainty if n_uncertain > 0 => Some("uncertainty"),
                 AdaptationPolicy::Periodic => Some("periodic"),
-                AdaptationPolicy::LossPrediction => Some("loss_prediction"),
+                AdaptationPolicy::LossPrediction if n_uncertain > 0 => Some("loss_prediction"),
                 _ => None,
             };
             if let Some(policy) = policy {
