@@ -64,15 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // The warm-up run stops once it has trained (its summary names the links).
             let mut o = opts;
             o.max_frames = None;
-            let cfg = crate::config::load_and_validate(&args.pipeline).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}",
-                    e.iter()
-                        .map(|x| x.to_string())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                )
-            })?;
+            let cfg = super::load_valid_pipeline(&args.pipeline)?;
             o.max_frames = Some(cfg.links.warmup_samples as u64 + 1);
             let s = worker::run(&args.pipeline, o, Arc::new(AtomicBool::new(false)))?;
             s.links.context(
@@ -96,15 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     )?;
 
     // Score every budgeted record against the exact run's record of the same frame and model.
-    let cfg = crate::config::load_and_validate(&args.pipeline).map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.iter()
-                .map(|x| x.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let cfg = super::load_valid_pipeline(&args.pipeline)?;
     let base = crate::config::base_dir(&args.pipeline);
     let specs: HashMap<String, crate::output::OutputSpec> = cfg
         .models

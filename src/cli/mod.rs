@@ -116,3 +116,19 @@ fn init_logging() {
         .with_writer(std::io::stderr)
         .try_init();
 }
+
+/// Loads and validates a pipeline file, turning its located errors into one message.
+pub(crate) fn load_valid_pipeline(
+    path: &std::path::Path,
+) -> anyhow::Result<crate::config::Pipeline> {
+    crate::config::load_and_validate(path).map_err(|errors| {
+        anyhow::anyhow!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}

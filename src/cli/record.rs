@@ -32,16 +32,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut cfg = config::load_and_validate(&args.pipeline).map_err(|errors| {
-        anyhow::anyhow!(
-            "{}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })?;
+    let mut cfg = super::load_valid_pipeline(&args.pipeline)?;
     for c in &mut cfg.cameras {
         c.on_end = OnEnd::Stop;
     }

@@ -888,8 +888,10 @@ pub const COCO_CLASSES: [&str; 80] = [
 ];
 
 /// Class groups a COCO head may name instead of single classes.
-pub const COCO_GROUPS: [(&str, &[&str]); 1] =
-    [("vehicle", &["bicycle", "car", "motorcycle", "bus", "truck"])];
+pub const COCO_GROUPS: [(&str, &[&str]); 1] = [(
+    "vehicle",
+    &["bicycle", "car", "motorcycle", "bus", "train", "truck"],
+)];
 
 /// The COCO class indices a head class name stands for (a class or a group); `None` when
 /// the name is neither.

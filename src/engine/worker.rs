@@ -283,7 +283,7 @@ pub fn run(
     // served, so that none is silently lost.
     let warm: Vec<Frame> = std::mem::take(&mut worker.warm_buffer);
     if !warm.is_empty()
-        && let Err(e) = worker.profile_frames(&warm)
+        && let Err(e) = worker.profile_frames(&warm, warm.len())
     {
         tracing::warn!(error = %e, "buffered warm-up frames could not be profiled at shutdown");
     }
@@ -569,7 +569,7 @@ impl Worker {
                 };
                 if self.warm_buffer.len() >= chunk {
                     let frames = std::mem::take(&mut self.warm_buffer);
-                    let rows = self.profile_frames(&frames)?;
+                    let rows = self.profile_frames(&frames, frames.len())?;
                     self.warm_samples.extend(rows);
                     if self.warm_samples.len() >= self.cfg.links.warmup_samples {
                         self.start_training();
@@ -605,14 +605,18 @@ impl Worker {
         }
     }
 
-    /// Runs every model on `frames` within the budget, writes their exact records and returns
-    /// the complete rows.
-    fn profile_frames(&mut self, frames: &[Frame]) -> Result<Vec<Vec<OutputValue>>, EngineError> {
-        let memory: Vec<Cost> = self.costs.models.clone();
+    /// Runs every model on `frames` within the budget (in turns when they do not fit
+    /// together), writes exact records for the first `emit` frames (the others were served
+    /// already and are only labelled) and returns the complete rows.
+    fn profile_frames(
+        &mut self,
+        frames: &[Frame],
+        emit: usize,
+    ) -> Result<Vec<Vec<OutputValue>>, EngineError> {
         let plan = ProfilingPlan::new(
             frames.len() as u64,
             1.0,
-            &memory,
+            &self.costs.models,
             &self.budget,
             self.pool.loaded(),
         )?;
@@ -622,11 +626,12 @@ impl Worker {
         let keep = self.active.clone();
         let outs = self.pool.run_all_in_turns(&plan.groups, frames, &keep)?;
         let mut rows = Vec::with_capacity(frames.len());
-        for (frame, out) in frames.iter().zip(&outs) {
-            self.summary.profiling_frames += 1;
-            self.emit_exact(frame, out, true);
-            let row: Option<Vec<OutputValue>> = out.values.iter().cloned().collect();
-            if let Some(r) = row {
+        for (n, (frame, out)) in frames.iter().zip(&outs).enumerate() {
+            if n < emit {
+                self.summary.profiling_frames += 1;
+                self.emit_exact(frame, out, true);
+            }
+            if let Some(r) = out.values.iter().cloned().collect::<Option<Vec<_>>>() {
                 rows.push(r);
             }
         }
@@ -1016,6 +1021,15 @@ impl Worker {
             .unwrap_or_default()
     }
 
+    /// Keeps the latest profiling batches that score the links; drift probes start over.
+    fn remember_profile(&mut self, rows: Vec<Vec<OutputValue>>) {
+        self.profile_history.push(rows);
+        if self.profile_history.len() > PROFILE_HISTORY {
+            self.profile_history.remove(0);
+        }
+        self.probes.clear();
+    }
+
     /// Profiles the buffered frames (plus frames queued as uncertain), re-selects and hands the
     /// samples to online training.
     fn run_profiling(&mut self, cause: &'static str) -> Result<(), EngineError> {
@@ -1025,32 +1039,9 @@ impl Worker {
         // Uncertain frames were already served; profiling them only labels them for training.
         let served = frames.len();
         frames.extend(uncertain);
-        let memory: Vec<Cost> = self.costs.models.clone();
-        let plan = ProfilingPlan::new(
-            frames.len() as u64,
-            1.0,
-            &memory,
-            &self.budget,
-            self.pool.loaded(),
-        )?;
-        let keep = self.active.clone();
-        let outs = self.pool.run_all_in_turns(&plan.groups, &frames, &keep)?;
-        let mut rows = Vec::new();
-        for (n, (frame, out)) in frames.iter().zip(&outs).enumerate() {
-            if n < served {
-                self.summary.profiling_frames += 1;
-                self.emit_exact(frame, out, true);
-            }
-            if let Some(r) = out.values.iter().cloned().collect::<Option<Vec<_>>>() {
-                rows.push(r);
-            }
-        }
+        let rows = self.profile_frames(&frames, served)?;
         self.profile_due = false;
-        self.profile_history.push(rows.clone());
-        if self.profile_history.len() > PROFILE_HISTORY {
-            self.profile_history.remove(0);
-        }
-        self.probes.clear();
+        self.remember_profile(rows.clone());
         self.reselect(cause)?;
         self.period_start = Instant::now();
         self.frames_in_period = 0;
@@ -1088,7 +1079,7 @@ impl Worker {
     /// Profiles one frame to check the predicted outputs; re-selects when their accuracy has
     /// dropped by more than the drift margin below what the selection expected.
     fn drift_probe(&mut self, frame: Frame) -> Result<(), EngineError> {
-        let rows = self.profile_frames(std::slice::from_ref(&frame))?;
+        let rows = self.profile_frames(std::slice::from_ref(&frame), 1)?;
         self.probes.extend(rows);
         let (Some(bundle), Some(expected), Some(margin)) = (
             self.bundle.clone(),
@@ -1110,11 +1101,7 @@ impl Worker {
                 margin,
                 "predicted outputs drifted; re-selecting early"
             );
-            self.profile_history.push(probes);
-            if self.profile_history.len() > PROFILE_HISTORY {
-                self.profile_history.remove(0);
-            }
-            self.probes.clear();
+            self.remember_profile(probes);
             self.reselect("drift")?;
         }
         Ok(())
