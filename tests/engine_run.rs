@@ -511,3 +511,69 @@ fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
     assert!(trained_at().is_some());
     mlink::link::LinkBundle::load(&links).unwrap();
 }
+
+#[test]
+fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
+    use mlink::adapt::aggregate::{
+        AggregatorClient, AggregatorConfig, AggregatorServer, EdgeTokens, RoundPolicy, Token,
+    };
+    use mlink::adapt::export::{export_link, link_id};
+    let dir = tempfile::tempdir().unwrap();
+    // Links from a short warm-up run, as a site would have before joining.
+    let links = dir.path().join("links.bundle");
+    let p = pipeline(dir.path(), &vtest_camera("cam"), 30.0, free_port(), "");
+    let warm = RunOptions {
+        max_frames: Some(14),
+        offline: true,
+        links_out: Some(links.clone()),
+        ..RunOptions::default()
+    };
+    worker::run(&p, warm, Arc::new(AtomicBool::new(false))).unwrap();
+    let bundle = mlink::link::LinkBundle::load(&links).unwrap();
+    let init = export_link(&bundle, "nanodet", "centernet").unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = Token::new("a-long-enough-edge-secret");
+    let server = AggregatorServer::open(AggregatorConfig {
+        state_path: dir.path().join("aggregator.json"),
+        tokens: EdgeTokens::from_pairs([("site-a".to_string(), token.clone())]).unwrap(),
+        links: vec![init.clone()],
+        policy: RoundPolicy {
+            deadline: Duration::from_secs(60),
+            quorum: 1,
+            server_lr: 1.0,
+        },
+        max_body_bytes: None,
+    })
+    .unwrap();
+    let running = rt
+        .block_on(server.spawn("127.0.0.1:0".parse().unwrap()))
+        .unwrap();
+
+    // SAFETY: set before the engine's threads start; nextest runs each test in its own process.
+    unsafe { std::env::set_var("MLINK_TEST_EDGE_TOKEN", "a-long-enough-edge-secret") };
+    let extra = format!(
+        "adaptation:\n  aggregator:\n    url: {}\n    token_env: MLINK_TEST_EDGE_TOKEN\n    edge_id: site-a\n",
+        running.url()
+    );
+    let p = pipeline(dir.path(), &vtest_camera("cam"), 30.0, free_port(), &extra);
+    let opts = RunOptions {
+        max_frames: Some(40),
+        bundle: Some(links.clone()),
+        ..RunOptions::default()
+    };
+    let summary = worker::run(&p, opts, Arc::new(AtomicBool::new(false))).unwrap();
+    assert!(summary.federated_rounds >= 1, "{summary:?}");
+
+    let client = AggregatorClient::new(&running.url(), "site-a", token).unwrap();
+    let global = rt
+        .block_on(client.pull(&link_id("nanodet", "centernet")))
+        .unwrap();
+    assert!(global.round >= 1, "the edge's update closed a round");
+    assert_ne!(global.params.0, init.params.0, "the global link moved");
+    rt.block_on(running.stop()).unwrap();
+}

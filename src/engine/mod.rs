@@ -95,6 +95,8 @@ pub struct RunSummary {
     pub metrics_addr: Option<String>,
     /// Online link training runs that finished (periodic, uncertainty, loss prediction).
     pub online_training_runs: u64,
+    /// Federated rounds this engine took part in as an edge (`adaptation.aggregator`).
+    pub federated_rounds: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
 }

@@ -4,7 +4,16 @@
 //! of the links on them together with a bounded reservoir of earlier samples (so that a short
 //! batch does not make the links forget), saves the bundle atomically and sends the updated
 //! bundle back; the engine swaps it in between two frames.
+//!
+//! With `adaptation.aggregator` in the pipeline the engine is also an edge of cross-site
+//! aggregation (paper Algorithm 1): after each batch, for every link the aggregator shares
+//! whose models this pipeline has, the trainer pulls the global link, computes its update on
+//! the local samples, pushes it, and keeps the global-initialised, locally trained link.
 
+use crate::adapt::aggregate::client::AggregatorClient;
+use crate::adapt::aggregate::tokens::Token;
+use crate::adapt::edge::federated_round;
+use crate::config::AggregatorConfig;
 use crate::link::LinkBundle;
 use crate::metrics::Metrics;
 use crate::output::OutputValue;
@@ -19,6 +28,71 @@ use std::thread::JoinHandle;
 const RESERVOIR: usize = 1000;
 /// Epochs of each fine-tuning run.
 const FINE_TUNE_EPOCHS: usize = 20;
+/// Local epochs of each federated round.
+const FEDERATED_EPOCHS: usize = 5;
+
+/// The edge side of cross-site aggregation: the client and the shared links it takes part in.
+struct Federation {
+    client: AggregatorClient,
+    /// (source, target) model ids of the shared links this bundle has.
+    links: Vec<(String, String)>,
+}
+
+impl Federation {
+    /// Connects and asks the aggregator which links it shares.
+    fn connect(cfg: &AggregatorConfig, bundle: &LinkBundle) -> Result<Self, String> {
+        let token = std::env::var(&cfg.token_env).map_err(|_| {
+            format!(
+                "the environment variable {} (the edge token) is not set",
+                cfg.token_env
+            )
+        })?;
+        let client = AggregatorClient::new(&cfg.url, cfg.edge_id.clone(), Token::new(token))
+            .map_err(|e| e.to_string())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let state = rt.block_on(client.state()).map_err(|e| e.to_string())?;
+        let links = state
+            .links
+            .iter()
+            .filter_map(|l| l.link_id.split_once("->"))
+            .filter(|(a, b)| bundle.model_index(a).is_some() && bundle.model_index(b).is_some())
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        Ok(Self { client, links })
+    }
+
+    /// One round for every shared link on `samples`; returns how many rounds were accepted.
+    fn rounds(&self, bundle: &mut LinkBundle, samples: &[Vec<Option<OutputValue>>]) -> usize {
+        let mut accepted = 0;
+        for (source, target) in &self.links {
+            match federated_round(
+                bundle,
+                source,
+                target,
+                samples,
+                &self.client,
+                FEDERATED_EPOCHS,
+            ) {
+                Ok(report) => {
+                    accepted += 1;
+                    tracing::info!(
+                        link = %format!("{source}->{target}"),
+                        round = report.round,
+                        sent_bytes = report.sent_bytes,
+                        "federated round"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(link = %format!("{source}->{target}"), error = %e, "federated round failed")
+                }
+            }
+        }
+        accepted
+    }
+}
 
 /// A batch of complete samples (every model's exact output, bundle order) and why it came.
 pub struct TrainBatch {
@@ -40,6 +114,7 @@ impl Trainer {
     pub fn start(
         path: PathBuf,
         seed: u64,
+        aggregator: Option<AggregatorConfig>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::link::BundleError> {
         let mut bundle = LinkBundle::load(&path)?;
@@ -51,6 +126,7 @@ impl Trainer {
                 let mut rng = StdRng::seed_from_u64(seed ^ 0x0a11_1e);
                 let mut reservoir: Vec<Vec<Option<OutputValue>>> = Vec::new();
                 let mut seen = 0usize;
+                let mut federation: Option<Federation> = None;
                 for batch in rx {
                     let new: Vec<Vec<Option<OutputValue>>> =
                         batch.rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect();
@@ -62,6 +138,18 @@ impl Trainer {
                         continue;
                     }
                     metrics.link_training_runs.with_label_values(&[batch.policy]).inc();
+                    if let Some(cfg) = &aggregator {
+                        if federation.is_none() {
+                            match Federation::connect(cfg, &bundle) {
+                                Ok(f) => federation = Some(f),
+                                Err(e) => tracing::warn!(url = %cfg.url, error = %e, "aggregator unavailable; retrying next period"),
+                            }
+                        }
+                        if let Some(f) = &federation {
+                            let n = f.rounds(&mut bundle, &samples);
+                            metrics.link_training_runs.with_label_values(&["federated"]).inc_by(n as u64);
+                        }
+                    }
                     // Reservoir sampling keeps a uniform sample of everything seen so far.
                     for s in new {
                         seen += 1;

@@ -309,10 +309,19 @@ pub fn run(
     if let Some(t) = worker.trainer.take() {
         t.finish();
     }
-    worker.summary.online_training_runs = ["periodic", "uncertainty", "loss_prediction"]
-        .iter()
-        .map(|p| metrics.link_training_runs.with_label_values(&[p]).get())
-        .sum();
+    worker.summary.federated_rounds = metrics
+        .link_training_runs
+        .with_label_values(&["federated"])
+        .get();
+    worker.summary.online_training_runs = [
+        "periodic",
+        "uncertainty",
+        "loss_prediction",
+        "federated_local",
+    ]
+    .iter()
+    .map(|p| metrics.link_training_runs.with_label_values(&[p]).get())
+    .sum();
     worker.sinks.flush();
     worker.summary.peak_memory_mb = worker.pool.peak_mb();
     worker.summary.active = worker
@@ -895,10 +904,13 @@ impl Worker {
         }
         self.bundle = Some(Arc::new(bundle));
         self.phase = Phase::Serving;
-        if self.cfg.adaptation.policy != AdaptationPolicy::None && self.trainer.is_none() {
+        let adapts = self.cfg.adaptation.policy != AdaptationPolicy::None
+            || self.cfg.adaptation.aggregator.is_some();
+        if adapts && self.trainer.is_none() {
             match Trainer::start(
                 self.links_path.clone(),
                 self.cfg.links.seed,
+                self.cfg.adaptation.aggregator.clone(),
                 self.metrics.clone(),
             ) {
                 Ok(t) => self.trainer = Some(t),
@@ -1050,6 +1062,8 @@ impl Worker {
                 AdaptationPolicy::Uncertainty if n_uncertain > 0 => Some("uncertainty"),
                 AdaptationPolicy::Periodic => Some("periodic"),
                 AdaptationPolicy::LossPrediction if n_uncertain > 0 => Some("loss_prediction"),
+                // An edge of cross-site aggregation trains every period.
+                _ if self.cfg.adaptation.aggregator.is_some() => Some("federated_local"),
                 _ => None,
             };
             if let Some(policy) = policy {
