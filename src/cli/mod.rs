@@ -118,6 +118,7 @@ fn init_logging() {
 }
 
 /// Loads and validates a pipeline file, turning its located errors into one message.
+#[cfg(feature = "gst")]
 pub(crate) fn load_valid_pipeline(
     path: &std::path::Path,
 ) -> anyhow::Result<crate::config::Pipeline> {
