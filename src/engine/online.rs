@@ -123,7 +123,7 @@ impl Trainer {
         let thread = std::thread::Builder::new()
             .name("link trainer".into())
             .spawn(move || {
-                let mut rng = StdRng::seed_from_u64(seed ^ 0x0a11_1e);
+                let mut rng = StdRng::seed_from_u64(seed ^ 0x000a_111e);
                 let mut reservoir: Vec<Vec<Option<OutputValue>>> = Vec::new();
                 let mut seen = 0usize;
                 let mut federation: Option<Federation> = None;

@@ -20,6 +20,7 @@ use super::record::{OutputRecord, Provenance, RECORD_VERSION};
 use super::scores::ProfiledScores;
 use super::sink::{self, SinkSet};
 use super::{EngineError, RunOptions, RunSummary, process_cpu_seconds};
+use crate::adapt::oracle::OracleLink;
 use crate::config::{self, AdaptationPolicy, CameraConfig, CostConfig, Pipeline};
 use crate::frame::Frame;
 use crate::ingest::IngestManager;
@@ -349,13 +350,7 @@ fn load_oracles(
     cfg: &Pipeline,
     base: &Path,
     mut specs: Vec<OutputSpec>,
-) -> Result<
-    (
-        Vec<Option<Arc<crate::adapt::oracle::OracleLink>>>,
-        Vec<OutputSpec>,
-    ),
-    EngineError,
-> {
+) -> Result<(Vec<Option<Arc<OracleLink>>>, Vec<OutputSpec>), EngineError> {
     let mut oracles = Vec::with_capacity(cfg.models.len());
     for (m, spec) in cfg.models.iter().zip(specs.iter_mut()) {
         let Some(path) = &m.oracle else {
@@ -363,7 +358,7 @@ fn load_oracles(
             continue;
         };
         let path = config::resolve_path(base, path);
-        let oracle = crate::adapt::oracle::OracleLink::load(&path).map_err(|e| {
+        let oracle = OracleLink::load(&path).map_err(|e| {
             EngineError::Other(format!(
                 "model {}: oracle link {}: {e}",
                 m.id,
