@@ -344,13 +344,16 @@ pub fn run(
     result.map(|()| worker.summary)
 }
 
+/// Per model of a pipeline: its oracle link, when it has one.
+type ModelOracles = Vec<Option<Arc<OracleLink>>>;
+
 /// Loads the models' oracle links (`models[].oracle`), checking that each maps the model's own
 /// output; a model with an oracle then outputs the oracle's spec.
 fn load_oracles(
     cfg: &Pipeline,
     base: &Path,
     mut specs: Vec<OutputSpec>,
-) -> Result<(Vec<Option<Arc<OracleLink>>>, Vec<OutputSpec>), EngineError> {
+) -> Result<(ModelOracles, Vec<OutputSpec>), EngineError> {
     let mut oracles = Vec::with_capacity(cfg.models.len());
     for (m, spec) in cfg.models.iter().zip(specs.iter_mut()) {
         let Some(path) = &m.oracle else {
