@@ -22,6 +22,7 @@ fn write_trace(path: &Path, n: usize) {
                 spec: OutputSpec::vector(1, TaskKind::Count),
                 memory_mb: Some(10.0 * (i + 1) as f64),
                 latency_ms: Some(5.0 * (i + 1) as f64),
+                crops_from: None,
             })
             .collect(),
         frame_feature_names: ["pixel", "area", "edge", "corner"]

@@ -33,6 +33,7 @@ fn write_trace(path: &Path, models: &[Synth], n: usize, seed: u64) {
                 spec: OutputSpec::vector(1, TaskKind::Count),
                 memory_mb: Some(m.memory_mb),
                 latency_ms: Some(m.ms),
+                crops_from: None,
             })
             .collect(),
         frame_feature_names: FEATURES.iter().map(|s| s.to_string()).collect(),
@@ -227,4 +228,57 @@ fn mlink_predicts_a_perfectly_linked_model_from_the_one_it_can_afford() {
     assert!((standalone.accuracy - 0.5).abs() < 1e-12);
     // Most executions of `b` are saved; profiling frames run both models.
     assert!(mlink.executions_saved > 0.4, "{mlink:?}");
+}
+
+#[test]
+fn a_model_on_another_models_boxes_never_runs_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.trace");
+    // `c` is cheap and unpredictable: without the dependency, {a, c} (a predicts b exactly)
+    // would be the best set under 150 MB.
+    let mut models = three();
+    models[2].memory_mb = 30.0;
+    write_trace(&p, &models, 600, 3);
+    let (mut h, r) = read_all(&p).unwrap();
+    // `c` runs on the boxes of `b`, as age runs on BlazeFace's faces.
+    h.models[2].crops_from = Some("b".into());
+    let problem = Problem::from_trace(&h, r, &BTreeMap::new()).unwrap();
+    assert_eq!(problem.models[2].parent, Some(1));
+    let replay = Replay::new(&problem, cfg(1)).unwrap();
+    for budget in [
+        Budget::memory(320.0),
+        Budget::memory(350.0),
+        Budget::memory(520.0),
+    ] {
+        let outcomes = [
+            replay.run_optimal(&budget).unwrap(),
+            replay.run_standalone(&budget).unwrap(),
+            replay
+                .run_policy(mlink::config::SelectionPolicy::Mlink, &budget)
+                .unwrap(),
+            replay
+                .run_policy(mlink::config::SelectionPolicy::Gain, &budget)
+                .unwrap(),
+        ];
+        for o in &outcomes {
+            for set in &o.active {
+                assert!(
+                    !set.contains(&"c".to_string()) || set.contains(&"b".to_string()),
+                    "{budget:?}: {set:?} runs c without b"
+                );
+            }
+        }
+    }
+    // With room for both, the dependency does not stop them: `c` (noise no link predicts)
+    // runs, and with it `b`.
+    let o = replay.run_optimal(&Budget::memory(10_000.0)).unwrap();
+    let has = |s: &Vec<String>, m: &str| s.iter().any(|x| x == m);
+    assert!(o.active.iter().all(|s| has(s, "c") && has(s, "b")), "{:?}", o.active);
+    // A dependency on a model the trace lacks is a clear error.
+    let (mut h, r) = read_all(&p).unwrap();
+    h.models[2].crops_from = Some("faces".into());
+    let err = Problem::from_trace(&h, r, &BTreeMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("faces"), "{err}");
 }

@@ -173,6 +173,7 @@ fn trains_from_a_trace_file() {
                 spec: spec.clone(),
                 memory_mb: None,
                 latency_ms: None,
+                crops_from: None,
             })
             .collect(),
         frame_feature_names: vec![],

@@ -75,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 spec: spec.clone(),
                 memory_mb: Some(c.memory_mb),
                 latency_ms: Some(c.ms_per_frame),
+                crops_from: m.crops_from.clone(),
             })
             .collect(),
         frame_feature_names: feature_names,

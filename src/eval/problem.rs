@@ -16,6 +16,8 @@ pub struct ModelInfo {
     pub id: String,
     pub spec: OutputSpec,
     pub cost: Cost,
+    /// Index of the model whose boxes this one runs on: it can only run together with it.
+    pub parent: Option<usize>,
 }
 
 /// One recorded frame whose every model output is present.
@@ -95,7 +97,23 @@ impl Problem {
                 id: m.id.clone(),
                 spec: m.spec.clone(),
                 cost,
+                parent: None,
             });
+        }
+        for (m, info) in header.models.iter().zip(models.iter_mut()) {
+            if let Some(p) = &m.crops_from {
+                let parent = header
+                    .models
+                    .iter()
+                    .position(|o| &o.id == p)
+                    .ok_or_else(|| {
+                        EvalError::Invalid(format!(
+                            "model {} runs on the boxes of {p}, which the trace does not record",
+                            m.id
+                        ))
+                    })?;
+                info.parent = Some(parent);
+            }
         }
         let nf = header.frame_feature_names.len();
         let mut cameras: Vec<String> = Vec::new();

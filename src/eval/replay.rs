@@ -348,7 +348,7 @@ impl<'p> Replay<'p> {
             let scores = self.profiled_scores(p);
             let sel = schedule::select(policy, &costs, budget, &scores)
                 .map_err(|e| EvalError::Schedule(e.to_string()))?;
-            masks.push(mask_of(&sel.active));
+            masks.push(self.close_over_parents(mask_of(&sel.active), &costs, budget));
         }
         Ok(self.serve(&masks, true, String::new()))
     }
@@ -359,7 +359,7 @@ impl<'p> Replay<'p> {
         let scores = NoLinks(self.k);
         let sel = schedule::select(SelectionPolicy::Standalone, &costs, budget, &scores)
             .map_err(|e| EvalError::Schedule(e.to_string()))?;
-        let mask = mask_of(&sel.active);
+        let mask = self.close_over_parents(mask_of(&sel.active), &costs, budget);
         let masks = vec![mask; self.periods.len()];
         let mut out = self.serve_with(&masks, false, &costs, String::new(), true);
         out.active.dedup();
@@ -373,7 +373,9 @@ impl<'p> Replay<'p> {
         let costs = self.costs();
         let mut best: Option<Outcome> = None;
         for mask in 0..(1u64 << self.k) {
-            if !budget.fits(costs.set_cost(&set_of(self.k, mask))) {
+            if !budget.fits(costs.set_cost(&set_of(self.k, mask)))
+                || self.close_over_parents(mask, &costs, budget) != mask
+            {
                 continue;
             }
             let masks = vec![mask; self.periods.len()];
@@ -395,6 +397,25 @@ impl<'p> Replay<'p> {
         })?;
         best.active.dedup();
         Ok(best)
+    }
+
+    /// A model that runs on another's boxes cannot run without it: the parent is added when
+    /// the budget allows, otherwise the dependent is dropped (as the engine does).
+    fn close_over_parents(&self, mut mask: u64, costs: &Costs, budget: &Budget) -> u64 {
+        for m in 0..self.k {
+            let Some(p) = self.problem.models[m].parent else {
+                continue;
+            };
+            if mask >> m & 1 == 1 && mask >> p & 1 == 0 {
+                let with = mask | 1 << p;
+                if budget.fits(costs.set_cost(&set_of(self.k, with))) {
+                    mask = with;
+                } else {
+                    mask &= !(1 << m);
+                }
+            }
+        }
+        mask
     }
 
     fn serve(&self, masks: &[u64], profiled: bool, detail: String) -> Outcome {

@@ -71,6 +71,9 @@ pub struct TraceModel {
     pub memory_mb: Option<f64>,
     #[serde(default)]
     pub latency_ms: Option<f64>,
+    /// The model whose boxes this model ran on (`crops_from`): it cannot run without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crops_from: Option<String>,
 }
 
 /// One analysed frame.
@@ -753,12 +756,14 @@ mod tests {
                     spec: OutputSpec::vector(3, TaskKind::SingleLabel),
                     memory_mb: Some(12.5),
                     latency_ms: None,
+                    crops_from: None,
                 },
                 TraceModel {
                     id: "cap".into(),
                     spec: OutputSpec::sequence(10, 5, 0),
                     memory_mb: None,
                     latency_ms: Some(3.0),
+                    crops_from: None,
                 },
             ],
             frame_feature_names: vec!["edge".into()],

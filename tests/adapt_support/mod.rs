@@ -13,6 +13,7 @@ pub fn model(id: &str, spec: OutputSpec) -> TraceModel {
         spec,
         memory_mb: None,
         latency_ms: None,
+        crops_from: None,
     }
 }
 
