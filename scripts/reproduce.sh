@@ -42,7 +42,7 @@ log "eval vtest (three counters, half the trace trains the links)"
 
 # Faces: BlazeFace (12 MB), age (12 MB), gender (2 MB): budgets holding one and two models.
 log "eval faces"
-"$MLINK" eval data/traces/faces.trace --budget-mb 12 --budget-mb 24 --report out/report-faces
+"$MLINK" eval data/traces/faces.trace --budget-mb 15 --budget-mb 27 --report out/report-faces
 
 # The paper's Fig. 10: 10 models, 200 random instances per budget.
 for d in normal beta; do
