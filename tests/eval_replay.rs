@@ -273,7 +273,11 @@ fn a_model_on_another_models_boxes_never_runs_without_it() {
     // runs, and with it `b`.
     let o = replay.run_optimal(&Budget::memory(10_000.0)).unwrap();
     let has = |s: &Vec<String>, m: &str| s.iter().any(|x| x == m);
-    assert!(o.active.iter().all(|s| has(s, "c") && has(s, "b")), "{:?}", o.active);
+    assert!(
+        o.active.iter().all(|s| has(s, "c") && has(s, "b")),
+        "{:?}",
+        o.active
+    );
     // A dependency on a model the trace lacks is a clear error.
     let (mut h, r) = read_all(&p).unwrap();
     h.models[2].crops_from = Some("faces".into());
