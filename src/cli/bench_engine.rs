@@ -57,15 +57,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "training links with a warm-up run (saved to {})",
                 out.display()
             );
-            let opts = RunOptions {
-                links_out: Some(out.clone()),
-                ..quiet_options(u64::MAX)
-            };
-            // The warm-up run stops once it has trained (its summary names the links).
-            let mut o = opts;
-            o.max_frames = None;
+            // The warm-up run stops as soon as its links can have been trained.
             let cfg = super::load_valid_pipeline(&args.pipeline)?;
-            o.max_frames = Some(cfg.links.warmup_samples as u64 + 1);
+            let o = RunOptions {
+                links_out: Some(out.clone()),
+                ..quiet_options(cfg.links.warmup_samples as u64 + 1)
+            };
             let s = worker::run(&args.pipeline, o, Arc::new(AtomicBool::new(false)))?;
             s.links.context(
                 "the warm-up run ended before its links were trained (not enough frames?)",

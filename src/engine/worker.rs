@@ -646,7 +646,6 @@ impl Worker {
     }
 
     fn emit_exact(&mut self, frame: &Frame, out: &FrameOutputs, profiling: bool) {
-        let started = Instant::now();
         let mut batch = Vec::with_capacity(self.k());
         for (m, v) in out.values.iter().enumerate() {
             if let Some(v) = v {
@@ -655,7 +654,7 @@ impl Worker {
             }
         }
         self.sinks.send(batch);
-        self.observe_frame(frame, started);
+        self.observe_frame(frame);
     }
 
     fn record(
@@ -680,7 +679,7 @@ impl Worker {
         }
     }
 
-    fn observe_frame(&self, frame: &Frame, _started: Instant) {
+    fn observe_frame(&self, frame: &Frame) {
         let latency = frame.wall_time.elapsed().map_or(0.0, |d| d.as_secs_f64());
         self.metrics
             .frame_seconds
@@ -690,7 +689,6 @@ impl Worker {
 
     /// Serves one frame: active models exact, the others predicted (or unavailable).
     fn serve(&mut self, frame: Frame) -> Result<(), EngineError> {
-        let started = Instant::now();
         let mut out = FrameOutputs::new(self.k());
         let active = self.active.clone();
         self.pool.run(&active, &frame, &mut out)?;
@@ -763,7 +761,7 @@ impl Worker {
             }
         }
         self.sinks.send(batch);
-        self.observe_frame(&frame, started);
+        self.observe_frame(&frame);
         if self.cfg.adaptation.policy == AdaptationPolicy::LossPrediction
             && let Some(bundle) = &self.bundle
         {
@@ -1010,8 +1008,7 @@ impl Worker {
             .with_label_values(&[&self.pipeline_name()])
             .set(objective);
         self.metrics.reselections.with_label_values(&[cause]).inc();
-        if let Some(ms) = self.budget.ms_per_frame {
-            let _ = ms;
+        if self.budget.ms_per_frame.is_some() {
             self.metrics
                 .budget_used
                 .with_label_values(&["ms_per_frame"])

@@ -593,28 +593,41 @@ impl LinkBundle {
         self.rescore(validation)
     }
 
+    /// Mean score of link `l` on the samples holding both its models; None without any.
+    fn link_score_on(
+        &self,
+        l: &Link,
+        samples: &[Vec<Option<OutputValue>>],
+    ) -> Result<Option<LinkScore>, LinkError> {
+        let (x, t) = pairs_of(samples, l.source, l.target);
+        if x.is_empty() {
+            return Ok(None);
+        }
+        let spec = &self.models[l.target].spec;
+        let mut sum = 0.0;
+        for (a, b) in x.iter().zip(&t) {
+            sum += score(spec, &l.net.predict(a)?, b);
+        }
+        Ok(Some(LinkScore {
+            score: sum / x.len() as f64,
+            samples: x.len(),
+        }))
+    }
+
     /// Recomputes the stored validation scores (links and ensemble subsets) on `validation`.
     pub fn rescore(&mut self, validation: &[Vec<Option<OutputValue>>]) -> Result<(), LinkError> {
         self.check_samples(validation)?;
         let k = self.models.len();
         let mut link_scores = vec![None; k * k];
         for (at, slot) in self.links.iter().enumerate() {
-            let Some(l) = slot else { continue };
-            let (x, t) = pairs_of(validation, l.source, l.target);
-            if x.is_empty() {
-                continue;
+            if let Some(l) = slot {
+                link_scores[at] = self.link_score_on(l, validation)?;
             }
-            let spec = &self.models[l.target].spec;
-            let mut sum = 0.0;
-            for (a, b) in x.iter().zip(&t) {
-                sum += score(spec, &l.net.predict(a)?, b);
-            }
-            link_scores[at] = Some((sum / x.len() as f64, x.len()));
         }
         for (slot, new) in self.links.iter_mut().zip(link_scores) {
-            if let (Some(l), Some((s, n))) = (slot.as_mut(), new) {
-                l.score = Some(s);
-                l.validation_pairs = n;
+            if let (Some(l), Some(new)) = (slot.as_mut(), new) {
+                l.score = Some(new.score);
+                l.validation_pairs = new.samples;
             }
         }
         let idx: Vec<usize> = (0..validation.len()).collect();
@@ -648,19 +661,7 @@ impl LinkBundle {
         }
         let mut links = vec![vec![None; k]; k];
         for l in self.links.iter().flatten() {
-            let (x, t) = pairs_of(samples, l.source, l.target);
-            if x.is_empty() {
-                continue;
-            }
-            let spec = &self.models[l.target].spec;
-            let mut sum = 0.0;
-            for (a, b) in x.iter().zip(&t) {
-                sum += score(spec, &l.net.predict(a)?, b);
-            }
-            links[l.source][l.target] = Some(LinkScore {
-                score: sum / x.len() as f64,
-                samples: x.len(),
-            });
+            links[l.source][l.target] = self.link_score_on(l, samples)?;
         }
         let mut ensembles = vec![None; k];
         for (j, slot) in ensembles.iter_mut().enumerate() {
