@@ -4,7 +4,7 @@
 //! restart. Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
 
 use mlink::engine::record::{OutputRecord, Provenance};
-use mlink::engine::{RunOptions, RunSummary, worker};
+use mlink::engine::{self, RunOptions, RunSummary};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ fn run_in_thread(
 ) -> (Arc<AtomicBool>, std::thread::JoinHandle<RunSummary>) {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let h = std::thread::spawn(move || worker::run(&path, opts, s).expect("engine run"));
+    let h = std::thread::spawn(move || engine::run(&path, opts, s).expect("engine run"));
     (stop, h)
 }
 
@@ -455,7 +455,7 @@ fn an_oracle_link_corrects_the_model_output_the_engine_serves() {
             capture: Some(records.clone()),
             ..RunOptions::default()
         };
-        worker::run(p, opts, Arc::new(AtomicBool::new(false))).unwrap();
+        engine::run(p, opts, Arc::new(AtomicBool::new(false))).unwrap();
         let v = records.lock().unwrap().clone();
         v.into_iter()
             .map(|r| (r.seq, r.value.unwrap()))
@@ -528,7 +528,7 @@ fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
         links_out: Some(links.clone()),
         ..RunOptions::default()
     };
-    worker::run(&p, warm, Arc::new(AtomicBool::new(false))).unwrap();
+    engine::run(&p, warm, Arc::new(AtomicBool::new(false))).unwrap();
     let bundle = mlink::link::LinkBundle::load(&links).unwrap();
     let init = export_link(&bundle, "nanodet", "centernet").unwrap();
 
@@ -566,7 +566,7 @@ fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
         bundle: Some(links.clone()),
         ..RunOptions::default()
     };
-    let summary = worker::run(&p, opts, Arc::new(AtomicBool::new(false))).unwrap();
+    let summary = engine::run(&p, opts, Arc::new(AtomicBool::new(false))).unwrap();
     assert!(summary.federated_rounds >= 1, "{summary:?}");
 
     let client = AggregatorClient::new(&running.url(), "site-a", token).unwrap();
