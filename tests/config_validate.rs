@@ -715,3 +715,19 @@ fn validate_on_a_parsed_pipeline_matches_load_and_validate() {
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].line, errors[0].column), (27, 16));
 }
+
+#[test]
+fn an_https_aggregator_url_is_rejected_with_the_reason() {
+    let text = format!(
+        "{BASE}adaptation:\n  aggregator:\n    url: https://agg.example:7070\n    token_env: T\n    edge_id: e\n"
+    );
+    expect_one(
+        &text,
+        36,
+        10,
+        "adaptation.aggregator.url",
+        &["no TLS", "http://"],
+    );
+    let plain = text.replace("https://", "http://");
+    assert!(Case::new(&plain).errors().is_empty());
+}
