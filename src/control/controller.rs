@@ -154,6 +154,9 @@ pub enum Event {
     LinksUpdated,
     /// Initial training failed: warm up again.
     TrainingFailed,
+    /// What one frame cost: inference time spent on its account (serving, profiling, probes
+    /// and runs in turns included) and each model's measured latency when it ran.
+    Cost { ms: f64, models: Vec<(usize, f64)> },
     /// The configuration changed.
     ConfigChanged {
         settings: Settings,
@@ -243,6 +246,33 @@ pub enum ControlError {
     Invalid(String),
 }
 
+/// Weight of the newest frame in the measured time per frame (an EWMA over about 10 frames).
+pub const COST_EWMA: f64 = 0.1;
+/// Frames measured after a selection before the measured time per frame can trigger another.
+pub const COST_MIN_FRAMES: u64 = 10;
+
+/// Measured time per frame and per model (EWMA).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Meter {
+    pub frame_ms: Option<f64>,
+    pub model_ms: Vec<Option<f64>>,
+    /// Frames measured since the last selection.
+    pub since_selection: u64,
+}
+
+impl Meter {
+    /// A new set is measured afresh: the time per frame of the previous one says nothing of
+    /// it (model latencies are kept).
+    fn restart(&mut self) {
+        self.frame_ms = None;
+        self.since_selection = 0;
+    }
+}
+
+fn ewma(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |o| o + COST_EWMA * (new - o))
+}
+
 /// The phase and the state that exists only in it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Phase {
@@ -306,6 +336,7 @@ pub struct Controller {
     history: VecDeque<Vec<Sample>>,
     frames_seen: u64,
     last_frame: Option<FrameId>,
+    meter: Meter,
 }
 
 impl Controller {
@@ -355,6 +386,11 @@ impl Controller {
             history: VecDeque::new(),
             frames_seen: 0,
             last_frame: None,
+            meter: Meter {
+                frame_ms: None,
+                model_ms: vec![None; k],
+                since_selection: 0,
+            },
         })
     }
 
@@ -376,6 +412,11 @@ impl Controller {
 
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// The measured time per frame (EWMA, ms), profiling and probes included.
+    pub fn measured_ms_per_frame(&self) -> Option<f64> {
+        self.meter.frame_ms
     }
 
     /// Frames seen so far.
@@ -434,6 +475,7 @@ impl Controller {
             } => Ok(self.on_served(id, uncertainty, predicted_loss)),
             Event::LinksReady { cause } => self.on_links_ready(cause, links),
             Event::LinksUpdated => Ok(Vec::new()),
+            Event::Cost { ms, models } => self.on_cost(ms, &models, links),
             Event::TrainingFailed => {
                 self.phase = Phase::Warmup {
                     samples: Vec::new(),
@@ -553,6 +595,49 @@ impl Controller {
         };
         order_by_parents(&mut groups, &self.parents);
         groups
+    }
+
+    /// Updates the measured costs; when the measured time per frame exceeds the time budget,
+    /// re-selects with the measured model latencies under the budget less the measured
+    /// overhead (profiling, probes, links): cause `over_budget`.
+    fn on_cost(
+        &mut self,
+        ms: f64,
+        models: &[(usize, f64)],
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        if !ms.is_finite() || ms < 0.0 {
+            return Ok(Vec::new());
+        }
+        self.meter.frame_ms = Some(ewma(self.meter.frame_ms, ms));
+        for &(m, t) in models {
+            if let Some(slot) = self.meter.model_ms.get_mut(m)
+                && t.is_finite()
+                && t >= 0.0
+            {
+                *slot = Some(ewma(*slot, t));
+            }
+        }
+        self.meter.since_selection += 1;
+        let (Some(limit), Some(measured)) = (self.budget.ms_per_frame, self.meter.frame_ms) else {
+            return Ok(Vec::new());
+        };
+        let serving = matches!(self.phase, Phase::Serving(_));
+        if !serving || measured <= limit || self.meter.since_selection < COST_MIN_FRAMES {
+            return Ok(Vec::new());
+        }
+        for (m, t) in self.meter.model_ms.iter().enumerate() {
+            if let Some(t) = t {
+                self.costs.models[m].ms_per_frame = *t;
+            }
+        }
+        let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
+        let overhead = (measured - serving_ms).max(0.0);
+        let budget = self.budget;
+        self.budget.ms_per_frame = Some((limit - overhead).max(0.0));
+        let sel = self.select(Cause::OverBudget, links);
+        self.budget = budget;
+        Ok(vec![sel?])
     }
 
     fn on_measured(
@@ -798,6 +883,7 @@ impl Controller {
 
     /// The standalone selection (no links): the models that fit, cheapest first.
     fn standalone(&mut self, cause: Cause) -> Command {
+        self.meter.restart();
         let sel = schedule::standalone(&self.costs, &self.budget);
         let to = close_over_parents(sel.active, &self.parents, &self.costs, &self.budget);
         let from = std::mem::replace(&mut self.active, to.clone());
@@ -825,6 +911,7 @@ impl Controller {
         let Some(links) = links else {
             return Ok(self.standalone(cause));
         };
+        self.meter.restart();
         let samples: Vec<Sample> = self.history.iter().flatten().cloned().collect();
         let scores = ProfiledScores::new(links, &self.specs, &samples);
         let sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
@@ -1330,6 +1417,83 @@ mod tests {
             costs: costs(),
         });
         assert_eq!(d.selections().len(), before);
+    }
+
+    #[test]
+    fn a_measured_time_over_the_budget_reselects_with_measured_costs() {
+        // Declared 10 ms each: two models fit 25 ms. They really take 20 ms each.
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            costs(),
+            Budget::time(25.0),
+            vec![None; 3],
+            false,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(false));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        assert_eq!(d.c.active().len(), 2);
+        let active: Vec<usize> = d.c.active().iter().collect();
+        for _ in 0..COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 40.0,
+                models: active.iter().map(|&m| (m, 20.0)).collect(),
+            });
+        }
+        assert_eq!(
+            d.c.measured_ms_per_frame(),
+            None,
+            "the new set is measured afresh"
+        );
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(last.2, Cause::OverBudget);
+        assert_eq!(last.1.len(), 1, "one model at 20 ms fits 25 ms");
+        // Within the budget: no re-selection.
+        let before = d.selections().len();
+        for _ in 0..2 * COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 20.0,
+                models: vec![(last.1[0], 20.0)],
+            });
+        }
+        assert!(d.c.measured_ms_per_frame().unwrap() < 25.0);
+        let over: Vec<_> = d.selections()[before..].to_vec();
+        assert!(over.is_empty(), "{over:?}");
+    }
+
+    #[test]
+    fn profiling_overhead_counts_against_the_time_budget() {
+        // Declared costs are right (10 ms), but profiling adds 10 ms a frame on average:
+        // 20 + 10 = 30 > 25, so one model must go.
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            costs(),
+            Budget::time(25.0),
+            vec![None; 3],
+            false,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(false));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        let active: Vec<usize> = d.c.active().iter().collect();
+        for _ in 0..COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 30.0,
+                models: active.iter().map(|&m| (m, 10.0)).collect(),
+            });
+        }
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!((last.2, last.1.len()), (Cause::OverBudget, 1));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub(super) struct Driver {
     /// Video time origin for frames without a PTS.
     started: Instant,
     pub decisions: Vec<Decision>,
+    /// Inference time spent on the current frame's account, and each model's latency.
+    frame_ms: f64,
+    frame_model_ms: Vec<(usize, f64)>,
     /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
     pub predicted_accuracy: Vec<Option<f64>>,
     pub summary: RunSummary,
@@ -87,6 +90,8 @@ impl Driver {
             next_id: 0,
             started: Instant::now(),
             decisions: Vec::new(),
+            frame_ms: 0.0,
+            frame_model_ms: Vec::new(),
             summary,
         }
     }
@@ -125,7 +130,35 @@ impl Driver {
         let time_s = frame
             .pts_ns
             .map_or(self.started.elapsed().as_secs_f64(), |p| p as f64 / 1e9);
-        self.send(Event::Frame { id, time_s }, Some(&frame))
+        self.frame_ms = 0.0;
+        self.frame_model_ms.clear();
+        self.send(Event::Frame { id, time_s }, Some(&frame))?;
+        // Everything run on this frame's account is charged to it: serving, profiling,
+        // probes and runs in turns over kept frames.
+        let cost = Event::Cost {
+            ms: self.frame_ms,
+            models: std::mem::take(&mut self.frame_model_ms),
+        };
+        self.send(cost, None)?;
+        if self.ctl.budget().ms_per_frame.is_some()
+            && let Some(ms) = self.ctl.measured_ms_per_frame()
+        {
+            self.metrics
+                .budget_used
+                .with_label_values(&["ms_per_frame"])
+                .set(ms);
+        }
+        Ok(())
+    }
+
+    /// Adds what a run of models on one frame cost to the current frame's account.
+    fn charge(&mut self, out: &FrameOutputs) {
+        self.frame_ms += out.inference_ms;
+        for (m, ms) in out.model_ms.iter().enumerate() {
+            if let Some(ms) = ms {
+                self.frame_model_ms.push((m, *ms));
+            }
+        }
     }
 
     /// Carries out one command; returns the event it produces, if any.
@@ -154,6 +187,7 @@ impl Driver {
                 if let Err(e) = self.pool.run(&all, frame, &mut out) {
                     tracing::error!(error = %e, "profiling inference failed on a frame");
                 }
+                self.charge(&out);
                 self.summary.profiling_frames += 1;
                 self.emit_exact(frame, &out);
                 let samples = complete(&out).into_iter().collect();
@@ -186,6 +220,9 @@ impl Driver {
                     .collect();
                 let keep = self.ctl.active().clone();
                 let outs = self.pool.run_all_in_turns(&groups, &kept, &keep)?;
+                for out in &outs {
+                    self.charge(out);
+                }
                 if purpose != Purpose::Label {
                     self.summary.profiling_frames += kept.len() as u64;
                 }
@@ -255,12 +292,6 @@ impl Driver {
             .expected_accuracy
             .with_label_values(&[&self.pipeline_name])
             .set(sel.objective);
-        if self.ctl.budget().ms_per_frame.is_some() {
-            self.metrics
-                .budget_used
-                .with_label_values(&["ms_per_frame"])
-                .set(self.ctl.costs().set_cost(&sel.to).ms_per_frame);
-        }
         if sel.cause != Cause::NoLinks {
             self.metrics.reselections.with_label_values(&[cause]).inc();
             self.summary.reselections += 1;
@@ -336,6 +367,7 @@ impl Driver {
     fn serve(&mut self, frame: &Frame, active: &ModelSet) -> (Option<f64>, Option<f64>) {
         let mut out = FrameOutputs::new(self.k());
         let failure = self.pool.run(active, frame, &mut out).err();
+        self.charge(&out);
         if let Some(e) = &failure {
             tracing::error!(error = %e, "inference failed on a frame; its outputs are unavailable");
         }
