@@ -48,9 +48,10 @@ pub struct Args {
     /// Accuracy Reducto's thresholds are tuned for on the training part.
     #[arg(long, default_value_t = 0.9)]
     pub reducto_target: f64,
-    /// Cost of one link network as MB:MS.
-    #[arg(long, value_name = "MB:MS", default_value = "0.1:0.05")]
-    pub link_cost: String,
+    /// Cost of one link network as MB:MS (default: the trained links' mean parameter
+    /// memory, as the engine charges it, and 0.05 ms).
+    #[arg(long, value_name = "MB:MS")]
+    pub link_cost: Option<String>,
     /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
     #[arg(long = "cost", value_name = "ID=MB:MS")]
     pub costs: Vec<String>,
@@ -138,7 +139,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         min_profile_frames: args.min_profile_frames,
         profile_window: args.profile_window,
         reducto_target: args.reducto_target,
-        link_cost: parse_cost(&args.link_cost).context("--link-cost")?,
+        link_cost: match &args.link_cost {
+            Some(c) => parse_cost(c).context("--link-cost")?,
+            None => ReplayConfig::default().link_cost,
+        },
+        link_memory_from_links: args.link_cost.is_none(),
         seed: args.seed,
     };
     let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();

@@ -156,7 +156,12 @@ pub enum Event {
     TrainingFailed,
     /// What one frame cost: inference time spent on its account (serving, profiling, probes
     /// and runs in turns included) and each model's measured latency when it ran.
-    Cost { ms: f64, models: Vec<(usize, f64)> },
+    Cost {
+        ms: f64,
+        models: Vec<(usize, f64)>,
+        /// Measured time of one link prediction on this frame (ms), when links ran.
+        link_ms: Option<f64>,
+    },
     /// The configuration changed.
     ConfigChanged {
         settings: Settings,
@@ -185,13 +190,20 @@ pub struct Selected {
     pub ensembles: Vec<f64>,
     /// Per model outside the set: its accuracy measured on the profiling samples.
     pub measured: Vec<Option<f64>>,
+    /// Whether the set predicts the others (false: the budget holds no links).
+    pub predict: bool,
 }
 
 /// What the controller tells the driver to do, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Run `active` on the frame, predict the others.
-    Serve { frame: FrameId, active: ModelSet },
+    /// Run `active` on the frame, predict the others (with `predict`; otherwise their
+    /// outputs are unavailable: the budget holds no links).
+    Serve {
+        frame: FrameId,
+        active: ModelSet,
+        predict: bool,
+    },
     /// Run every model on the frame (they fit together), write exact records and report
     /// `Event::Measured { purpose }`.
     Profile { frame: FrameId, purpose: Purpose },
@@ -256,6 +268,7 @@ pub const COST_MIN_FRAMES: u64 = 10;
 pub struct Meter {
     pub frame_ms: Option<f64>,
     pub model_ms: Vec<Option<f64>>,
+    pub link_ms: Option<f64>,
     /// Frames measured since the last selection.
     pub since_selection: u64,
 }
@@ -337,6 +350,9 @@ pub struct Controller {
     frames_seen: u64,
     last_frame: Option<FrameId>,
     meter: Meter,
+    /// Whether the active set predicts the other models (false when the budget holds no
+    /// links: see `select`).
+    predict: bool,
 }
 
 impl Controller {
@@ -386,9 +402,11 @@ impl Controller {
             history: VecDeque::new(),
             frames_seen: 0,
             last_frame: None,
+            predict: true,
             meter: Meter {
                 frame_ms: None,
                 model_ms: vec![None; k],
+                link_ms: None,
                 since_selection: 0,
             },
         })
@@ -412,6 +430,14 @@ impl Controller {
 
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// Charges links at `cost` each from now on (the links' parameter memory and measured
+    /// prediction time).
+    pub fn set_link_cost(&mut self, cost: crate::schedule::Cost) {
+        if cost.is_valid() {
+            self.costs.link = cost;
+        }
     }
 
     /// The measured time per frame (EWMA, ms), profiling and probes included.
@@ -475,7 +501,16 @@ impl Controller {
             } => Ok(self.on_served(id, uncertainty, predicted_loss)),
             Event::LinksReady { cause } => self.on_links_ready(cause, links),
             Event::LinksUpdated => Ok(Vec::new()),
-            Event::Cost { ms, models } => self.on_cost(ms, &models, links),
+            Event::Cost {
+                ms,
+                models,
+                link_ms,
+            } => {
+                if let Some(t) = link_ms.filter(|t| t.is_finite() && *t >= 0.0) {
+                    self.meter.link_ms = Some(ewma(self.meter.link_ms, t));
+                }
+                self.on_cost(ms, &models, links)
+            }
             Event::TrainingFailed => {
                 self.phase = Phase::Warmup {
                     samples: Vec::new(),
@@ -496,10 +531,19 @@ impl Controller {
         self.last_frame = Some(id);
         let all_fit = self.all_fit_at_once();
         let active = self.active.clone();
+        let predict = self.predict;
         let mut out = Vec::new();
         match &mut self.phase {
-            Phase::AllExact => out.push(Command::Serve { frame: id, active }),
-            Phase::Training { .. } => out.push(Command::Serve { frame: id, active }),
+            Phase::AllExact => out.push(Command::Serve {
+                frame: id,
+                active,
+                predict,
+            }),
+            Phase::Training { .. } => out.push(Command::Serve {
+                frame: id,
+                active,
+                predict,
+            }),
             Phase::Warmup { samples, kept } => {
                 if all_fit {
                     out.push(Command::Profile {
@@ -507,7 +551,11 @@ impl Controller {
                         purpose: Purpose::Warmup,
                     });
                 } else {
-                    out.push(Command::Serve { frame: id, active });
+                    out.push(Command::Serve {
+                        frame: id,
+                        active,
+                        predict,
+                    });
                     out.push(Command::Keep { frame: id });
                     kept.push(id);
                     let remaining = self.settings.warmup_samples.saturating_sub(samples.len());
@@ -537,7 +585,11 @@ impl Controller {
                             purpose: Purpose::Period,
                         });
                     } else {
-                        out.push(Command::Serve { frame: id, active });
+                        out.push(Command::Serve {
+                            frame: id,
+                            active,
+                            predict,
+                        });
                         out.push(Command::Keep { frame: id });
                         s.period.kept.push(id);
                         if s.period.to_profile == 0 {
@@ -552,12 +604,20 @@ impl Controller {
                             purpose: Purpose::Probe,
                         });
                     } else {
-                        out.push(Command::Serve { frame: id, active });
+                        out.push(Command::Serve {
+                            frame: id,
+                            active,
+                            predict,
+                        });
                         out.push(Command::Keep { frame: id });
                         out.push(self.in_turns(vec![id], Purpose::Probe));
                     }
                 } else {
-                    out.push(Command::Serve { frame: id, active });
+                    out.push(Command::Serve {
+                        frame: id,
+                        active,
+                        predict,
+                    });
                 }
             }
         }
@@ -630,6 +690,9 @@ impl Controller {
             if let Some(t) = t {
                 self.costs.models[m].ms_per_frame = *t;
             }
+        }
+        if let Some(t) = self.meter.link_ms {
+            self.costs.link.ms_per_frame = t;
         }
         let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
         let overhead = (measured - serving_ms).max(0.0);
@@ -884,6 +947,7 @@ impl Controller {
     /// The standalone selection (no links): the models that fit, cheapest first.
     fn standalone(&mut self, cause: Cause) -> Command {
         self.meter.restart();
+        self.predict = true;
         let sel = schedule::standalone(&self.costs, &self.budget);
         let to = close_over_parents(sel.active, &self.parents, &self.costs, &self.budget);
         let from = std::mem::replace(&mut self.active, to.clone());
@@ -899,6 +963,7 @@ impl Controller {
             link_matrix: Vec::new(),
             ensembles: Vec::new(),
             measured: vec![None; self.k()],
+            predict: true,
         }))
     }
 
@@ -914,8 +979,43 @@ impl Controller {
         self.meter.restart();
         let samples: Vec<Sample> = self.history.iter().flatten().cloned().collect();
         let scores = ProfiledScores::new(links, &self.specs, &samples);
-        let sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
-        let to = close_over_parents(sel.active, &self.parents, &self.costs, &self.budget);
+        let mut sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
+        let mut predict = true;
+        if sel.active.is_empty() && self.k() > 0 {
+            // The policy stopped at a model that does not fit with its links (the paper's
+            // rule stops at the first misfit): try the greedy that skips misfits, and when
+            // nothing fits with links at all, serve the models that fit alone rather than
+            // leave every output unavailable.
+            let greedy = schedule::gain(&self.costs, &self.budget, &scores);
+            if !greedy.active.is_empty() {
+                sel.reason = format!(
+                    "{}; the greedy that skips misfits found a set that fits with its links",
+                    sel.reason
+                );
+                sel.active = greedy.active;
+            } else {
+                let alone = schedule::standalone(
+                    &Costs::models_only(self.costs.models.clone()),
+                    &self.budget,
+                );
+                if !alone.active.is_empty() {
+                    sel.reason = format!(
+                        "no model fits the budget together with its links ({}); serving the \
+                         models that fit alone, without predictions",
+                        sel.reason
+                    );
+                    sel.active = alone.active;
+                    predict = false;
+                }
+            }
+        }
+        let costs_now = if predict {
+            self.costs.clone()
+        } else {
+            Costs::models_only(self.costs.models.clone())
+        };
+        let to = close_over_parents(sel.active, &self.parents, &costs_now, &self.budget);
+        self.predict = predict;
         let k = self.k();
         let predicted: Vec<usize> = to.complement_iter().collect();
         let ensembles: Vec<f64> = (0..k)
@@ -950,6 +1050,7 @@ impl Controller {
             link_matrix: scores.link_matrix().to_vec(),
             ensembles,
             measured,
+            predict,
         })))
     }
 }
@@ -1071,7 +1172,7 @@ mod tests {
             for cmd in cmds {
                 self.log.push(cmd.clone());
                 match cmd {
-                    Command::Serve { frame, active } => self.served.push((frame, active)),
+                    Command::Serve { frame, active, .. } => self.served.push((frame, active)),
                     Command::Profile { frame, purpose } => {
                         self.profiled.push((frame, purpose));
                         let s = (self.sample_of)(frame);
@@ -1443,6 +1544,7 @@ mod tests {
             d.send(Event::Cost {
                 ms: 40.0,
                 models: active.iter().map(|&m| (m, 20.0)).collect(),
+                link_ms: None,
             });
         }
         assert_eq!(
@@ -1459,6 +1561,7 @@ mod tests {
             d.send(Event::Cost {
                 ms: 20.0,
                 models: vec![(last.1[0], 20.0)],
+                link_ms: None,
             });
         }
         assert!(d.c.measured_ms_per_frame().unwrap() < 25.0);
@@ -1490,10 +1593,53 @@ mod tests {
             d.send(Event::Cost {
                 ms: 30.0,
                 models: active.iter().map(|&m| (m, 10.0)).collect(),
+                link_ms: None,
             });
         }
         let last = d.selections().last().cloned().unwrap();
         assert_eq!((last.2, last.1.len()), (Cause::OverBudget, 1));
+    }
+
+    #[test]
+    fn a_budget_equal_to_the_cheapest_model_still_serves_it() {
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let mut c = costs();
+        c.link = Cost::new(1.0, 0.1);
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            c,
+            Budget::memory(100.0),
+            vec![None; 3],
+            false,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(true));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        // A model and its two links take 102 MB: the model alone is served, unpredicted.
+        assert_eq!(d.c.active().len(), 1);
+        d.frame(0, 0.0);
+        d.frame(1, 1.0);
+        let predict: Vec<bool> = d
+            .log
+            .iter()
+            .filter_map(|c| match c {
+                Command::Serve { predict, .. } => Some(*predict),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(predict, [false, false]);
+        let sel = match d.log.iter().rev().find(|c| matches!(c, Command::Select(_))) {
+            Some(Command::Select(s)) => s.clone(),
+            _ => unreachable!(),
+        };
+        assert!(
+            !sel.predict && sel.reason.contains("without predictions"),
+            "{sel:?}"
+        );
     }
 
     #[test]

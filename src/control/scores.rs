@@ -37,6 +37,28 @@ pub struct BundleLinks<'a> {
     pub to_bundle: &'a [usize],
 }
 
+impl BundleLinks<'_> {
+    /// Mean parameter memory of one link between the pipeline's models, in MB (f32
+    /// weights): what the scheduler charges per link network.
+    pub fn mean_link_memory_mb(&self) -> Option<f64> {
+        let k = self.to_bundle.len();
+        let mut total = 0usize;
+        let mut n = 0usize;
+        for i in 0..k {
+            for j in (0..k).filter(|&j| j != i) {
+                if let Ok(p) = self
+                    .bundle
+                    .link_params(self.to_bundle[i], self.to_bundle[j])
+                {
+                    total += p.len();
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| total as f64 * 4.0 / 1e6 / n as f64)
+    }
+}
+
 impl Predictor for BundleLinks<'_> {
     fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue> {
         let inputs: Vec<(usize, &OutputValue)> = sources

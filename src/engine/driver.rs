@@ -50,6 +50,8 @@ pub(super) struct Driver {
     /// Inference time spent on the current frame's account, and each model's latency.
     frame_ms: f64,
     frame_model_ms: Vec<(usize, f64)>,
+    /// Time of one link prediction on the current frame (ms), when links ran.
+    frame_link_ms: Option<f64>,
     /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
     pub predicted_accuracy: Vec<Option<f64>>,
     pub summary: RunSummary,
@@ -92,6 +94,7 @@ impl Driver {
             decisions: Vec::new(),
             frame_ms: 0.0,
             frame_model_ms: Vec::new(),
+            frame_link_ms: None,
             summary,
         }
     }
@@ -132,12 +135,14 @@ impl Driver {
             .map_or(self.started.elapsed().as_secs_f64(), |p| p as f64 / 1e9);
         self.frame_ms = 0.0;
         self.frame_model_ms.clear();
+        self.frame_link_ms = None;
         self.send(Event::Frame { id, time_s }, Some(&frame))?;
         // Everything run on this frame's account is charged to it: serving, profiling,
         // probes and runs in turns over kept frames.
         let cost = Event::Cost {
             ms: self.frame_ms,
             models: std::mem::take(&mut self.frame_model_ms),
+            link_ms: self.frame_link_ms,
         };
         self.send(cost, None)?;
         if self.ctl.budget().ms_per_frame.is_some()
@@ -168,9 +173,11 @@ impl Driver {
         frame: Option<&Frame>,
     ) -> Result<Option<Event>, EngineError> {
         match cmd {
-            Command::Serve { active, .. } => {
+            Command::Serve {
+                active, predict, ..
+            } => {
                 let Some(frame) = frame else { return Ok(None) };
-                let (uncertainty, predicted_loss) = self.serve(frame, &active);
+                let (uncertainty, predicted_loss) = self.serve(frame, &active, predict);
                 Ok(Some(Event::Served {
                     id: self.next_id.saturating_sub(1),
                     uncertainty,
@@ -364,7 +371,12 @@ impl Driver {
     /// Serves one frame: the models of `active` exact, the others predicted (or unavailable
     /// with the reason). Returns the largest uncertainty and predicted loss of the
     /// predictions, for the labelling policy.
-    fn serve(&mut self, frame: &Frame, active: &ModelSet) -> (Option<f64>, Option<f64>) {
+    fn serve(
+        &mut self,
+        frame: &Frame,
+        active: &ModelSet,
+        predict: bool,
+    ) -> (Option<f64>, Option<f64>) {
         let mut out = FrameOutputs::new(self.k());
         let failure = self.pool.run(active, frame, &mut out).err();
         self.charge(&out);
@@ -392,14 +404,22 @@ impl Driver {
             }
             let predicted = match (&self.bundle, &failure) {
                 (_, Some(e)) if active.contains(m) => Err(format!("inference failed: {e}")),
+                (Some(_), _) if !predict => {
+                    Err("the budget holds no links: only the models that fit alone run".to_string())
+                }
                 (Some(bundle), _) => {
                     let t = Instant::now();
                     match bundle.predict(self.to_bundle[m], &sources) {
                         Ok(p) => {
+                            let secs = t.elapsed().as_secs_f64();
                             self.metrics
                                 .link_seconds
                                 .with_label_values(&[&self.ids[m]])
-                                .observe(t.elapsed().as_secs_f64());
+                                .observe(secs);
+                            // An ensemble over n sources runs n links.
+                            let per_link = secs * 1000.0 / p.sources.len().max(1) as f64;
+                            self.frame_link_ms =
+                                Some(self.frame_link_ms.map_or(per_link, |l| l.max(per_link)));
                             self.metrics
                                 .model_predictions
                                 .with_label_values(&[&self.ids[m]])
@@ -567,6 +587,18 @@ impl Driver {
         if cause == Cause::Trained {
             bundle.save(&self.links_path)?;
             tracing::info!(path = %self.links_path.display(), "links saved");
+        }
+        // Links are charged at their own size from now on (their prediction time is
+        // measured while serving).
+        let links = BundleLinks {
+            bundle: &bundle,
+            to_bundle: &self.to_bundle,
+        };
+        if let Some(mb) = links.mean_link_memory_mb() {
+            let mut cost = self.ctl.costs().link;
+            cost.memory_mb = mb;
+            self.ctl.set_link_cost(cost);
+            tracing::info!(memory_mb = mb, "link cost from the links' parameters");
         }
         self.bundle = Some(Arc::new(bundle));
         self.start_trainer();

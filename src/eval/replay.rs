@@ -59,6 +59,9 @@ pub struct ReplayConfig {
     pub reducto_target: f64,
     /// Cost of one link network (an ensemble over `n` sources costs `n` links).
     pub link_cost: Cost,
+    /// Replace `link_cost`'s memory by the trained links' mean parameter memory (the
+    /// engine's rule); false keeps `link_cost` as given.
+    pub link_memory_from_links: bool,
     /// Seed of link training.
     pub seed: u64,
 }
@@ -73,6 +76,7 @@ impl Default for ReplayConfig {
             profile_window: 4,
             reducto_target: 0.9,
             link_cost: Cost::new(0.1, 0.05),
+            link_memory_from_links: true,
             seed: 0,
         }
     }
@@ -219,13 +223,23 @@ impl<'p> Replay<'p> {
 
     fn build(
         problem: &'p Problem,
-        cfg: ReplayConfig,
+        mut cfg: ReplayConfig,
         train: Range<usize>,
         test: Range<usize>,
         links: LinkBundle,
     ) -> Result<Self, EvalError> {
         let periods = plan_periods(problem, test.clone(), &cfg)?;
         let k = problem.n_models();
+        let identity: Vec<usize> = (0..k).collect();
+        if cfg.link_memory_from_links
+            && let Some(mb) = (BundleLinks {
+                bundle: &links,
+                to_bundle: &identity,
+            })
+            .mean_link_memory_mb()
+        {
+            cfg.link_cost.memory_mb = mb;
+        }
         Ok(Replay {
             problem,
             k,
@@ -234,7 +248,7 @@ impl<'p> Replay<'p> {
             test,
             periods,
             links,
-            identity: (0..k).collect(),
+            identity,
             cache: RefCell::new(BTreeMap::new()),
         })
     }
@@ -251,6 +265,7 @@ impl<'p> Replay<'p> {
         self.problem
     }
 
+    /// The configuration, with the link cost the replay charges.
     pub fn config(&self) -> &ReplayConfig {
         &self.cfg
     }
@@ -421,10 +436,21 @@ impl<'p> Replay<'p> {
             };
             for cmd in ctl.handle(event, Some(&links)).map_err(err)? {
                 match cmd {
-                    Command::Serve { frame, active } => {
+                    Command::Serve {
+                        frame,
+                        active,
+                        predict,
+                    } => {
                         let t = frame as usize;
                         let mask = mask_of(&active);
-                        tally.add(&self.frame_scores(mask, t), &costs, &active);
+                        if predict {
+                            tally.add(&self.frame_scores(mask, t), &costs, &active);
+                        } else {
+                            let alone: Vec<f64> = (0..k)
+                                .map(|j| f64::from(u8::from(active.contains(j))))
+                                .collect();
+                            tally.add(&alone, &Costs::models_only(costs.models.clone()), &active);
+                        }
                     }
                     Command::Profile { frame, purpose } => {
                         let t = frame as usize;
