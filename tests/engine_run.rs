@@ -137,9 +137,12 @@ fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let p = pipeline(dir.path(), &vtest_camera("lobby"), 30.0, port, "");
+    // Offline: periods follow video time, and live pacing on a busy machine would drop
+    // frames while the three models load in turns every 2 s period.
     let opts = RunOptions {
         max_frames: Some(60),
         links_out: Some(dir.path().join("links.bundle")),
+        offline: true,
         ..RunOptions::default()
     };
     let (_stop, handle) = run_in_thread(p, opts);
@@ -259,6 +262,10 @@ fn hot_reload_adds_a_camera_and_rejects_an_invalid_edit() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let p = pipeline(dir.path(), &vtest_camera("first"), 30.0, port, "");
+    // Periods of 30 s of video: with 2 s ones the models load in turns nearly all the time
+    // and the file checks between frames can miss the short-lived invalid edit.
+    let text = std::fs::read_to_string(&p).unwrap();
+    write_atomically(&p, &text.replace("period_s: 2\n", "period_s: 30\n"));
     let opts = RunOptions {
         duration: Some(Duration::from_secs(200)),
         links_out: Some(dir.path().join("links.bundle")),

@@ -79,7 +79,7 @@ pub struct Settings {
 /// Frames per second assumed for a camera without sampling.
 pub const ASSUMED_FPS: f64 = 10.0;
 /// Profiling frames kept at most for a run in turns, by default.
-pub const DEFAULT_MAX_KEPT_FRAMES: u64 = 64;
+pub const DEFAULT_MAX_KEPT_FRAMES: u64 = 32;
 
 impl Settings {
     /// The settings of a pipeline file.

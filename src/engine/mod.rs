@@ -7,6 +7,7 @@
 //! - `driver`: carries out the controller's commands (serve, profile, run in turns, select,
 //!   train).
 //! - `signals`, `reload`: the metrics endpoint with SIGINT/SIGTERM, and hot reload.
+//! - [`startup`]: the start-up checks `mlink run` and `mlink validate` share.
 //! - [`exec`]: budget-checked model loads and dependency-ordered execution.
 //! - [`online`]: online link training off the frame path.
 //! - [`record`], [`sink`]: output records and where they go.
@@ -23,6 +24,7 @@ mod reload;
 #[cfg(feature = "gst")]
 mod signals;
 pub mod sink;
+pub mod startup;
 #[cfg(feature = "gst")]
 pub mod wiring;
 

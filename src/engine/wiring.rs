@@ -5,14 +5,11 @@
 use super::driver::Driver;
 use super::exec::ModelPool;
 use super::sink::{self, SinkSet};
-use super::{EngineError, RunOptions, RunSummary, frames, process_cpu_seconds, signals};
-use crate::adapt::oracle::OracleLink;
+use super::{EngineError, RunOptions, RunSummary, frames, process_cpu_seconds, signals, startup};
 use crate::config::{self, CostConfig, Pipeline};
 use crate::control::{Cause, Controller, Settings, TrainingPolicy};
-use crate::link::LinkBundle;
 use crate::metrics::Metrics;
 use crate::models;
-use crate::output::OutputSpec;
 use crate::schedule::{Budget, Cost, Costs, ModelSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,12 +35,7 @@ pub fn run(
     let metrics_server = signals::start_metrics(&cfg, &opts, metrics.clone(), stop.clone())?;
     models::init_runtime()?;
 
-    let head_specs = cfg
-        .models
-        .iter()
-        .map(|m| models::head_spec(m, &base))
-        .collect::<Result<Vec<_>, _>>()?;
-    let (oracles, specs) = load_oracles(&cfg, &base, head_specs)?;
+    let (oracles, specs) = startup::output_specs(&cfg, &base)?;
     let model_costs = measure_costs(&cfg, &base, &metrics)?;
     let costs = Costs {
         models: model_costs,
@@ -131,10 +123,7 @@ pub fn run(
             }
         }
         if let Some(path) = &given_bundle {
-            let bundle = LinkBundle::load(path)?;
-            let models: Vec<(String, OutputSpec)> =
-                d.ids.iter().cloned().zip(d.specs.iter().cloned()).collect();
-            bundle.check_models(&models)?;
+            let bundle = startup::load_bundle(&d.cfg, &d.specs, path)?;
             d.install_bundle(bundle, Cause::Startup)?;
         }
     }
@@ -205,45 +194,6 @@ pub fn write_decisions(
     crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| {
         EngineError::Other(format!("cannot write decisions to {}: {e}", path.display()))
     })
-}
-
-/// Per model of a pipeline: its oracle link, when it has one.
-type ModelOracles = Vec<Option<Arc<OracleLink>>>;
-
-/// Loads the models' oracle links (`models[].oracle`), checking that each maps the model's own
-/// output; a model with an oracle then outputs the oracle's spec.
-pub(crate) fn load_oracles(
-    cfg: &Pipeline,
-    base: &Path,
-    mut specs: Vec<OutputSpec>,
-) -> Result<(ModelOracles, Vec<OutputSpec>), EngineError> {
-    let mut oracles = Vec::with_capacity(cfg.models.len());
-    for (m, spec) in cfg.models.iter().zip(specs.iter_mut()) {
-        let Some(path) = &m.oracle else {
-            oracles.push(None);
-            continue;
-        };
-        let path = config::resolve_path(base, path);
-        let oracle = OracleLink::load(&path).map_err(|e| {
-            EngineError::Other(format!(
-                "model {}: oracle link {}: {e}",
-                m.id,
-                path.display()
-            ))
-        })?;
-        if oracle.source_spec != *spec {
-            return Err(EngineError::Other(format!(
-                "model {}: the oracle link {} maps a different output ({:?}) than the model gives ({:?})",
-                m.id,
-                path.display(),
-                oracle.source_spec,
-                spec
-            )));
-        }
-        *spec = oracle.spec.clone();
-        oracles.push(Some(Arc::new(oracle)));
-    }
-    Ok((oracles, specs))
 }
 
 /// Where links are saved when the pipeline names no bundle: `out/<pipeline>.links`.
