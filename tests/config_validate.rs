@@ -747,7 +747,7 @@ fn validate_cli(case: &Case) -> (Option<i32>, String) {
 
 #[test]
 fn validate_checks_a_named_bundle_against_the_models_as_run_does() {
-    use mlink::link::{LinkBundle, TrainParams};
+    use mlink::link::{LinkBundle, Sample, TrainParams};
     use mlink::output::{OutputSpec, OutputValue, TaskKind};
     let case = Case::new(&edit(
         "scheduler:\n",
@@ -759,10 +759,10 @@ fn validate_checks_a_named_bundle_against_the_models_as_run_does() {
         ("det".to_string(), count.clone()),
         ("gone".to_string(), count),
     ];
-    let samples: Vec<Vec<Option<OutputValue>>> = (0..20)
+    let samples: Vec<Sample> = (0..20)
         .map(|i| {
-            let v = Some(OutputValue::Vector(vec![(i % 3) as f32]));
-            vec![v.clone(), v]
+            let v = OutputValue::Vector(vec![(i % 3) as f32]);
+            Sample::complete([v.clone(), v])
         })
         .collect();
     let params = TrainParams {

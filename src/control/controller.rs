@@ -17,7 +17,7 @@
 //! `AllExact` is the unbounded mode: every model runs on every frame, nothing is selected.
 
 use super::period::{PeriodClock, PeriodLength, Spacing};
-use super::scores::{Predictor, ProfiledScores, Sample, close_over_parents};
+use super::scores::{Predictor, ProfiledScores, Row, close_over_parents};
 use super::{Cause, TrainingPolicy};
 use crate::config::{AdaptationPolicy, Pipeline, SelectionPolicy};
 use crate::output::OutputSpec;
@@ -140,7 +140,7 @@ pub enum Event {
     Measured {
         purpose: Purpose,
         frames: usize,
-        samples: Vec<Sample>,
+        samples: Vec<Row>,
     },
     /// A frame was served; the largest uncertainty and predicted loss of its predictions.
     Served {
@@ -220,10 +220,10 @@ pub enum Command {
     Select(Box<Selected>),
     /// Train the links on the warm-up samples, off the frame path; report
     /// `Event::LinksReady { cause: Cause::Trained }` or `Event::TrainingFailed`.
-    StartTraining { samples: Vec<Sample> },
+    StartTraining { samples: Vec<Row> },
     /// Fine-tune the links on labelled samples, off the frame path.
     Train {
-        samples: Vec<Sample>,
+        samples: Vec<Row>,
         policy: TrainingPolicy,
     },
     /// Release kept frames without running anything (queued frames no longer wanted).
@@ -292,7 +292,7 @@ pub enum Phase {
     /// Every model exact, nothing selected (no budget).
     AllExact,
     Warmup {
-        samples: Vec<Sample>,
+        samples: Vec<Row>,
         kept: Vec<FrameId>,
     },
     Training {
@@ -318,14 +318,14 @@ pub struct PeriodState {
     /// Frames kept for a run in turns.
     pub kept: Vec<FrameId>,
     /// This period's samples so far.
-    pub samples: Vec<Sample>,
+    pub samples: Vec<Row>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DriftState {
     pub spacing: Spacing,
     pub expected: Option<f64>,
-    pub probes: Vec<Sample>,
+    pub probes: Vec<Row>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -346,7 +346,7 @@ pub struct Controller {
     active: ModelSet,
     phase: Phase,
     /// Profiling batches that score the links, the latest last.
-    history: VecDeque<Vec<Sample>>,
+    history: VecDeque<Vec<Row>>,
     frames_seen: u64,
     last_frame: Option<FrameId>,
     meter: Meter,
@@ -707,7 +707,7 @@ impl Controller {
         &mut self,
         purpose: Purpose,
         frames: usize,
-        rows: Vec<Sample>,
+        rows: Vec<Row>,
         links: Option<&dyn Predictor>,
     ) -> Result<Vec<Command>, ControlError> {
         let mut out = Vec::new();
@@ -861,8 +861,8 @@ impl Controller {
     }
 
     /// Seeds the scores with the latest warm-up samples, until the first period is profiled.
-    pub fn seed_samples(&mut self, samples: &[Sample]) {
-        let rows: Vec<Sample> = samples
+    pub fn seed_samples(&mut self, samples: &[Row]) {
+        let rows: Vec<Row> = samples
             .iter()
             .rev()
             .take(WARM_SCORING_SAMPLES)
@@ -937,7 +937,7 @@ impl Controller {
         }])
     }
 
-    fn remember(&mut self, batch: Vec<Sample>) {
+    fn remember(&mut self, batch: Vec<Row>) {
         self.history.push_back(batch);
         while self.history.len() > self.settings.profile_window.max(1) {
             self.history.pop_front();
@@ -977,7 +977,7 @@ impl Controller {
             return Ok(self.standalone(cause));
         };
         self.meter.restart();
-        let samples: Vec<Sample> = self.history.iter().flatten().cloned().collect();
+        let samples: Vec<Row> = self.history.iter().flatten().cloned().collect();
         let scores = ProfiledScores::new(links, &self.specs, &samples);
         let mut sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
         let mut predict = true;
@@ -1106,7 +1106,7 @@ mod tests {
     }
 
     /// Three count models: 0 and 1 always agree; 2 agrees with them only when `agree`.
-    fn sample(agree: bool) -> Sample {
+    fn sample(agree: bool) -> Row {
         vec![v(1.0), v(1.0), v(if agree { 1.0 } else { 7.0 })]
     }
 
@@ -1147,7 +1147,7 @@ mod tests {
     struct Driver<'a> {
         c: Controller,
         links: Option<&'a dyn Predictor>,
-        sample_of: Box<dyn Fn(FrameId) -> Sample + 'a>,
+        sample_of: Box<dyn Fn(FrameId) -> Row + 'a>,
         log: Vec<Command>,
         served: Vec<(FrameId, ModelSet)>,
         profiled: Vec<(FrameId, Purpose)>,
@@ -1155,7 +1155,7 @@ mod tests {
     }
 
     impl<'a> Driver<'a> {
-        fn new(c: Controller, sample_of: impl Fn(FrameId) -> Sample + 'a) -> Self {
+        fn new(c: Controller, sample_of: impl Fn(FrameId) -> Row + 'a) -> Self {
             Driver {
                 c,
                 links: None,
@@ -1291,7 +1291,7 @@ mod tests {
     fn serving(
         s: Settings,
         budget_mb: f64,
-        sample_of: impl Fn(FrameId) -> Sample + 'static,
+        sample_of: impl Fn(FrameId) -> Row + 'static,
     ) -> Driver<'static> {
         let mut d = Driver::new(controller(s, budget_mb, vec![None; 3]), sample_of);
         d.links = Some(&CopyLinks);

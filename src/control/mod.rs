@@ -22,7 +22,7 @@ pub use controller::{
     Selected, Settings,
 };
 pub use period::{PeriodClock, PeriodLength};
-pub use scores::{BundleLinks, Predictor, ProfiledScores, Sample, close_over_parents, mean_score};
+pub use scores::{BundleLinks, Predictor, ProfiledScores, Row, close_over_parents, mean_score};
 
 /// Why the active set was (re-)selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -12,13 +12,14 @@
 //! profiling, so selections would follow training rather than the footage.
 
 use crate::link::LinkBundle;
-use crate::output::{OutputSpec, OutputValue, score};
+use crate::output::{OutputSpec, OutputValue};
 use crate::schedule::{Budget, Costs, LinkScores, ModelSet};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-/// One profiling sample: every model's exact output on one frame, in pipeline order.
-pub type Sample = Vec<OutputValue>;
+/// One complete row of a profiling sample: every model's exact output on one frame, in
+/// pipeline order.
+pub type Row = Vec<OutputValue>;
 
 /// What the controller needs from the trained links. Model indices are the pipeline's.
 pub trait Predictor {
@@ -87,14 +88,14 @@ impl Predictor for BundleLinks<'_> {
 pub struct ProfiledScores<'a, P: Predictor + ?Sized> {
     links: &'a P,
     specs: &'a [OutputSpec],
-    samples: &'a [Sample],
+    samples: &'a [Row],
     matrix: Vec<Vec<f64>>,
     ensembles: RefCell<HashMap<(Vec<usize>, usize), f64>>,
 }
 
 impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
     /// `samples`: complete rows in pipeline order; `specs`: each model's output spec.
-    pub fn new(links: &'a P, specs: &'a [OutputSpec], samples: &'a [Sample]) -> Self {
+    pub fn new(links: &'a P, specs: &'a [OutputSpec], samples: &'a [Row]) -> Self {
         let k = specs.len();
         let mut matrix = vec![vec![1.0; k]; k];
         for (i, row) in matrix.iter_mut().enumerate() {
@@ -179,7 +180,7 @@ impl<P: Predictor + ?Sized> LinkScores for ProfiledScores<'_, P> {
 fn score_or_prior<P: Predictor + ?Sized>(
     links: &P,
     specs: &[OutputSpec],
-    samples: &[Sample],
+    samples: &[Row],
     sources: &[usize],
     target: usize,
 ) -> f64 {
@@ -194,24 +195,15 @@ fn score_or_prior<P: Predictor + ?Sized>(
 pub fn mean_score<P: Predictor + ?Sized>(
     links: &P,
     specs: &[OutputSpec],
-    samples: &[Sample],
+    samples: &[Row],
     sources: &[usize],
     target: usize,
 ) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let total: f64 = samples
-        .iter()
-        .map(|row| {
-            let inputs: Vec<(usize, &OutputValue)> =
-                sources.iter().map(|&i| (i, &row[i])).collect();
-            links
-                .predict(target, &inputs)
-                .map_or(0.0, |p| score(&specs[target], &p, &row[target]))
-        })
-        .sum();
-    Some(total / samples.len() as f64)
+    let predictions = samples.iter().map(|row| {
+        let inputs: Vec<(usize, &OutputValue)> = sources.iter().map(|&i| (i, &row[i])).collect();
+        (links.predict(target, &inputs), &row[target])
+    });
+    crate::output::mean_score(&specs[target], predictions).map(|m| m.score)
 }
 
 /// A model that crops another's boxes (`parents[m] = Some(p)`) cannot run without it: the
@@ -262,7 +254,7 @@ mod tests {
     #[test]
     fn measured_on_samples_else_the_prior() {
         let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
-        let none: Vec<Sample> = Vec::new();
+        let none: Vec<Row> = Vec::new();
         let s = ProfiledScores::new(&CopyLinks, &specs, &none);
         assert_eq!(s.link(0, 1), 0.1);
         assert_eq!(s.ensemble(&ModelSet::from_indices(3, [0, 1]), 2), 0.2);

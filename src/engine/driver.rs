@@ -10,10 +10,10 @@ use super::{EngineError, RunSummary};
 use crate::config::Pipeline;
 use crate::control::{
     BundleLinks, Cause, Command, Controller, Decision, Event, FrameId, Labelling, Predictor,
-    Purpose, Sample, Selected,
+    Purpose, Row, Selected,
 };
 use crate::frame::Frame;
-use crate::link::{LinkBundle, TrainParams};
+use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::metrics::Metrics;
 use crate::output::{OutputSpec, OutputValue};
 use crate::schedule::ModelSet;
@@ -40,7 +40,7 @@ pub(super) struct Driver {
     pub trainer: Option<Trainer>,
     pub training: Option<Receiver<Result<LinkBundle, String>>>,
     /// The latest warm-up samples, which score the links until the first period is profiled.
-    warm_tail: Vec<Sample>,
+    warm_tail: Vec<Row>,
     /// Frames kept for a run in turns or for labelling, by id.
     kept: BTreeMap<FrameId, Frame>,
     next_id: FrameId,
@@ -479,7 +479,7 @@ impl Driver {
             .unwrap_or_else(|| format!("#{bundle_index}"))
     }
 
-    fn to_bundle_order(&self, rows: Vec<Sample>) -> Vec<Vec<OutputValue>> {
+    fn to_bundle_order(&self, rows: Vec<Row>) -> Vec<Vec<OutputValue>> {
         rows.into_iter()
             .map(|r| {
                 let mut out = r.clone();
@@ -494,16 +494,16 @@ impl Driver {
     }
 
     /// Starts link training on the warm-up samples, in the background.
-    fn start_training(&mut self, samples: Vec<Sample>) {
+    fn start_training(&mut self, samples: Vec<Row>) {
         let models: Vec<(String, OutputSpec)> = self
             .ids
             .iter()
             .cloned()
             .zip(self.specs.iter().cloned())
             .collect();
-        let rows: Vec<Vec<Option<OutputValue>>> = samples
+        let rows: Vec<Sample> = samples
             .iter()
-            .map(|r| r.iter().cloned().map(Some).collect())
+            .map(|r| Sample::complete(r.iter().cloned()))
             .collect();
         let params = TrainParams::from_config(&self.cfg.links);
         let split = self.cfg.links.validation_split;
@@ -626,6 +626,6 @@ impl Driver {
 }
 
 /// A complete sample (every model's output) from one frame's outputs.
-fn complete(out: &FrameOutputs) -> Option<Sample> {
+fn complete(out: &FrameOutputs) -> Option<Row> {
     out.values.iter().cloned().collect::<Option<Vec<_>>>()
 }

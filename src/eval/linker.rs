@@ -3,7 +3,7 @@
 
 use super::EvalError;
 use super::problem::Problem;
-use crate::link::{LinkBundle, TrainParams};
+use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::output::{OutputSpec, OutputValue};
 
 /// Trains every link and ensemble on `samples` (one complete output row per training frame),
@@ -19,9 +19,9 @@ pub fn train(
         .iter()
         .map(|m| (m.id.clone(), m.spec.clone()))
         .collect();
-    let rows: Vec<Vec<Option<OutputValue>>> = samples
+    let rows: Vec<Sample> = samples
         .iter()
-        .map(|s| s.iter().cloned().map(Some).collect())
+        .map(|s| Sample::complete(s.iter().cloned()))
         .collect();
     let params = TrainParams {
         seed,
