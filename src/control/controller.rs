@@ -162,6 +162,9 @@ pub enum Event {
         /// Measured time of one link prediction on this frame (ms), when links ran.
         link_ms: Option<f64>,
     },
+    /// A model failed (inference, oracle or load): it is excluded from selection and
+    /// retried after a backoff in video time.
+    ModelFailed { model: usize },
     /// The configuration changed.
     ConfigChanged {
         settings: Settings,
@@ -256,6 +259,18 @@ pub enum ControlError {
     Schedule(#[from] schedule::ScheduleError),
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Video seconds a failed model waits before its first retry; each further failure doubles
+/// the wait, up to [`FAILURE_BACKOFF_MAX_S`].
+pub const FAILURE_BACKOFF_S: f64 = 5.0;
+pub const FAILURE_BACKOFF_MAX_S: f64 = 300.0;
+
+/// A model's failures: how many so far, and until when (video time) it is excluded.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Failures {
+    pub count: u32,
+    pub excluded_until: Option<f64>,
 }
 
 /// Weight of the newest frame in the measured time per frame (an EWMA over about 10 frames).
@@ -353,6 +368,9 @@ pub struct Controller {
     /// Whether the active set predicts the other models (false when the budget holds no
     /// links: see `select`).
     predict: bool,
+    failures: Vec<Failures>,
+    /// Video time of the latest frame.
+    now_s: f64,
 }
 
 impl Controller {
@@ -403,6 +421,8 @@ impl Controller {
             frames_seen: 0,
             last_frame: None,
             predict: true,
+            failures: vec![Failures::default(); k],
+            now_s: 0.0,
             meter: Meter {
                 frame_ms: None,
                 model_ms: vec![None; k],
@@ -443,6 +463,14 @@ impl Controller {
     /// The measured time per frame (EWMA, ms), profiling and probes included.
     pub fn measured_ms_per_frame(&self) -> Option<f64> {
         self.meter.frame_ms
+    }
+
+    /// The models excluded after a failure, until their retry.
+    pub fn failed(&self) -> ModelSet {
+        ModelSet::from_indices(
+            self.k(),
+            (0..self.k()).filter(|&m| self.failures[m].excluded_until.is_some()),
+        )
     }
 
     /// Frames seen so far.
@@ -488,7 +516,7 @@ impl Controller {
         links: Option<&dyn Predictor>,
     ) -> Result<Vec<Command>, ControlError> {
         match event {
-            Event::Frame { id, time_s } => self.on_frame(id, time_s),
+            Event::Frame { id, time_s } => self.on_frame(id, time_s, links),
             Event::Measured {
                 purpose,
                 frames,
@@ -501,6 +529,7 @@ impl Controller {
             } => Ok(self.on_served(id, uncertainty, predicted_loss)),
             Event::LinksReady { cause } => self.on_links_ready(cause, links),
             Event::LinksUpdated => Ok(Vec::new()),
+            Event::ModelFailed { model } => self.on_model_failed(model, links),
             Event::Cost {
                 ms,
                 models,
@@ -526,7 +555,70 @@ impl Controller {
         }
     }
 
-    fn on_frame(&mut self, id: FrameId, time_s: f64) -> Result<Vec<Command>, ControlError> {
+    fn on_model_failed(
+        &mut self,
+        model: usize,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        let Some(f) = self.failures.get_mut(model) else {
+            return Ok(Vec::new());
+        };
+        if f.excluded_until.is_some() {
+            return Ok(Vec::new());
+        }
+        f.count += 1;
+        let wait = (FAILURE_BACKOFF_S * 2f64.powi(f.count as i32 - 1)).min(FAILURE_BACKOFF_MAX_S);
+        f.excluded_until = Some(self.now_s + wait);
+        if self.active.contains(model) && !matches!(self.phase, Phase::AllExact) {
+            return Ok(vec![self.reselect(Cause::ModelFailure, links)?]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Re-selects in the current phase: from the links when serving, else standalone.
+    fn reselect(
+        &mut self,
+        cause: Cause,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Command, ControlError> {
+        match self.phase {
+            Phase::Serving(_) => self.select(cause, links),
+            _ => Ok(self.standalone(cause)),
+        }
+    }
+
+    /// Lets failed models whose wait is over back into selection.
+    fn retry_failed(
+        &mut self,
+        time_s: f64,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        let mut back = false;
+        for f in &mut self.failures {
+            if f.excluded_until.is_some_and(|t| time_s >= t) {
+                f.excluded_until = None;
+                back = true;
+            }
+        }
+        if back && !matches!(self.phase, Phase::AllExact) {
+            return Ok(vec![self.reselect(Cause::ModelFailure, links)?]);
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_frame(
+        &mut self,
+        id: FrameId,
+        time_s: f64,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        self.now_s = time_s;
+        let mut out = self.retry_failed(time_s, links)?;
+        out.extend(self.on_frame_inner(id, time_s)?);
+        Ok(out)
+    }
+
+    fn on_frame_inner(&mut self, id: FrameId, time_s: f64) -> Result<Vec<Command>, ControlError> {
         self.frames_seen += 1;
         self.last_frame = Some(id);
         let all_fit = self.all_fit_at_once();
@@ -937,6 +1029,15 @@ impl Controller {
         }])
     }
 
+    /// A selected set less the failed models, closed over parents (a dependent of a failed
+    /// model goes too).
+    fn without_failed(&self, mut set: ModelSet, costs: &Costs) -> ModelSet {
+        for m in self.failed().iter() {
+            set.remove(m);
+        }
+        close_over_parents(set, &self.parents, costs, &self.budget)
+    }
+
     fn remember(&mut self, batch: Vec<Row>) {
         self.history.push_back(batch);
         while self.history.len() > self.settings.profile_window.max(1) {
@@ -949,7 +1050,7 @@ impl Controller {
         self.meter.restart();
         self.predict = true;
         let sel = schedule::standalone(&self.costs, &self.budget);
-        let to = close_over_parents(sel.active, &self.parents, &self.costs, &self.budget);
+        let to = self.without_failed(sel.active, &self.costs.clone());
         let from = std::mem::replace(&mut self.active, to.clone());
         Command::Select(Box::new(Selected {
             from,
@@ -1014,7 +1115,7 @@ impl Controller {
         } else {
             Costs::models_only(self.costs.models.clone())
         };
-        let to = close_over_parents(sel.active, &self.parents, &costs_now, &self.budget);
+        let to = self.without_failed(sel.active, &costs_now);
         self.predict = predict;
         let k = self.k();
         let predicted: Vec<usize> = to.complement_iter().collect();
@@ -1640,6 +1741,42 @@ mod tests {
             !sel.predict && sel.reason.contains("without predictions"),
             "{sel:?}"
         );
+    }
+
+    #[test]
+    fn a_failed_model_is_excluded_and_retried_with_backoff() {
+        let mut d = serving(settings(), 1000.0, |_| sample(true));
+        d.frame(0, 0.0);
+        d.frame(1, 1.0);
+        assert_eq!(d.c.active().len(), 3);
+        d.send(Event::ModelFailed { model: 1 });
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(last.2, Cause::ModelFailure);
+        assert_eq!(last.1, [0, 2]);
+        assert_eq!(d.c.failed().iter().collect::<Vec<_>>(), [1]);
+        // Retried 5 s of video later.
+        d.frame(2, 5.9);
+        assert!(!d.c.active().contains(1));
+        d.frame(3, 6.0);
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(
+            (last.1.clone(), last.2),
+            (vec![0, 1, 2], Cause::ModelFailure)
+        );
+        // A second failure waits twice as long.
+        d.send(Event::ModelFailed { model: 1 });
+        d.frame(4, 15.9);
+        assert!(!d.c.active().contains(1));
+        d.frame(5, 16.0);
+        assert!(d.c.active().contains(1));
+        // A model outside the set failing (while profiling) is excluded, nothing re-selected.
+        let mut d = serving(settings(), 150.0, |_| sample(true));
+        let outside = (0..3).find(|m| !d.c.active().contains(*m)).unwrap();
+        let cmds =
+            d.c.handle(Event::ModelFailed { model: outside }, d.links)
+                .unwrap();
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert!(d.c.failed().contains(outside));
     }
 
     #[test]

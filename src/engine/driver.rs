@@ -52,6 +52,8 @@ pub(super) struct Driver {
     frame_model_ms: Vec<(usize, f64)>,
     /// Time of one link prediction on the current frame (ms), when links ran.
     frame_link_ms: Option<f64>,
+    /// Models that failed while carrying out the latest command.
+    failed_now: Vec<usize>,
     /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
     pub predicted_accuracy: Vec<Option<f64>>,
     pub summary: RunSummary,
@@ -95,6 +97,7 @@ impl Driver {
             frame_ms: 0.0,
             frame_model_ms: Vec::new(),
             frame_link_ms: None,
+            failed_now: Vec::new(),
             summary,
         }
     }
@@ -119,6 +122,9 @@ impl Driver {
             for cmd in commands {
                 if let Some(next) = self.execute(cmd, frame)? {
                     events.push_back(next);
+                }
+                for model in std::mem::take(&mut self.failed_now) {
+                    events.push_back(Event::ModelFailed { model });
                 }
             }
         }
@@ -187,13 +193,18 @@ impl Driver {
             Command::Profile { purpose, .. } => {
                 let Some(frame) = frame else { return Ok(None) };
                 // Every model fits the memory budget: they stay loaded until the next
-                // selection, so a period's profiling frames load each model once.
-                let all = ModelSet::full(self.k());
-                let mut out = FrameOutputs::new(self.k());
-                self.pool.transition(&all)?;
-                if let Err(e) = self.pool.run(&all, frame, &mut out) {
-                    tracing::error!(error = %e, "profiling inference failed on a frame");
+                // selection, so a period's profiling frames load each model once. Failed
+                // models wait for their retry.
+                let mut all = ModelSet::full(self.k());
+                for m in self.ctl.failed().iter() {
+                    all.remove(m);
                 }
+                let mut out = FrameOutputs::new(self.k());
+                if let Err(e) = self.pool.transition(&all) {
+                    tracing::error!(error = %e, "cannot load the models for profiling");
+                }
+                self.pool.run_isolated(&all, frame, &mut out);
+                self.note_failures(&out);
                 self.charge(&out);
                 self.summary.profiling_frames += 1;
                 self.emit_exact(frame, &out);
@@ -226,7 +237,24 @@ impl Driver {
                     .filter_map(|id| self.kept.remove(id))
                     .collect();
                 let keep = self.ctl.active().clone();
-                let outs = self.pool.run_all_in_turns(&groups, &kept, &keep)?;
+                let failed = self.ctl.failed();
+                let groups: Vec<Vec<usize>> = groups
+                    .into_iter()
+                    .map(|g| g.into_iter().filter(|m| !failed.contains(*m)).collect())
+                    .filter(|g: &Vec<usize>| !g.is_empty())
+                    .collect();
+                let outs = match self.pool.run_all_in_turns(&groups, &kept, &keep) {
+                    Ok(outs) => outs,
+                    Err(e) => {
+                        // The frames were served already; only their labels are lost.
+                        self.metrics
+                            .model_failures
+                            .with_label_values(&["turns"])
+                            .inc();
+                        tracing::error!(error = %e, frames = kept.len(), "profiling in turns failed");
+                        Vec::new()
+                    }
+                };
                 for out in &outs {
                     self.charge(out);
                 }
@@ -266,9 +294,26 @@ impl Driver {
         }
     }
 
+    /// Counts, logs and reports the models that failed on a frame.
+    fn note_failures(&mut self, out: &FrameOutputs) {
+        for (m, e) in out.errors.iter().enumerate() {
+            if let Some(e) = e {
+                self.metrics
+                    .model_failures
+                    .with_label_values(&[&self.ids[m]])
+                    .inc();
+                tracing::error!(model = %self.ids[m], error = %e, "model failed: excluded until its retry");
+                self.failed_now.push(m);
+            }
+        }
+    }
+
     /// Loads or unloads for a new active set and publishes what the scheduler saw.
     fn apply_selection(&mut self, sel: &Selected) -> Result<(), EngineError> {
-        self.pool.transition(&sel.to)?;
+        if let Err(e) = self.pool.transition(&sel.to) {
+            // Serving then finds the model not loaded, which marks it failed.
+            tracing::error!(error = %e, "cannot load the selected models");
+        }
         let cause = sel.cause.as_label();
         for (i, row) in sel.link_matrix.iter().enumerate() {
             for (j, s) in row.iter().enumerate() {
@@ -402,8 +447,8 @@ impl Driver {
                 ));
                 continue;
             }
-            let predicted = match (&self.bundle, &failure) {
-                (_, Some(e)) if active.contains(m) => Err(format!("inference failed: {e}")),
+            let predicted = match (&self.bundle, &out.errors[m]) {
+                (_, Some(e)) => Err(format!("the model failed: {e}")),
                 (Some(_), _) if !predict => {
                     Err("the budget holds no links: only the models that fit alone run".to_string())
                 }

@@ -91,10 +91,11 @@ pub fn startup_checks(cfg: &Pipeline, base: &Path) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(b) = &cfg.links.bundle {
         let path = config::resolve_path(base, b);
-        if path.exists() {
-            if let Err(e) = load_bundle(cfg, &specs, &path) {
-                problems.push(format!("links.bundle {}: {e}", path.display()));
-            }
+        // A bundle not written yet is what a first run trains and saves.
+        if path.exists()
+            && let Err(e) = load_bundle(cfg, &specs, &path)
+        {
+            problems.push(format!("links.bundle {}: {e}", path.display()));
         }
     }
     problems
