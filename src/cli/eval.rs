@@ -8,7 +8,7 @@ use crate::eval::{
 };
 use crate::link::LinkBundle;
 use crate::link::trace::{TraceError, TraceHeader, TraceReader, TraceRecord};
-use crate::schedule::{Budget, Cost, Costs};
+use crate::schedule::{Budget, Cost, Costs, StandaloneRule};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,6 +52,10 @@ pub struct Args {
     /// memory, as the engine charges it, and 0.05 ms).
     #[arg(long, value_name = "MB:MS")]
     pub link_cost: Option<String>,
+    /// Which models Standalone runs: `min-time` (the paper's: least time cost first) or
+    /// `budget-share` (the most models that fit, cheapest in budget share first).
+    #[arg(long, value_enum, default_value = "min-time")]
+    pub standalone: StandaloneArg,
     /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
     #[arg(long = "cost", value_name = "ID=MB:MS")]
     pub costs: Vec<String>,
@@ -77,6 +81,12 @@ pub struct Args {
     /// format of `mlink run --decisions`).
     #[arg(long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum StandaloneArg {
+    MinTime,
+    BudgetShare,
 }
 
 fn parse_cost(s: &str) -> anyhow::Result<Cost> {
@@ -144,6 +154,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => ReplayConfig::default().link_cost,
         },
         link_memory_from_links: args.link_cost.is_none(),
+        standalone: match args.standalone {
+            StandaloneArg::MinTime => StandaloneRule::MinTime,
+            StandaloneArg::BudgetShare => StandaloneRule::BudgetShare,
+        },
         seed: args.seed,
     };
     let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();

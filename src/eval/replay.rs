@@ -24,7 +24,7 @@ use crate::control::{
 };
 use crate::link::LinkBundle;
 use crate::output::OutputValue;
-use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
+use crate::schedule::{self, Budget, Cost, Costs, ModelSet};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -62,6 +62,8 @@ pub struct ReplayConfig {
     /// Replace `link_cost`'s memory by the trained links' mean parameter memory (the
     /// engine's rule); false keeps `link_cost` as given.
     pub link_memory_from_links: bool,
+    /// Which models Standalone runs (default: the paper's, least time cost first).
+    pub standalone: schedule::StandaloneRule,
     /// Seed of link training.
     pub seed: u64,
 }
@@ -77,6 +79,7 @@ impl Default for ReplayConfig {
             reducto_target: 0.9,
             link_cost: Cost::new(0.1, 0.05),
             link_memory_from_links: true,
+            standalone: schedule::StandaloneRule::MinTime,
             seed: 0,
         }
     }
@@ -501,9 +504,7 @@ impl<'p> Replay<'p> {
     /// Standalone: the cheapest models that fit, nothing predicted, no profiling.
     pub fn run_standalone(&self, budget: &Budget) -> Result<Outcome, EvalError> {
         let costs = Costs::models_only(self.problem.costs());
-        let scores = NoLinks(self.k);
-        let sel = schedule::select(SelectionPolicy::Standalone, &costs, budget, &scores)
-            .map_err(|e| EvalError::Schedule(e.to_string()))?;
+        let sel = schedule::standalone_with(self.cfg.standalone, &costs, budget);
         let mask = self.close_over_parents(mask_of(&sel.active), &costs, budget);
         let masks = vec![mask; self.periods.len()];
         let mut out = self.serve_with(&masks, None, &costs, String::new(), true);
@@ -822,21 +823,6 @@ pub struct ModelTuning {
     pub feature: usize,
     pub curve: Vec<Operating>,
     pub at_target: Operating,
-}
-
-/// Scores for the standalone policy, which does not use links.
-struct NoLinks(usize);
-
-impl LinkScores for NoLinks {
-    fn n_models(&self) -> usize {
-        self.0
-    }
-    fn link(&self, _: usize, _: usize) -> f64 {
-        0.0
-    }
-    fn ensemble(&self, _: &ModelSet, _: usize) -> f64 {
-        0.0
-    }
 }
 
 fn check_config(cfg: &ReplayConfig) -> Result<(), EvalError> {

@@ -49,7 +49,8 @@ pub use plan::{ProfilingPlan, Step, period_frames, transition};
 pub use scores::{LinkScores, MatrixScores};
 pub use select::{
     Activation, GAIN_PAIR_SEEDS_MAX, GAIN_SINGLE_SEEDS_MAX, MAX_OPTIMAL_MODELS, OnMisfit,
-    Selection, activation_probability, gain, mlink, objective, optimal, select, standalone,
+    Selection, StandaloneRule, activation_probability, gain, mlink, objective, optimal, select,
+    standalone, standalone_with,
 };
 pub use set::ModelSet;
 

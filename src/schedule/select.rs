@@ -565,6 +565,62 @@ impl<S: LinkScores + ?Sized> Enumerator<'_, S> {
     }
 }
 
+/// Which models the standalone baseline runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandaloneRule {
+    /// The paper's (section 6.6): the models of least time cost first, while they fit.
+    #[default]
+    MinTime,
+    /// The most models that fit, the cheapest in budget share first ([`standalone`]).
+    BudgetShare,
+}
+
+impl StandaloneRule {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            StandaloneRule::MinTime => "min_time",
+            StandaloneRule::BudgetShare => "budget_share",
+        }
+    }
+}
+
+/// The standalone baseline under `rule`.
+pub fn standalone_with(rule: StandaloneRule, costs: &Costs, budget: &Budget) -> Selection {
+    match rule {
+        StandaloneRule::BudgetShare => standalone(costs, budget),
+        StandaloneRule::MinTime => {
+            let k = costs.n_models();
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| {
+                costs.models[a]
+                    .ms_per_frame
+                    .total_cmp(&costs.models[b].ms_per_frame)
+                    .then(a.cmp(&b))
+            });
+            let mut set = ModelSet::empty(k);
+            let mut used = Cost::ZERO;
+            for m in order {
+                if budget.fits(used + costs.models[m]) {
+                    used += costs.models[m];
+                    set.insert(m);
+                }
+            }
+            let n = set.len();
+            Selection {
+                policy: SelectionPolicy::Standalone,
+                cost: costs.models_cost(&set),
+                objective: if k == 0 { 0.0 } else { n as f64 / k as f64 },
+                evaluations: 0,
+                reason: format!(
+                    "standalone (least time cost first): the {n} models that fit, no links"
+                ),
+                active: set,
+            }
+        }
+    }
+}
+
 /// The standalone baseline: no links, so unexecuted models score 0 and the best set is one
 /// with the most models whose own costs fit (ties: the cheaper). With one constrained
 /// resource the cheapest models first is exact; with two it enumerates up to
@@ -615,5 +671,27 @@ pub fn standalone(costs: &Costs, budget: &Budget) -> Selection {
         evaluations: 0,
         reason: format!("standalone: the {n} models that fit, no links"),
         active,
+    }
+}
+
+#[cfg(test)]
+mod standalone_tests {
+    use super::*;
+
+    #[test]
+    fn standalone_min_time_runs_the_fastest_models_that_fit() {
+        // 0 is small and slow, 1 and 2 large and fast: budget share takes 0 and 1 (the most
+        // models, cheapest share first), the paper's rule the fastest first: 2, then 0.
+        let costs = Costs::models_only(vec![
+            Cost::new(10.0, 100.0),
+            Cost::new(50.0, 5.0),
+            Cost::new(60.0, 1.0),
+        ]);
+        let budget = Budget::memory(100.0);
+        let share = standalone_with(StandaloneRule::BudgetShare, &costs, &budget);
+        assert_eq!(share.active.iter().collect::<Vec<_>>(), [0, 1]);
+        let time = standalone_with(StandaloneRule::MinTime, &costs, &budget);
+        assert_eq!(time.active.iter().collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(StandaloneRule::default(), StandaloneRule::MinTime);
     }
 }
