@@ -15,6 +15,7 @@ use crate::link::loss_head::LossHead;
 use crate::link::mlp::Mlp;
 use crate::link::net::{Arch, LinkNet};
 use crate::link::norm::Norm;
+use crate::versioned::{self, Format, VersionedError};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
+/// The bundle format this build writes and the newest it reads.
 pub const BUNDLE_VERSION: u32 = 1;
+const FORMAT: Format = Format {
+    name: "mlink-link-bundle",
+    what: "link bundle",
+    version: BUNDLE_VERSION,
+};
 
 #[derive(Serialize, Deserialize)]
 struct LinkEntry {
@@ -72,6 +79,23 @@ const HASH_KEY: &str = "mlink.sha256";
 
 fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+impl From<VersionedError> for BundleError {
+    fn from(e: VersionedError) -> Self {
+        let path = e.path().display().to_string();
+        match e {
+            VersionedError::Io { source, .. } => BundleError::Io { path, source },
+            VersionedError::Corrupt { reason, .. } => BundleError::Corrupt { path, reason },
+            VersionedError::NewerVersion {
+                found, supported, ..
+            } => BundleError::NewerVersion {
+                path,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported,
+            },
+        }
+    }
 }
 
 impl LinkBundle {
@@ -139,11 +163,7 @@ impl LinkBundle {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut hasher = sha2::Sha256::default();
-        for (_, data) in tensors.values() {
-            sha2::Digest::update(&mut hasher, data);
-        }
-        let hash = hex(&sha2::Digest::finalize(hasher));
+        let hash = versioned::sha256_hex(tensors.values().map(|(_, d)| d.as_slice()));
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
             .iter()
             .map(|(name, (shape, data))| {
@@ -164,19 +184,13 @@ impl LinkBundle {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
-        crate::fsutil::write_atomic(path, &bytes).map_err(|source| BundleError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        Ok(versioned::write_atomic(path, &bytes)?)
     }
 
     /// Reads a bundle written by [`save`](Self::save).
     pub fn load(path: &Path) -> Result<Self, BundleError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| BundleError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let bytes = versioned::read(path)?;
         let corrupt = |reason: String| BundleError::Corrupt {
             path: p.clone(),
             reason,
@@ -198,29 +212,16 @@ impl LinkBundle {
             .get("format_version")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| corrupt("manifest has no format_version".into()))?;
-        if found > BUNDLE_VERSION as u64 {
-            return Err(BundleError::NewerVersion {
-                path: p.clone(),
-                found: found as u32,
-                supported: BUNDLE_VERSION,
-            });
-        }
+        FORMAT.check_version(path, found)?;
         let m: Manifest =
             serde_json::from_value(version).map_err(|e| corrupt(format!("manifest: {e}")))?;
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        let mut hasher = sha2::Sha256::default();
+        let mut names = st.names();
+        names.sort_unstable();
+        let mut data: Vec<&[u8]> = Vec::with_capacity(names.len());
         for n in &names {
-            let t = st.tensor(n).map_err(|e| corrupt(e.to_string()))?;
-            sha2::Digest::update(&mut hasher, t.data());
+            data.push(st.tensor(n).map_err(|e| corrupt(e.to_string()))?.data());
         }
-        if meta.get(HASH_KEY).map(String::as_str)
-            != Some(hex(&sha2::Digest::finalize(hasher)).as_str())
-        {
-            return Err(corrupt(
-                "weight checksum mismatch (the file is damaged)".into(),
-            ));
-        }
+        FORMAT.check_sha256(path, meta.get(HASH_KEY).map(String::as_str), data)?;
         let floats = |name: &str, want: usize| -> Result<Vec<f32>, BundleError> {
             let t = st
                 .tensor(name)
@@ -332,8 +333,4 @@ impl LinkBundle {
             cache: Mutex::new(HashMap::new()),
         })
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
