@@ -445,3 +445,228 @@ fn federated_and_adaptation_hooks_reject_samples_that_do_not_fit_the_models() {
         fresh.link_params(2, 0).unwrap()
     );
 }
+
+/// How [`edit_manifest`] sets the checksum of the edited file.
+#[derive(Clone, Copy, PartialEq)]
+enum Seal {
+    /// The original file's checksum.
+    Keep,
+    /// Recomputed as this version does (manifest and tensors), as a forger or a buggy writer
+    /// would, so the loader's own checks of the manifest are reached.
+    Current,
+    /// Recomputed as version 1 did (tensors only).
+    Version1,
+}
+
+/// Copies the bundle at `src` to `dst` with its manifest edited by `edit`.
+fn edit_manifest(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    seal: Seal,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    use safetensors::SafeTensors;
+    let bytes = std::fs::read(src).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&meta["mlink.manifest"]).unwrap();
+    edit(&mut m);
+    let json = m.to_string();
+    let mut names = st.names();
+    names.sort_unstable();
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = names
+        .iter()
+        .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+        .collect();
+    let data = tensors.iter().map(|(_, t)| t.data());
+    let hash = match seal {
+        Seal::Keep => meta["mlink.sha256"].clone(),
+        Seal::Current => mlink::versioned::sha256_hex(std::iter::once(json.as_bytes()).chain(data)),
+        Seal::Version1 => mlink::versioned::sha256_hex(data),
+    };
+    let out = safetensors::serialize(
+        tensors,
+        Some(std::collections::HashMap::from([
+            ("mlink.manifest".to_string(), json),
+            ("mlink.sha256".to_string(), hash),
+        ])),
+    )
+    .unwrap();
+    std::fs::write(dst, out).unwrap();
+}
+
+fn load_err(path: &std::path::Path) -> String {
+    match LinkBundle::load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_checksum_covers_the_manifest() {
+    let (_, _, b) = train();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let bad = dir.path().join("edited.mlb");
+    // Each edit keeps the file well-formed and plausible; only the checksum can tell.
+    let edits: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 4] = [
+        ("score", Box::new(|m| m["links"][0]["score"] = 0.99.into())),
+        (
+            "norm",
+            Box::new(|m| m["links"][0]["in_norm"]["mean"][0] = 5.0.into()),
+        ),
+        (
+            "subset score",
+            Box::new(|m| m["ensembles"][0]["subset_scores"][0][1] = 1.0.into()),
+        ),
+        (
+            "validation split",
+            Box::new(|m| m["meta"]["validation_split"] = 0.5.into()),
+        ),
+    ];
+    for (what, edit) in edits {
+        edit_manifest(&path, &bad, Seal::Keep, edit);
+        let e = load_err(&bad);
+        assert!(e.contains("checksum mismatch"), "{what}: {e}");
+    }
+    // The same edit with the checksum recomputed loads: the checksum is what caught it.
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["links"][0]["score"] = 0.99.into()
+    });
+    let c = LinkBundle::load(&bad).unwrap();
+    let (i, j) = (0..3)
+        .flat_map(|i| (0..3).map(move |j| (i, j)))
+        .find(|&(i, j)| i != j && c.link(i, j).is_some_and(|l| l.score == Some(0.99)))
+        .unwrap();
+    assert_ne!(b.link_score(i, j), 0.99);
+    // A version 1 file (checksum over the tensors only) is still read, and checked.
+    let v1 = dir.path().join("v1.mlb");
+    edit_manifest(&path, &v1, Seal::Version1, |m| {
+        m["format_version"] = 1.into()
+    });
+    let c = LinkBundle::load(&v1).unwrap();
+    assert_eq!(c.link_params(1, 0).unwrap(), b.link_params(1, 0).unwrap());
+    edit_manifest(&path, &v1, Seal::Keep, |m| m["format_version"] = 1.into());
+    assert!(load_err(&v1).contains("checksum mismatch"));
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["format_version"] = 3.into()
+    });
+    assert!(load_err(&bad).contains("version 3 is newer"));
+}
+
+#[test]
+fn inconsistent_manifests_are_refused_at_load() {
+    let (_, samples, b) = train();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let bad = dir.path().join("bad.mlb");
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "ensemble dims",
+            Box::new(|m| m["ensembles"][0]["dims"] = 3.into()),
+            "dims",
+        ),
+        (
+            "ensemble source out of range",
+            Box::new(|m| m["ensembles"][0]["sources"][0] = 7.into()),
+            "source 7",
+        ),
+        (
+            "ensemble source is the target",
+            Box::new(|m| m["ensembles"][1]["sources"][0] = 1.into()),
+            "source 1",
+        ),
+        (
+            "in_norm length",
+            Box::new(|m| {
+                m["links"][0]["in_norm"]["mean"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+            "in_norm",
+        ),
+        (
+            "in_norm std 0",
+            Box::new(|m| m["links"][0]["in_norm"]["std"][2] = 0.0.into()),
+            "std 2",
+        ),
+        (
+            "in_norm std negative",
+            Box::new(|m| m["links"][0]["in_norm"]["std"][1] = (-1.0).into()),
+            "std 1",
+        ),
+        (
+            "out_norm on a class target",
+            Box::new(|m| {
+                m["links"][0]["out_norm"] =
+                    serde_json::json!({"mean": vec![0.0; 6], "std": vec![1.0; 6]})
+            }),
+            "out_norm given",
+        ),
+        (
+            "score above 1",
+            Box::new(|m| m["links"][0]["score"] = 3.0.into()),
+            "score",
+        ),
+        (
+            "subset outside the sources",
+            Box::new(|m| m["ensembles"][0]["subset_scores"][0][0] = 1.into()),
+            "subset",
+        ),
+        (
+            "architecture",
+            Box::new(|m| m["links"][0]["arch"] = "seq2_vec".into()),
+            "architecture",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        edit_manifest(&path, &bad, Seal::Current, edit);
+        let e = load_err(&bad);
+        assert!(e.contains(want), "{what}: {e}");
+    }
+    // The untouched file still loads and predicts.
+    let c = LinkBundle::load(&path).unwrap();
+    let s = &samples[0];
+    c.predict(
+        0,
+        &[(1, s[1].as_ref().unwrap()), (2, s[2].as_ref().unwrap())],
+    )
+    .unwrap();
+}
+
+#[test]
+fn more_than_63_models_are_refused_with_a_clear_error() {
+    let spec = OutputSpec::vector(1, TaskKind::Regression);
+    let models: Models = (0..64).map(|i| (format!("m{i}"), spec.clone())).collect();
+    let samples: Samples = vec![Sample::complete(
+        (0..64).map(|i| OutputValue::Vector(vec![i as f32])),
+    )];
+    let e = LinkBundle::train(&models, &samples, &TrainParams::default(), 0.0, 1, &|_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("64 models: at most 63"), "{e}");
+
+    // A forged manifest with 64 models (and no links) is refused at load, before any mask is
+    // built from it.
+    let (_, _, b) = train();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let bad = dir.path().join("many.mlb");
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        let model = m["models"][0].clone();
+        m["models"] = serde_json::Value::Array(vec![model; 64]);
+        m["links"] = serde_json::json!([]);
+        m["ensembles"] = serde_json::json!([]);
+    });
+    let e = load_err(&bad);
+    assert!(e.contains("64 models: at most 63"), "{e}");
+    // Indices beyond the mask never alias a model: ensemble_score ignores them.
+    assert_eq!(b.ensemble_score(&[64, 65], 0), 0.0);
+}
