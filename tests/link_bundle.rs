@@ -507,6 +507,9 @@ fn edit_manifest(
     std::fs::write(dst, out).unwrap();
 }
 
+/// One edit of a bundle manifest.
+type ManifestEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
 fn load_err(path: &std::path::Path) -> String {
     match LinkBundle::load(path) {
         Ok(_) => panic!("{} loaded", path.display()),
@@ -522,7 +525,7 @@ fn the_checksum_covers_the_manifest() {
     b.save(&path).unwrap();
     let bad = dir.path().join("edited.mlb");
     // Each edit keeps the file well-formed and plausible; only the checksum can tell.
-    let edits: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 4] = [
+    let edits: [(&str, ManifestEdit); 4] = [
         ("score", Box::new(|m| m["links"][0]["score"] = 0.99.into())),
         (
             "norm",
@@ -574,8 +577,7 @@ fn inconsistent_manifests_are_refused_at_load() {
     let path = dir.path().join("links.mlb");
     b.save(&path).unwrap();
     let bad = dir.path().join("bad.mlb");
-    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
-    let cases: Vec<(&str, Edit, &str)> = vec![
+    let cases: Vec<(&str, ManifestEdit, &str)> = vec![
         (
             "ensemble dims",
             Box::new(|m| m["ensembles"][0]["dims"] = 3.into()),

@@ -773,4 +773,25 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("another spec"), "{err}");
     }
+
+    #[test]
+    fn a_version_1_state_file_is_resumed_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        drop(open(dir.path(), 1));
+        // The same state as a version 1 writer stored it: no envelope, no checksum.
+        let v2: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v2["format_version"], 2);
+        let mut v1 = v2["content"].clone();
+        v1["format"] = STATE_FORMAT.into();
+        v1["format_version"] = 1.into();
+        v1["links"][0]["round"] = 4.into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+        let state = open(dir.path(), 1);
+        assert_eq!(state.links["a->b"].round, 4);
+        let again: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(again["format_version"], 2);
+        assert_eq!(again["content"]["links"][0]["round"], 4);
+    }
 }

@@ -294,6 +294,9 @@ impl LinkBundle {
     }
 }
 
+/// Reads the f32 tensor of a name, of an expected length, finite (the error says why not).
+type TensorReader<'a> = dyn Fn(&str, usize) -> Result<Vec<f32>, String> + 'a;
+
 /// A score read from a file: finite and in [0, 1].
 fn check_score(what: &str, s: f64) -> Result<(), String> {
     if (0.0..=1.0).contains(&s) {
@@ -326,7 +329,7 @@ fn load_link(
     models: &[BundleModel],
     meta: &TrainingMeta,
     e: LinkEntry,
-    floats: &dyn Fn(&str, usize) -> Result<Vec<f32>, String>,
+    floats: &TensorReader<'_>,
     rng: &mut StdRng,
 ) -> Result<Link, String> {
     let (i, j) = (e.source, e.target);
@@ -442,7 +445,7 @@ fn load_ensemble(
     models: &[BundleModel],
     j: usize,
     e: EnsembleEntry,
-    floats: &dyn Fn(&str, usize) -> Result<Vec<f32>, String>,
+    floats: &TensorReader<'_>,
 ) -> Result<TargetEnsemble, String> {
     let k = models.len();
     if e.target != j {
