@@ -18,6 +18,7 @@
 pub mod adapt;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod eval;
 pub mod frame;

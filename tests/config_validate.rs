@@ -715,3 +715,84 @@ fn validate_on_a_parsed_pipeline_matches_load_and_validate() {
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].line, errors[0].column), (27, 16));
 }
+
+#[test]
+fn an_https_aggregator_url_is_rejected_with_the_reason() {
+    let text = format!(
+        "{BASE}adaptation:\n  aggregator:\n    url: https://agg.example:7070\n    token_env: T\n    edge_id: e\n"
+    );
+    expect_one(
+        &text,
+        36,
+        10,
+        "adaptation.aggregator.url",
+        &["no TLS", "http://"],
+    );
+    let plain = text.replace("https://", "http://");
+    assert!(Case::new(&plain).errors().is_empty());
+}
+
+/// `mlink validate` on `text` (written as `p.yaml` beside the placeholders): exit code, stderr.
+fn validate_cli(case: &Case) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlink"))
+        .arg("validate")
+        .arg(case.file())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_checks_a_named_bundle_against_the_models_as_run_does() {
+    use mlink::link::{LinkBundle, Sample, TrainParams};
+    use mlink::output::{OutputSpec, OutputValue, TaskKind};
+    let case = Case::new(&edit(
+        "scheduler:\n",
+        "links:\n  bundle: old.links\nscheduler:\n",
+    ));
+    // Links trained for `det` and a model this pipeline does not have (`cls` is missing).
+    let count = OutputSpec::vector(1, TaskKind::Count);
+    let models = vec![
+        ("det".to_string(), count.clone()),
+        ("gone".to_string(), count),
+    ];
+    let samples: Vec<Sample> = (0..20)
+        .map(|i| {
+            let v = OutputValue::Vector(vec![(i % 3) as f32]);
+            Sample::complete([v.clone(), v])
+        })
+        .collect();
+    let params = TrainParams {
+        epochs: 2,
+        ..TrainParams::default()
+    };
+    let bundle = LinkBundle::train(&models, &samples, &params, 0.2, 1, &|_| {}).unwrap();
+    bundle.save(&case.dir.path().join("old.links")).unwrap();
+    let (code, stderr) = validate_cli(&case);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("links.bundle") && stderr.contains("\"cls\""),
+        "{stderr}"
+    );
+    // Without the bundle the same pipeline is valid.
+    let ok = Case::new(BASE);
+    assert_eq!(validate_cli(&ok).0, Some(0));
+}
+
+#[test]
+fn a_movenet_count_head_without_classes_passes_validate_and_has_a_spec_for_run() {
+    let text = edit(
+        "    adapter: centernet\n    head:\n      kind: count\n      classes: [person]\n",
+        "    adapter: movenet_multipose\n    head:\n      kind: count\n",
+    );
+    let case = Case::new(&text);
+    let (code, stderr) = validate_cli(&case);
+    assert_eq!(code, Some(0), "{stderr}");
+    // `run` builds the same head at start-up.
+    let p = config::load_and_validate(&case.file()).unwrap();
+    let spec = mlink::models::head_spec(&p.models[0], case.dir.path()).unwrap();
+    assert_eq!(spec.form, mlink::output::OutputForm::Vector { len: 1 });
+}

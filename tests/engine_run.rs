@@ -4,7 +4,7 @@
 //! restart. Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
 
 use mlink::engine::record::{OutputRecord, Provenance};
-use mlink::engine::{RunOptions, RunSummary, worker};
+use mlink::engine::{self, RunOptions, RunSummary};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ fn run_in_thread(
 ) -> (Arc<AtomicBool>, std::thread::JoinHandle<RunSummary>) {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let h = std::thread::spawn(move || worker::run(&path, opts, s).expect("engine run"));
+    let h = std::thread::spawn(move || engine::run(&path, opts, s).expect("engine run"));
     (stop, h)
 }
 
@@ -137,9 +137,12 @@ fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let p = pipeline(dir.path(), &vtest_camera("lobby"), 30.0, port, "");
+    // Offline: periods follow video time, and live pacing on a busy machine would drop
+    // frames while the three models load in turns every 2 s period.
     let opts = RunOptions {
         max_frames: Some(60),
         links_out: Some(dir.path().join("links.bundle")),
+        offline: true,
         ..RunOptions::default()
     };
     let (_stop, handle) = run_in_thread(p, opts);
@@ -259,6 +262,10 @@ fn hot_reload_adds_a_camera_and_rejects_an_invalid_edit() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let p = pipeline(dir.path(), &vtest_camera("first"), 30.0, port, "");
+    // Periods of 30 s of video: with 2 s ones the models load in turns nearly all the time
+    // and the file checks between frames can miss the short-lived invalid edit.
+    let text = std::fs::read_to_string(&p).unwrap();
+    write_atomically(&p, &text.replace("period_s: 2\n", "period_s: 30\n"));
     let opts = RunOptions {
         duration: Some(Duration::from_secs(200)),
         links_out: Some(dir.path().join("links.bundle")),
@@ -455,7 +462,7 @@ fn an_oracle_link_corrects_the_model_output_the_engine_serves() {
             capture: Some(records.clone()),
             ..RunOptions::default()
         };
-        worker::run(p, opts, Arc::new(AtomicBool::new(false))).unwrap();
+        engine::run(p, opts, Arc::new(AtomicBool::new(false))).unwrap();
         let v = records.lock().unwrap().clone();
         v.into_iter()
             .map(|r| (r.seq, r.value.unwrap()))
@@ -563,7 +570,7 @@ fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
         links_out: Some(links.clone()),
         ..RunOptions::default()
     };
-    worker::run(&p, warm, Arc::new(AtomicBool::new(false))).unwrap();
+    engine::run(&p, warm, Arc::new(AtomicBool::new(false))).unwrap();
     let bundle = mlink::link::LinkBundle::load(&links).unwrap();
     let init = export_link(&bundle, "nanodet", "centernet").unwrap();
 
@@ -601,7 +608,7 @@ fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
         bundle: Some(links.clone()),
         ..RunOptions::default()
     };
-    let summary = worker::run(&p, opts, Arc::new(AtomicBool::new(false))).unwrap();
+    let summary = engine::run(&p, opts, Arc::new(AtomicBool::new(false))).unwrap();
     assert!(summary.federated_rounds >= 1, "{summary:?}");
 
     let client = AggregatorClient::new(&running.url(), "site-a", token).unwrap();

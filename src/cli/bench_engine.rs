@@ -3,7 +3,7 @@
 //! budgeted run scored against the exact run record by record.
 
 use crate::engine::record::OutputRecord;
-use crate::engine::{RunOptions, RunSummary, worker};
+use crate::engine::{self, RunOptions, RunSummary};
 use crate::output::score;
 use anyhow::Context;
 use std::collections::HashMap;
@@ -42,7 +42,7 @@ fn capture_run(
 ) -> anyhow::Result<(RunSummary, Vec<OutputRecord>)> {
     let records = Arc::new(Mutex::new(Vec::new()));
     opts.capture = Some(records.clone());
-    let summary = worker::run(&args.pipeline, opts, Arc::new(AtomicBool::new(false)))?;
+    let summary = engine::run(&args.pipeline, opts, Arc::new(AtomicBool::new(false)))?;
     let recs = records.lock().map(|v| v.clone()).unwrap_or_default();
     Ok((summary, recs))
 }
@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 links_out: Some(out.clone()),
                 ..quiet_options(cfg.links.warmup_samples as u64 + 1)
             };
-            let s = worker::run(&args.pipeline, o, Arc::new(AtomicBool::new(false)))?;
+            let s = engine::run(&args.pipeline, o, Arc::new(AtomicBool::new(false)))?;
             s.links.context(
                 "the warm-up run ended before its links were trained (not enough frames?)",
             )?

@@ -1,8 +1,12 @@
 //! `mlink eval`: replays scheduling methods and baselines over a recorded trace.
 
+use crate::config::SelectionPolicy;
+use crate::control::Decision;
 use crate::eval::{
-    Period, Problem, ReplayConfig, default_budgets, evaluate, render_text, write_report,
+    Method, Period, Problem, Replay, ReplayConfig, budget_label, default_budgets, evaluate,
+    render_text, write_report,
 };
+use crate::link::LinkBundle;
 use crate::link::trace::{TraceError, TraceHeader, TraceReader, TraceRecord};
 use crate::schedule::{Budget, Cost, Costs};
 use anyhow::{Context, bail};
@@ -44,9 +48,10 @@ pub struct Args {
     /// Accuracy Reducto's thresholds are tuned for on the training part.
     #[arg(long, default_value_t = 0.9)]
     pub reducto_target: f64,
-    /// Cost of one link network as MB:MS.
-    #[arg(long, value_name = "MB:MS", default_value = "0.1:0.05")]
-    pub link_cost: String,
+    /// Cost of one link network as MB:MS (default: the trained links' mean parameter
+    /// memory, as the engine charges it, and 0.05 ms).
+    #[arg(long, value_name = "MB:MS")]
+    pub link_cost: Option<String>,
     /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
     #[arg(long = "cost", value_name = "ID=MB:MS")]
     pub costs: Vec<String>,
@@ -63,6 +68,15 @@ pub struct Args {
     /// Write report.md, report.json and SVG plots into this directory.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
+    /// Replay with the links of this bundle (trained on the trace's models) instead of
+    /// training them: every frame of the trace is replayed, as `mlink run --bundle` serves
+    /// it, and only the selection methods (MLink, Gain) are reported.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// Write MLink's selections at the first budget here, one JSON object a line (the
+    /// format of `mlink run --decisions`).
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Option<PathBuf>,
 }
 
 fn parse_cost(s: &str) -> anyhow::Result<Cost> {
@@ -125,7 +139,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         min_profile_frames: args.min_profile_frames,
         profile_window: args.profile_window,
         reducto_target: args.reducto_target,
-        link_cost: parse_cost(&args.link_cost).context("--link-cost")?,
+        link_cost: match &args.link_cost {
+            Some(c) => parse_cost(c).context("--link-cost")?,
+            None => ReplayConfig::default().link_cost,
+        },
+        link_memory_from_links: args.link_cost.is_none(),
         seed: args.seed,
     };
     let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();
@@ -136,7 +154,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             link: cfg.link_cost,
         });
     }
+    if let Some(path) = &args.bundle {
+        return run_with_bundle(&problem, cfg, &budgets, path, args.decisions.as_deref());
+    }
     let report = evaluate(&problem, cfg, &budgets)?;
+    if let Some(path) = &args.decisions
+        && let Some(first) = report.budgets.first()
+        && let Some(m) = first.methods.iter().find(|m| m.method == Method::Mlink)
+    {
+        write_decisions(path, &m.outcome.decisions)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -149,4 +176,52 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The selection methods over every frame of the trace with the given links.
+fn run_with_bundle(
+    problem: &Problem,
+    cfg: ReplayConfig,
+    budgets: &[Budget],
+    bundle: &std::path::Path,
+    decisions: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let links = LinkBundle::load(bundle)
+        .with_context(|| format!("loading the links {}", bundle.display()))?;
+    let replay = Replay::with_links(problem, cfg, links)?;
+    for (n, b) in budgets.iter().enumerate() {
+        for (name, policy) in [
+            ("MLink", SelectionPolicy::Mlink),
+            ("Gain", SelectionPolicy::Gain),
+        ] {
+            let o = replay.run_policy(policy, b)?;
+            println!(
+                "{:<12} {name:<6} accuracy {:.1}%  {:.1} ms/frame  executions saved {:.1}%",
+                budget_label(b),
+                o.accuracy * 100.0,
+                o.ms_per_frame,
+                o.executions_saved * 100.0
+            );
+            if n == 0
+                && policy == SelectionPolicy::Mlink
+                && let Some(path) = decisions
+            {
+                write_decisions(path, &o.decisions)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes decisions as JSON lines, atomically.
+fn write_decisions(path: &std::path::Path, decisions: &[Decision]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for d in decisions {
+        text.push_str(&serde_json::to_string(d)?);
+        text.push('\n');
+    }
+    crate::fsutil::write_atomic(path, text.as_bytes())
+        .with_context(|| format!("writing decisions to {}", path.display()))?;
+    eprintln!("wrote {} decisions to {}", decisions.len(), path.display());
+    Ok(())
 }

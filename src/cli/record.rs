@@ -6,7 +6,7 @@
 
 use crate::config::{self, OnEnd};
 use crate::engine::exec::{FrameOutputs, ModelPool};
-use crate::engine::worker::measure_costs;
+use crate::engine::wiring::measure_costs;
 use crate::ingest::IngestManager;
 use crate::link::trace::{TraceHeader, TraceModel, TraceRecord, TraceWriter};
 use crate::metrics::Metrics;

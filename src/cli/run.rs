@@ -1,6 +1,6 @@
 //! `mlink run PIPELINE`: the live engine.
 
-use crate::engine::{RunOptions, worker};
+use crate::engine::{self, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -33,6 +33,13 @@ pub struct Args {
     /// Print the run summary as JSON on standard output at the end.
     #[arg(long)]
     pub summary_json: bool,
+    /// Load this link bundle instead of the pipeline's (or instead of warming up).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// Write every selection of the active set here at the end, one JSON object a line:
+    /// `{"frame": frames seen, "active": [model ids], "cause": "period"}`.
+    #[arg(long, value_name = "FILE")]
+    pub decisions: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -43,10 +50,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         metrics_listen: args.metrics_listen,
         reload_check_s: args.reload_check,
         offline: args.offline,
+        bundle: args.bundle,
+        decisions: args.decisions,
         ..RunOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let summary = worker::run(&args.pipeline, opts, stop)?;
+    let summary = engine::run(&args.pipeline, opts, stop)?;
     if args.summary_json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
@@ -66,6 +75,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.cpu_ms_per_frame,
         summary.active,
     );
+    if !summary.predicted_accuracy.is_empty() {
+        let parts: Vec<String> = summary
+            .predicted_accuracy
+            .iter()
+            .map(|(id, a)| format!("{id} {:.1}%", a * 100.0))
+            .collect();
+        eprintln!(
+            "mlink: accuracy of the predicted outputs on the latest profiling frames: {}",
+            parts.join(", ")
+        );
+    }
     if let Some(l) = &summary.links {
         eprintln!("mlink: links saved in {}", l.display());
     }

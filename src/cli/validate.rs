@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Pipeline files to check.
+    /// Pipeline files to check (syntax, fields, and every start-up check of `mlink run` that
+    /// needs no session: heads, oracle links, a named link bundle).
     #[arg(required_unless_present = "schema")]
     pub files: Vec<PathBuf>,
     /// Print the JSON schema of pipeline files instead of checking files.
@@ -23,7 +24,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut ok = true;
     for f in &args.files {
         match crate::config::load_and_validate(f) {
-            Ok(_) => println!("{}: ok", f.display()),
+            Ok(p) => {
+                // What `mlink run` checks at start-up, without loading any session.
+                let problems =
+                    crate::engine::startup::startup_checks(&p, &crate::config::base_dir(f));
+                if problems.is_empty() {
+                    println!("{}: ok", f.display());
+                } else {
+                    ok = false;
+                    for e in problems {
+                        eprintln!("{}: {e}", f.display());
+                    }
+                }
+            }
             Err(errors) => {
                 ok = false;
                 for e in errors {

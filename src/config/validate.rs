@@ -536,10 +536,21 @@ fn check_adaptation(a: &AdaptationConfig, out: &mut Vec<Issue>) {
         _ => {}
     }
     if let Some(g) = &a.aggregator {
-        if !(g.url.starts_with("http://") || g.url.starts_with("https://")) {
+        if g.url.starts_with("https://") {
+            // The aggregator client speaks plain HTTP only; refusing here beats a run that
+            // starts and then cannot take part in any round.
             out.push(Issue::new(
                 "adaptation.aggregator.url",
-                format!("`{}` is not an http:// or https:// URL", g.url),
+                format!(
+                    "`{}`: the aggregator client has no TLS; use an http:// URL (behind a TLS \
+                     tunnel or on a private network)",
+                    g.url
+                ),
+            ));
+        } else if !g.url.starts_with("http://") {
+            out.push(Issue::new(
+                "adaptation.aggregator.url",
+                format!("`{}` is not an http:// URL", g.url),
             ));
         }
         for (name, v) in [("token_env", &g.token_env), ("edge_id", &g.edge_id)] {

@@ -67,6 +67,8 @@ pub struct FrameOutputs {
     pub model_ms: Vec<Option<f64>>,
     /// Inference time spent on this frame, in ms.
     pub inference_ms: f64,
+    /// Per model index: why it failed on this frame ([`ModelPool::run_isolated`]).
+    pub errors: Vec<Option<String>>,
 }
 
 impl FrameOutputs {
@@ -76,6 +78,7 @@ impl FrameOutputs {
             detections: vec![None; k],
             model_ms: vec![None; k],
             inference_ms: 0.0,
+            errors: vec![None; k],
         }
     }
 }
@@ -236,43 +239,63 @@ impl ModelPool {
         frame: &Frame,
         out: &mut FrameOutputs,
     ) -> Result<(), ExecError> {
-        for &m in &self.order {
-            if !set.contains(m) {
-                continue;
+        for m in self.order.clone() {
+            if set.contains(m) {
+                self.run_one(m, frame, out)?;
             }
-            let crops = match self.parents[m] {
-                Some(p) => match &out.detections[p] {
-                    Some(d) => Some(d.clone()),
-                    None => {
-                        return Err(ExecError::MissingParent {
-                            model: self.ids[m].clone(),
-                            parent: self.ids[p].clone(),
-                        });
-                    }
-                },
-                None => None,
-            };
-            let model = self
-                .registry
-                .get_mut(&self.ids[m])
-                .ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
-            let inference = model.infer(frame, crops.as_deref())?;
-            out.inference_ms += inference.timing.total_ms();
-            out.model_ms[m] = Some(inference.timing.total_ms());
-            let value = match &self.oracles[m] {
-                Some(oracle) => {
-                    oracle
-                        .apply(&inference.value)
-                        .map_err(|source| ExecError::Oracle {
-                            model: self.ids[m].clone(),
-                            source,
-                        })?
-                }
-                None => inference.value,
-            };
-            out.values[m] = Some(value);
-            out.detections[m] = Some(inference.detections);
         }
+        Ok(())
+    }
+
+    /// Like [`ModelPool::run`], but a model that fails does not stop the others: its error is
+    /// kept in `out.errors` (a dependent of a failed model fails for want of its boxes).
+    pub fn run_isolated(&mut self, set: &ModelSet, frame: &Frame, out: &mut FrameOutputs) {
+        for m in self.order.clone() {
+            if set.contains(m)
+                && let Err(e) = self.run_one(m, frame, out)
+            {
+                out.errors[m] = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Runs model `m` on `frame`, adding its output to `out`.
+    fn run_one(
+        &mut self,
+        m: usize,
+        frame: &Frame,
+        out: &mut FrameOutputs,
+    ) -> Result<(), ExecError> {
+        let crops = match self.parents[m] {
+            Some(p) => match &out.detections[p] {
+                Some(d) => Some(d.clone()),
+                None => {
+                    return Err(ExecError::MissingParent {
+                        model: self.ids[m].clone(),
+                        parent: self.ids[p].clone(),
+                    });
+                }
+            },
+            None => None,
+        };
+        let model = self
+            .registry
+            .get_mut(&self.ids[m])
+            .ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
+        let inference = model.infer(frame, crops.as_deref())?;
+        out.inference_ms += inference.timing.total_ms();
+        out.model_ms[m] = Some(inference.timing.total_ms());
+        let value = match &self.oracles[m] {
+            Some(oracle) => oracle
+                .apply(&inference.value)
+                .map_err(|source| ExecError::Oracle {
+                    model: self.ids[m].clone(),
+                    source,
+                })?,
+            None => inference.value,
+        };
+        out.values[m] = Some(value);
+        out.detections[m] = Some(inference.detections);
         Ok(())
     }
 

@@ -1,21 +1,35 @@
-//! The live system behind `mlink run` (paper Algorithm 2): camera frames feed ONNX Runtime
-//! sessions for the active models while link ensembles predict the others, and a period loop
-//! profiles a share of frames with every model (in turns when they do not fit the budget
-//! together), re-scores the links, re-selects the active set and loads or unloads sessions.
+//! The live system behind `mlink run` (paper Algorithm 2): a thin driver around the pure
+//! controller ([`crate::control`]), which decides what runs; camera frames feed ONNX Runtime
+//! sessions for the active models while link ensembles predict the others.
 //!
+//! - [`wiring`]: builds the pool, sinks, links and controller from the pipeline file.
+//! - `frames`: the frame/timer loop that turns frames into controller events.
+//! - `driver`: carries out the controller's commands (serve, profile, run in turns, select,
+//!   train).
+//! - `signals`, `reload`: the metrics endpoint with SIGINT/SIGTERM, and hot reload.
+//! - [`startup`]: the start-up checks `mlink run` and `mlink validate` share.
 //! - [`exec`]: budget-checked model loads and dependency-ordered execution.
-//! - [`scores`]: link scores blended from validation and profiling, for the scheduler.
-//! - [`worker`]: the frame loop: warm-up, training, serving, profiling, drift, reload.
 //! - [`online`]: online link training off the frame path.
 //! - [`record`], [`sink`]: output records and where they go.
 
+#[cfg(feature = "gst")]
+mod driver;
 pub mod exec;
+#[cfg(feature = "gst")]
+mod frames;
 pub mod online;
 pub mod record;
-pub mod scores;
-pub mod sink;
 #[cfg(feature = "gst")]
-pub mod worker;
+mod reload;
+#[cfg(feature = "gst")]
+mod signals;
+pub mod sink;
+pub mod startup;
+#[cfg(feature = "gst")]
+pub mod wiring;
+
+#[cfg(feature = "gst")]
+pub use wiring::run;
 
 use crate::config::ConfigError;
 use std::path::PathBuf;
@@ -69,6 +83,8 @@ pub struct RunOptions {
     /// Decode files as fast as the engine takes frames, dropping none (benchmarks, batch runs);
     /// live sources are unaffected.
     pub offline: bool,
+    /// Write every selection (frame count, active set, cause) here as JSON lines at the end.
+    pub decisions: Option<PathBuf>,
     /// Also keep every record in memory (benchmarks compare runs record by record).
     pub capture: Option<std::sync::Arc<std::sync::Mutex<Vec<record::OutputRecord>>>>,
 }
@@ -99,6 +115,9 @@ pub struct RunSummary {
     pub federated_rounds: u64,
     pub reloads_applied: u64,
     pub reloads_rejected: u64,
+    /// Per model predicted at some point: the accuracy of its predicted outputs measured on
+    /// the latest profiling frames (model id, accuracy in [0, 1]).
+    pub predicted_accuracy: Vec<(String, f64)>,
 }
 
 /// CPU time (user + system) of this process so far, in seconds.

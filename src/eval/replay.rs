@@ -1,23 +1,33 @@
 //! Replay of scheduling methods over a recorded trace, with the paper's protocol (section 6.6):
 //! the first share of the trace in time trains the links and ensembles; the rest is cut into
 //! periods; the first frames of each period are profiling frames on which every model runs
-//! (they are exact for every method that profiles, and their cost is charged); the profiled
-//! link and ensemble scores drive one selection per period.
+//! (their cost is charged; they are exact when every model fits the memory budget at once,
+//! otherwise they are served with the active set and labelled in turns, as in the engine);
+//! the profiled link and ensemble scores drive one selection per period.
+//!
+//! The selection methods (MLink, Gain) drive the engine's own controller
+//! ([`crate::control::Controller`]) over the test frames with the trace's clock, so the
+//! replay measures the decisions `mlink run` makes; periods and profiling frames of every
+//! method come from the same period clock.
 //!
 //! Every model is scored on every test frame against its exact output with its task's metric,
 //! and the scores are averaged over models and frames: the paper's average output accuracy.
 
 use super::EvalError;
-use super::linker::Linker;
 use super::problem::Problem;
 use super::reducto::{self, DiffStep, Operating};
 use super::stats::mean;
 use crate::config::SelectionPolicy;
+use crate::control::{
+    self, BundleLinks, Command, Controller, Decision, Event, Labelling, PeriodClock, PeriodLength,
+    Predictor, Settings,
+};
+use crate::link::LinkBundle;
 use crate::output::OutputValue;
 use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 /// How the test part is cut into periods.
@@ -49,6 +59,9 @@ pub struct ReplayConfig {
     pub reducto_target: f64,
     /// Cost of one link network (an ensemble over `n` sources costs `n` links).
     pub link_cost: Cost,
+    /// Replace `link_cost`'s memory by the trained links' mean parameter memory (the
+    /// engine's rule); false keeps `link_cost` as given.
+    pub link_memory_from_links: bool,
     /// Seed of link training.
     pub seed: u64,
 }
@@ -63,6 +76,7 @@ impl Default for ReplayConfig {
             profile_window: 4,
             reducto_target: 0.9,
             link_cost: Cost::new(0.1, 0.05),
+            link_memory_from_links: true,
             seed: 0,
         }
     }
@@ -119,30 +133,9 @@ pub struct Outcome {
     pub active: Vec<Vec<String>>,
     /// How the method was configured (Reducto's features and thresholds), for the report.
     pub detail: String,
-}
-
-/// Scores from profiling frames, in the scheduler's terms.
-struct ProfiledScores<'r, 'p> {
-    replay: &'r Replay<'p>,
-    frames: Vec<usize>,
-    links: Vec<Vec<f64>>,
-}
-
-impl LinkScores for ProfiledScores<'_, '_> {
-    fn n_models(&self) -> usize {
-        self.replay.k
-    }
-    fn link(&self, source: usize, target: usize) -> f64 {
-        self.links[source][target]
-    }
-    fn ensemble(&self, active: &ModelSet, target: usize) -> f64 {
-        let mask = mask_of(active);
-        mean(
-            self.frames
-                .iter()
-                .map(|&t| self.replay.frame_scores(mask, t)[target]),
-        )
-    }
+    /// The selections in order (selection methods only), as `--decisions` writes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<Decision>,
 }
 
 fn mask_of(set: &ModelSet) -> u64 {
@@ -169,7 +162,9 @@ pub struct Replay<'p> {
     train: Range<usize>,
     test: Range<usize>,
     periods: Vec<PeriodPlan>,
-    linker: Box<dyn Linker>,
+    links: LinkBundle,
+    /// Trace model order is the bundle's.
+    identity: Vec<usize>,
     cache: RefCell<BTreeMap<(u64, usize), Vec<f64>>>,
 }
 
@@ -191,28 +186,86 @@ impl<'p> Replay<'p> {
         split = split.clamp(2, n - 1);
         let train = 0..split;
         let test = split..n;
-        let periods = plan_periods(problem, test.clone(), &cfg)?;
         let samples: Vec<&[OutputValue]> = problem.frames[train.clone()]
             .iter()
             .map(|f| f.outputs.as_slice())
             .collect();
-        let linker = super::linker::train(problem, &samples, cfg.seed)?;
+        let links = super::linker::train(problem, &samples, cfg.seed)?;
+        Self::build(problem, cfg, train, test, links)
+    }
+
+    /// A replay with given links (a bundle trained elsewhere, over the trace's models in its
+    /// order) and no training part: every frame of the trace is a test frame. Reducto, which
+    /// tunes on a training part, cannot run on it.
+    pub fn with_links(
+        problem: &'p Problem,
+        cfg: ReplayConfig,
+        links: LinkBundle,
+    ) -> Result<Self, EvalError> {
+        check_config(&cfg)?;
+        let n = problem.frames.len();
+        if n == 0 {
+            return Err(EvalError::Invalid(
+                "the trace holds no complete frame".into(),
+            ));
+        }
+        for (m, info) in problem.models.iter().enumerate() {
+            if links.model_index(&info.id) != Some(m) {
+                return Err(EvalError::Invalid(format!(
+                    "the links do not hold model `{}` at position {m}, as the trace does; \
+                     train them from this trace's models",
+                    info.id
+                )));
+            }
+        }
+        Self::build(problem, cfg, 0..0, 0..n, links)
+    }
+
+    fn build(
+        problem: &'p Problem,
+        mut cfg: ReplayConfig,
+        train: Range<usize>,
+        test: Range<usize>,
+        links: LinkBundle,
+    ) -> Result<Self, EvalError> {
+        let periods = plan_periods(problem, test.clone(), &cfg)?;
+        let k = problem.n_models();
+        let identity: Vec<usize> = (0..k).collect();
+        if cfg.link_memory_from_links
+            && let Some(mb) = (BundleLinks {
+                bundle: &links,
+                to_bundle: &identity,
+            })
+            .mean_link_memory_mb()
+        {
+            cfg.link_cost.memory_mb = mb;
+        }
         Ok(Replay {
             problem,
-            k: problem.n_models(),
+            k,
             cfg,
             train,
             test,
             periods,
-            linker,
+            links,
+            identity,
             cache: RefCell::new(BTreeMap::new()),
         })
+    }
+
+    /// The links in the controller's terms.
+    fn predictor(&self) -> BundleLinks<'_> {
+        BundleLinks {
+            bundle: &self.links,
+            to_bundle: &self.identity,
+        }
     }
 
     pub fn problem(&self) -> &Problem {
         self.problem
     }
 
+    /// The configuration, with the link cost the replay charges.
     pub fn config(&self) -> &ReplayConfig {
         &self.cfg
     }
@@ -262,7 +315,7 @@ impl<'p> Replay<'p> {
                 } else if sources.is_empty() {
                     0.0
                 } else {
-                    match self.linker.predict(j, &sources) {
+                    match self.predictor().predict(j, &sources) {
                         Some(p) => {
                             super::score(&self.problem.models[j].spec, &p, &frame.outputs[j])
                         }
@@ -279,7 +332,7 @@ impl<'p> Replay<'p> {
     fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
         let frame = &self.problem.frames[t];
         match self
-            .linker
+            .predictor()
             .predict(target, &[(source, &frame.outputs[source])])
         {
             Some(p) => super::score(
@@ -322,35 +375,127 @@ impl<'p> Replay<'p> {
             .collect()
     }
 
-    fn profiled_scores(&self, period: usize) -> ProfiledScores<'_, 'p> {
-        let lo = (period + 1).saturating_sub(self.cfg.profile_window);
-        let frames: Vec<usize> = self.periods[lo..=period]
-            .iter()
-            .flat_map(|p| p.profile.clone())
-            .collect();
-        let links = self.link_matrix(&frames);
-        ProfiledScores {
-            replay: self,
-            frames,
-            links,
+    /// The controller's settings for this replay: the engine's defaults where the replay has
+    /// no knob of its own (no drift margin, no fine-tuning: the links stay as trained).
+    pub fn settings(&self, policy: SelectionPolicy) -> Settings {
+        Settings {
+            policy,
+            period: period_length(self.problem, self.test.clone(), &self.cfg),
+            profiling_ratio: self.cfg.profile_fraction,
+            min_profile_frames: self.cfg.min_profile_frames as u64,
+            max_kept_frames: control::controller::DEFAULT_MAX_KEPT_FRAMES,
+            profile_window: self.cfg.profile_window,
+            fps_hint: fps_of(self.problem, self.test.clone()),
+            drift_margin: None,
+            warmup_samples: 0,
+            labelling: Labelling::None,
+            federated: false,
         }
     }
 
-    /// Runs a selection policy period by period: profile, select, serve.
+    /// Runs a selection policy through the controller over the test frames, as the engine
+    /// would with these links loaded at start-up: every frame is handed over with its trace
+    /// time, and each command is carried out on the recorded outputs.
     pub fn run_policy(
         &self,
         policy: SelectionPolicy,
         budget: &Budget,
     ) -> Result<Outcome, EvalError> {
         let costs = self.costs();
-        let mut masks = Vec::with_capacity(self.periods.len());
-        for p in 0..self.periods.len() {
-            let scores = self.profiled_scores(p);
-            let sel = schedule::select(policy, &costs, budget, &scores)
-                .map_err(|e| EvalError::Schedule(e.to_string()))?;
-            masks.push(self.close_over_parents(mask_of(&sel.active), &costs, budget));
+        let k = self.k;
+        let specs: Vec<_> = self.problem.models.iter().map(|m| m.spec.clone()).collect();
+        let parents: Vec<Option<usize>> = self.problem.models.iter().map(|m| m.parent).collect();
+        let err = |e: control::ControlError| EvalError::Schedule(e.to_string());
+        let mut ctl = Controller::new(
+            self.settings(policy),
+            specs,
+            costs.clone(),
+            *budget,
+            parents,
+            false,
+        )
+        .map_err(err)?;
+        let links = self.predictor();
+        let mut tally = Tally::new(k);
+        let mut decisions = Vec::new();
+        let mut active_sets: Vec<Vec<String>> = Vec::new();
+        let mut pending: VecDeque<Event> = VecDeque::from([Event::LinksReady {
+            cause: control::Cause::Startup,
+        }]);
+        let mut frames = self.test.clone();
+        loop {
+            let event = match pending.pop_front() {
+                Some(e) => e,
+                None => match frames.next() {
+                    Some(t) => Event::Frame {
+                        id: t as u64,
+                        time_s: self.problem.frames[t].time_s,
+                    },
+                    None => break,
+                },
+            };
+            for cmd in ctl.handle(event, Some(&links)).map_err(err)? {
+                match cmd {
+                    Command::Serve {
+                        frame,
+                        active,
+                        predict,
+                    } => {
+                        let t = frame as usize;
+                        let mask = mask_of(&active);
+                        if predict {
+                            tally.add(&self.frame_scores(mask, t), &costs, &active);
+                        } else {
+                            let alone: Vec<f64> = (0..k)
+                                .map(|j| f64::from(u8::from(active.contains(j))))
+                                .collect();
+                            tally.add(&alone, &Costs::models_only(costs.models.clone()), &active);
+                        }
+                    }
+                    Command::Profile { frame, purpose } => {
+                        let t = frame as usize;
+                        tally.add(&vec![1.0; k], &costs, &ModelSet::full(k));
+                        pending.push_back(Event::Measured {
+                            purpose,
+                            frames: 1,
+                            samples: vec![self.problem.frames[t].outputs.clone()],
+                        });
+                    }
+                    Command::RunInTurns {
+                        frames, purpose, ..
+                    } => {
+                        // The frames were served already: charge the models that did not
+                        // run then.
+                        let served = ctl.active().clone();
+                        for _ in &frames {
+                            tally.charge_rest(&costs, &served);
+                        }
+                        pending.push_back(Event::Measured {
+                            purpose,
+                            frames: frames.len(),
+                            samples: frames
+                                .iter()
+                                .map(|&t| self.problem.frames[t as usize].outputs.clone())
+                                .collect(),
+                        });
+                    }
+                    Command::Select(sel) => {
+                        let ids = self.ids(mask_of(&sel.to));
+                        decisions.push(sel.decision(&self.model_ids()));
+                        if active_sets.last() != Some(&ids) {
+                            active_sets.push(ids);
+                        }
+                    }
+                    Command::Keep { .. }
+                    | Command::Release { .. }
+                    | Command::StartTraining { .. }
+                    | Command::Train { .. } => {}
+                }
+            }
         }
-        Ok(self.serve(&masks, true, String::new()))
+        let mut out = tally.outcome(self.test.len(), active_sets);
+        out.decisions = decisions;
+        Ok(out)
     }
 
     /// Standalone: the cheapest models that fit, nothing predicted, no profiling.
@@ -361,7 +506,7 @@ impl<'p> Replay<'p> {
             .map_err(|e| EvalError::Schedule(e.to_string()))?;
         let mask = self.close_over_parents(mask_of(&sel.active), &costs, budget);
         let masks = vec![mask; self.periods.len()];
-        let mut out = self.serve_with(&masks, false, &costs, String::new(), true);
+        let mut out = self.serve_with(&masks, None, &costs, String::new(), true);
         out.active.dedup();
         Ok(out)
     }
@@ -379,7 +524,7 @@ impl<'p> Replay<'p> {
                 continue;
             }
             let masks = vec![mask; self.periods.len()];
-            let o = self.serve(&masks, true, String::new());
+            let o = self.serve(&masks, budget, String::new());
             let better = match &best {
                 None => true,
                 Some(b) => {
@@ -399,38 +544,40 @@ impl<'p> Replay<'p> {
         Ok(best)
     }
 
-    /// A model that runs on another's boxes cannot run without it: the parent is added when
-    /// the budget allows, otherwise the dependent is dropped (as the engine does).
-    fn close_over_parents(&self, mut mask: u64, costs: &Costs, budget: &Budget) -> u64 {
-        for m in 0..self.k {
-            let Some(p) = self.problem.models[m].parent else {
-                continue;
-            };
-            if mask >> m & 1 == 1 && mask >> p & 1 == 0 {
-                let with = mask | 1 << p;
-                if budget.fits(costs.set_cost(&set_of(self.k, with))) {
-                    mask = with;
-                } else {
-                    mask &= !(1 << m);
-                }
-            }
-        }
-        mask
+    /// The controller's rule ([`control::close_over_parents`]) on masks.
+    fn close_over_parents(&self, mask: u64, costs: &Costs, budget: &Budget) -> u64 {
+        let parents: Vec<Option<usize>> = self.problem.models.iter().map(|m| m.parent).collect();
+        mask_of(&control::close_over_parents(
+            set_of(self.k, mask),
+            &parents,
+            costs,
+            budget,
+        ))
     }
 
-    fn serve(&self, masks: &[u64], profiled: bool, detail: String) -> Outcome {
-        self.serve_with(masks, profiled, &self.costs(), detail, false)
+    fn serve(&self, masks: &[u64], budget: &Budget, detail: String) -> Outcome {
+        self.serve_with(masks, Some(budget), &self.costs(), detail, false)
     }
 
-    /// Serves the test part with one active set per period.
+    /// Serves the test part with one active set per period. With `profiled_under` (the
+    /// budget) every model runs on the profiling frames, as in the controller: they are
+    /// exact when every model fits the memory budget at once, else served with the set.
     fn serve_with(
         &self,
         masks: &[u64],
-        profiled: bool,
+        profiled_under: Option<&Budget>,
         costs: &Costs,
         detail: String,
         standalone: bool,
     ) -> Outcome {
+        let profiled = profiled_under.is_some();
+        let exact_profiling = profiled_under.is_some_and(|b| {
+            Budget {
+                memory_mb: b.memory_mb,
+                ms_per_frame: None,
+            }
+            .fits(costs.models_cost(&ModelSet::full(self.k)))
+        });
         let k = self.k;
         let mut per_model = vec![0.0; k];
         let mut ms = 0.0;
@@ -442,7 +589,12 @@ impl<'p> Replay<'p> {
             let set_ms = costs.set_cost(&set).ms_per_frame;
             for t in plan.frames.clone() {
                 if profiled && plan.profile.contains(&t) {
-                    per_model.iter_mut().for_each(|s| *s += 1.0);
+                    if exact_profiling {
+                        per_model.iter_mut().for_each(|s| *s += 1.0);
+                    } else {
+                        let scores = self.frame_scores(mask, t);
+                        per_model.iter_mut().zip(&scores).for_each(|(a, s)| *a += s);
+                    }
                     ms += all_ms;
                     executions += k;
                     continue;
@@ -468,7 +620,12 @@ impl<'p> Replay<'p> {
             executions_saved: 1.0 - executions as f64 / (n * k as f64),
             active: masks.iter().map(|&m| self.ids(m)).collect(),
             detail,
+            decisions: Vec::new(),
         }
+    }
+
+    fn model_ids(&self) -> Vec<String> {
+        self.problem.models.iter().map(|m| m.id.clone()).collect()
     }
 
     fn ids(&self, mask: u64) -> Vec<String> {
@@ -576,6 +733,7 @@ impl<'p> Replay<'p> {
             executions_saved: 1.0 - executions / (n * k as f64),
             active: vec![self.ids((1u64 << k) - 1)],
             detail,
+            decisions: Vec::new(),
         }
     }
 
@@ -707,51 +865,113 @@ fn check_config(cfg: &ReplayConfig) -> Result<(), EvalError> {
     }
 }
 
+/// The controller's period length for a replay: `Count(c)` becomes periods of
+/// `ceil(test frames / c)` frames.
+fn period_length(problem: &Problem, test: Range<usize>, cfg: &ReplayConfig) -> PeriodLength {
+    let _ = problem;
+    match cfg.period {
+        Period::Frames(n) => PeriodLength::Frames(n as u64),
+        Period::Seconds(s) => PeriodLength::Seconds(s),
+        Period::Count(c) => PeriodLength::Frames(test.len().div_ceil(c.max(1)).max(1) as u64),
+    }
+}
+
+/// Frames per second of the test part (median spacing of its times, to a thousandth), the
+/// controller's hint before a period has been counted; 1 when the times do not say.
+fn fps_of(problem: &Problem, test: Range<usize>) -> f64 {
+    let frames = &problem.frames[test];
+    let mut gaps: Vec<f64> = frames
+        .windows(2)
+        .map(|w| w[1].time_s - w[0].time_s)
+        .filter(|g| *g > 0.0)
+        .collect();
+    if gaps.is_empty() {
+        return 1.0;
+    }
+    gaps.sort_by(f64::total_cmp);
+    let fps = 1.0 / gaps[gaps.len() / 2];
+    (fps * 1000.0).round() / 1000.0
+}
+
+/// Periods and their profiling frames, from the controller's period clock over the test
+/// frames' times (the profiling frames are capped as the controller caps them).
 fn plan_periods(
     problem: &Problem,
     test: Range<usize>,
     cfg: &ReplayConfig,
 ) -> Result<Vec<PeriodPlan>, EvalError> {
-    let n = test.len();
-    let mut bounds: Vec<Range<usize>> = Vec::new();
-    match cfg.period {
-        Period::Frames(len) => {
-            let mut s = test.start;
-            while s < test.end {
-                let e = (s + len).min(test.end);
-                bounds.push(s..e);
-                s = e;
-            }
+    let mut clock = PeriodClock::new(
+        period_length(problem, test.clone(), cfg),
+        cfg.profile_fraction,
+        cfg.min_profile_frames as u64,
+        fps_of(problem, test.clone()),
+    );
+    let cap = control::controller::DEFAULT_MAX_KEPT_FRAMES.max(1) as usize;
+    let mut plans: Vec<(usize, usize, usize)> = Vec::new();
+    for t in test.clone() {
+        let tick = clock.on_frame(problem.frames[t].time_s);
+        if tick.new_period || plans.is_empty() {
+            plans.push((t, t, (tick.profile_frames as usize).min(cap)));
         }
-        Period::Count(c) => {
-            let c = c.min(n).max(1);
-            for i in 0..c {
-                bounds.push(test.start + i * n / c..test.start + (i + 1) * n / c);
-            }
-        }
-        Period::Seconds(len) => {
-            let t0 = problem.frames[test.start].time_s;
-            let mut s = test.start;
-            while s < test.end {
-                let idx = ((problem.frames[s].time_s - t0) / len).floor();
-                let end_t = t0 + (idx + 1.0) * len;
-                let e = s + problem.frames[s..test.end].partition_point(|f| f.time_s < end_t);
-                let e = e.max(s + 1);
-                bounds.push(s..e);
-                s = e;
-            }
+        if let Some(last) = plans.last_mut() {
+            last.1 = t + 1;
         }
     }
-    Ok(bounds
+    Ok(plans
         .into_iter()
-        .filter(|r| !r.is_empty())
-        .map(|frames| {
-            let want = (cfg.profile_fraction * frames.len() as f64).ceil() as usize;
-            let np = want.max(cfg.min_profile_frames).min(frames.len());
-            PeriodPlan {
-                profile: frames.start..frames.start + np,
-                frames,
-            }
+        .map(|(start, end, np)| PeriodPlan {
+            frames: start..end,
+            profile: start..start + np.min(end - start),
         })
         .collect())
+}
+
+/// What a replayed method spent and scored, frame by frame.
+struct Tally {
+    per_model: Vec<f64>,
+    ms: f64,
+    executions: usize,
+}
+
+impl Tally {
+    fn new(k: usize) -> Self {
+        Tally {
+            per_model: vec![0.0; k],
+            ms: 0.0,
+            executions: 0,
+        }
+    }
+
+    /// A frame scored `scores` with the models of `ran` executed (and links for the rest).
+    fn add(&mut self, scores: &[f64], costs: &Costs, ran: &ModelSet) {
+        self.per_model
+            .iter_mut()
+            .zip(scores)
+            .for_each(|(a, s)| *a += s);
+        self.ms += costs.set_cost(ran).ms_per_frame;
+        self.executions += ran.len();
+    }
+
+    /// The models outside `served` ran on a frame afterwards (labelling in turns).
+    fn charge_rest(&mut self, costs: &Costs, served: &ModelSet) {
+        for m in served.complement_iter() {
+            self.ms += costs.models[m].ms_per_frame;
+            self.executions += 1;
+        }
+    }
+
+    fn outcome(self, frames: usize, active: Vec<Vec<String>>) -> Outcome {
+        let n = frames.max(1) as f64;
+        let k = self.per_model.len();
+        let model_accuracy: Vec<f64> = self.per_model.iter().map(|s| s / n).collect();
+        Outcome {
+            accuracy: mean(model_accuracy.iter().copied()),
+            model_accuracy,
+            ms_per_frame: self.ms / n,
+            executions_saved: 1.0 - self.executions as f64 / (n * k as f64),
+            active,
+            detail: String::new(),
+            decisions: Vec::new(),
+        }
+    }
 }

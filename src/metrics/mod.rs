@@ -58,6 +58,12 @@ pub struct Metrics {
     pub expected_accuracy: GaugeVec,
     /// Link training runs by policy (`initial`, `periodic`, `uncertainty`, `loss_prediction`).
     pub link_training_runs: IntCounterVec,
+    /// Selections that left no model active, by cause (every output then unavailable).
+    pub empty_selections: IntCounterVec,
+    /// Failed inferences, oracle applications or loads per model.
+    pub model_failures: IntCounterVec,
+    /// Accuracy of a model's predicted outputs, measured on profiling frames.
+    pub predicted_accuracy: GaugeVec,
     /// Records written and dropped per sink.
     pub sink_records: IntCounterVec,
     pub sink_dropped: IntCounterVec,
@@ -187,6 +193,21 @@ impl Metrics {
                 "mlink_link_training_runs_total",
                 "Link training runs by policy",
                 &["policy"],
+            ),
+            empty_selections: counter(
+                "mlink_empty_selections_total",
+                "Selections that left no model active, by cause",
+                &["cause"],
+            ),
+            model_failures: counter(
+                "mlink_model_failures_total",
+                "Failed inferences, oracle applications or loads of a model",
+                &["model"],
+            ),
+            predicted_accuracy: gauge(
+                "mlink_predicted_accuracy",
+                "Accuracy of the model's predicted outputs measured on profiling frames",
+                &["model"],
             ),
             sink_records: counter(
                 "mlink_sink_records_total",

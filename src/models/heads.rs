@@ -97,7 +97,13 @@ impl Head {
         let resolve =
             |v: ClassVocabulary, classes: &[String]| -> Result<Vec<Vec<u32>>, ModelError> {
                 if classes.is_empty() {
-                    return Err(err("`classes` is empty".into()));
+                    // A one-class detector's head may leave `classes` out (docs/pipeline.md):
+                    // it counts that class, as validation accepts.
+                    return match v {
+                        ClassVocabulary::Person => Ok(vec![v.resolve("person").map_err(&err)?]),
+                        ClassVocabulary::Face => Ok(vec![v.resolve("face").map_err(&err)?]),
+                        ClassVocabulary::Coco => Err(err("`classes` is empty".into())),
+                    };
                 }
                 classes.iter().map(|c| v.resolve(c).map_err(&err)).collect()
             };
@@ -315,6 +321,16 @@ pub fn head_spec(cfg: &ModelConfig, base_dir: &Path) -> Result<OutputSpec, Model
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_class_detector_counts_its_class_when_classes_are_left_out() {
+        let none = HeadConfig::Count { classes: vec![] };
+        let h = Head::new("poses", AdapterKind::MovenetMultipose, &none, None).unwrap();
+        assert_eq!(h.spec, OutputSpec::vector(1, TaskKind::Count));
+        assert!(Head::new("faces", AdapterKind::Blazeface, &none, None).is_ok());
+        let e = Head::new("det", AdapterKind::Nanodet, &none, None).unwrap_err();
+        assert!(e.to_string().contains("`classes` is empty"), "{e}");
+    }
 
     fn det(class: u32, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
         Detection {

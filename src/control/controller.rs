@@ -1,0 +1,1833 @@
+//! The controller: phases, events in, commands out.
+//!
+//! Phases ([`Phase`]):
+//! 1. `Warmup` (no links): every model runs on every frame until `warmup_samples` complete
+//!    samples exist. When every model fits the memory budget at once, each frame is profiled
+//!    on arrival; otherwise each frame is served at once with the standalone set, kept, and
+//!    the kept frames are run in turns by chunks.
+//! 2. `Training`: the links train elsewhere; the standalone set serves.
+//! 3. `Serving`: each period (in video time) starts by profiling its first
+//!    `max(min, ceil(ratio x expected frames))` frames; once they are measured the active set
+//!    is re-selected from the profiled scores of the latest `profile_window` periods. With a
+//!    drift margin, one frame is probed every quarter period, and when the probes' measured
+//!    accuracy of the predicted outputs falls more than the margin below what the selection
+//!    expected, the set is re-selected at once. Frames the labelling policy queues are
+//!    labelled once the period's profiling is done and train the links with it.
+//!
+//! `AllExact` is the unbounded mode: every model runs on every frame, nothing is selected.
+
+use super::period::{PeriodClock, PeriodLength, Spacing};
+use super::scores::{Predictor, ProfiledScores, Row, close_over_parents};
+use super::{Cause, TrainingPolicy};
+use crate::config::{AdaptationPolicy, Pipeline, SelectionPolicy};
+use crate::output::OutputSpec;
+use crate::schedule::{self, Budget, Costs, LinkScores, ModelSet, ProfilingPlan};
+use std::collections::VecDeque;
+
+/// The driver's name for a frame (arrival index in the engine, trace index in the replay).
+pub type FrameId = u64;
+
+/// Frames kept per turn while warming up with models that do not fit together.
+pub const WARMUP_CHUNK: usize = 25;
+/// Frames queued at most for exact labelling between two periods.
+pub const LABEL_QUEUE: usize = 16;
+/// Warm-up samples that score the links until the first period is profiled.
+pub const WARM_SCORING_SAMPLES: usize = 32;
+/// Under `loss_prediction` without a threshold, a frame is queued when its predicted loss
+/// exceeds this multiple of the running mean.
+const LOSS_FACTOR: f64 = 2.0;
+/// Predicted losses seen before the running mean is trusted.
+const LOSS_MIN_SEEN: u64 = 10;
+
+/// Which frames are labelled exactly to fine-tune the links (paper section 4.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Labelling {
+    None,
+    /// Every period's profiling samples.
+    Periodic,
+    /// Frames whose prediction uncertainty exceeds the threshold.
+    Uncertainty {
+        threshold: Option<f64>,
+    },
+    /// Frames whose predicted loss exceeds the threshold (or twice the running mean).
+    LossPrediction {
+        threshold: Option<f64>,
+    },
+}
+
+/// The controller's configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub policy: SelectionPolicy,
+    pub period: PeriodLength,
+    pub profiling_ratio: f64,
+    pub min_profile_frames: u64,
+    /// Profiling frames per period at most (the frames kept for a run in turns: the memory
+    /// bound of profiling).
+    pub max_kept_frames: u64,
+    /// Periods of profiling samples the scores are measured on.
+    pub profile_window: usize,
+    /// Frames per second expected before a whole period has been counted.
+    pub fps_hint: f64,
+    pub drift_margin: Option<f64>,
+    pub warmup_samples: usize,
+    pub labelling: Labelling,
+    /// An edge of cross-site aggregation: fine-tune every period.
+    pub federated: bool,
+}
+
+/// Frames per second assumed for a camera without sampling.
+pub const ASSUMED_FPS: f64 = 10.0;
+/// Profiling frames kept at most for a run in turns, by default.
+pub const DEFAULT_MAX_KEPT_FRAMES: u64 = 32;
+
+impl Settings {
+    /// The settings of a pipeline file.
+    pub fn from_pipeline(cfg: &Pipeline) -> Self {
+        let fps_hint: f64 = cfg
+            .cameras
+            .iter()
+            .map(|c| {
+                c.sampling
+                    .as_ref()
+                    .and_then(|s| s.fps.or(s.every_seconds.map(|e| 1.0 / e)))
+                    .unwrap_or(ASSUMED_FPS)
+            })
+            .sum();
+        let threshold = cfg.adaptation.uncertainty_threshold;
+        Settings {
+            policy: cfg.scheduler.policy,
+            period: PeriodLength::Seconds(cfg.scheduler.period_s),
+            profiling_ratio: cfg.scheduler.profiling_ratio,
+            min_profile_frames: 1,
+            max_kept_frames: DEFAULT_MAX_KEPT_FRAMES,
+            profile_window: 4,
+            fps_hint: if fps_hint > 0.0 {
+                fps_hint
+            } else {
+                ASSUMED_FPS
+            },
+            drift_margin: cfg.scheduler.drift_margin,
+            warmup_samples: cfg.links.warmup_samples,
+            labelling: match cfg.adaptation.policy {
+                AdaptationPolicy::None => Labelling::None,
+                AdaptationPolicy::Periodic => Labelling::Periodic,
+                AdaptationPolicy::Uncertainty => Labelling::Uncertainty { threshold },
+                AdaptationPolicy::LossPrediction => Labelling::LossPrediction { threshold },
+            },
+            federated: cfg.adaptation.aggregator.is_some(),
+        }
+    }
+}
+
+/// What a batch of measured samples was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Warmup,
+    Period,
+    Probe,
+    Label,
+}
+
+/// What the driver tells the controller.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A frame arrived, with its video time in seconds.
+    Frame { id: FrameId, time_s: f64 },
+    /// Every model ran on `frames` frames (complete samples in `samples`; a frame whose
+    /// outputs were not all produced is counted but has no sample).
+    Measured {
+        purpose: Purpose,
+        frames: usize,
+        samples: Vec<Row>,
+    },
+    /// A frame was served; the largest uncertainty and predicted loss of its predictions.
+    Served {
+        id: FrameId,
+        uncertainty: Option<f64>,
+        predicted_loss: Option<f64>,
+    },
+    /// Links exist now (loaded at start-up or trained): serving starts.
+    LinksReady { cause: Cause },
+    /// The links were replaced by fine-tuned ones (selection waits for the next period).
+    LinksUpdated,
+    /// Initial training failed: warm up again.
+    TrainingFailed,
+    /// What one frame cost: inference time spent on its account (serving, profiling, probes
+    /// and runs in turns included) and each model's measured latency when it ran.
+    Cost {
+        ms: f64,
+        models: Vec<(usize, f64)>,
+        /// Measured time of one link prediction on this frame (ms), when links ran.
+        link_ms: Option<f64>,
+    },
+    /// A model failed (inference, oracle or load): it is excluded from selection and
+    /// retried after a backoff in video time.
+    ModelFailed { model: usize },
+    /// The configuration changed.
+    ConfigChanged {
+        settings: Settings,
+        budget: Budget,
+        costs: Costs,
+    },
+}
+
+/// A selection, with what the scheduler saw.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selected {
+    pub from: ModelSet,
+    pub to: ModelSet,
+    pub cause: Cause,
+    /// The frame after which the selection was made (None before the first frame).
+    pub at: Option<FrameId>,
+    /// Frames the controller had seen when it selected.
+    pub frames_seen: u64,
+    pub objective: f64,
+    pub reason: String,
+    /// Mean score the selection expects of the predicted outputs (None when none are).
+    pub expected: Option<f64>,
+    /// Link scores (source row, target column) the selection used, when links exist.
+    pub link_matrix: Vec<Vec<f64>>,
+    /// Per model: 1 when active, else its ensemble score from the active set.
+    pub ensembles: Vec<f64>,
+    /// Per model outside the set: its accuracy measured on the profiling samples.
+    pub measured: Vec<Option<f64>>,
+    /// Whether the set predicts the others (false: the budget holds no links).
+    pub predict: bool,
+}
+
+/// What the controller tells the driver to do, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Run `active` on the frame, predict the others (with `predict`; otherwise their
+    /// outputs are unavailable: the budget holds no links).
+    Serve {
+        frame: FrameId,
+        active: ModelSet,
+        predict: bool,
+    },
+    /// Run every model on the frame (they fit together), write exact records and report
+    /// `Event::Measured { purpose }`.
+    Profile { frame: FrameId, purpose: Purpose },
+    /// Keep a copy of the frame (it was just served) for a later [`Command::RunInTurns`].
+    Keep { frame: FrameId },
+    /// Run the models group by group on the kept frames (labels only: they were served) and
+    /// report `Event::Measured { purpose }`; the frames are then released.
+    RunInTurns {
+        frames: Vec<FrameId>,
+        groups: Vec<Vec<usize>>,
+        purpose: Purpose,
+    },
+    /// Move from one active set to another.
+    Select(Box<Selected>),
+    /// Train the links on the warm-up samples, off the frame path; report
+    /// `Event::LinksReady { cause: Cause::Trained }` or `Event::TrainingFailed`.
+    StartTraining { samples: Vec<Row> },
+    /// Fine-tune the links on labelled samples, off the frame path.
+    Train {
+        samples: Vec<Row>,
+        policy: TrainingPolicy,
+    },
+    /// Release kept frames without running anything (queued frames no longer wanted).
+    Release { frames: Vec<FrameId> },
+}
+
+impl Selected {
+    /// The decision-file line of this selection, with the models' ids.
+    pub fn decision(&self, ids: &[String]) -> Decision {
+        Decision {
+            frame: self.frames_seen,
+            active: self.to.iter().filter_map(|m| ids.get(m).cloned()).collect(),
+            cause: self.cause,
+        }
+    }
+}
+
+/// One selection as written to a decision file (`--decisions`, one JSON object a line).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Decision {
+    /// Frames seen before the selection (0 before the first).
+    pub frame: u64,
+    pub active: Vec<String>,
+    pub cause: Cause,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Schedule(#[from] schedule::ScheduleError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Video seconds a failed model waits before its first retry; each further failure doubles
+/// the wait, up to [`FAILURE_BACKOFF_MAX_S`].
+pub const FAILURE_BACKOFF_S: f64 = 5.0;
+pub const FAILURE_BACKOFF_MAX_S: f64 = 300.0;
+
+/// A model's failures: how many so far, and until when (video time) it is excluded.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Failures {
+    pub count: u32,
+    pub excluded_until: Option<f64>,
+}
+
+/// Weight of the newest frame in the measured time per frame (an EWMA over about 10 frames).
+pub const COST_EWMA: f64 = 0.1;
+/// Frames measured after a selection before the measured time per frame can trigger another.
+pub const COST_MIN_FRAMES: u64 = 10;
+
+/// Measured time per frame and per model (EWMA).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Meter {
+    pub frame_ms: Option<f64>,
+    pub model_ms: Vec<Option<f64>>,
+    pub link_ms: Option<f64>,
+    /// Frames measured since the last selection.
+    pub since_selection: u64,
+}
+
+impl Meter {
+    /// A new set is measured afresh: the time per frame of the previous one says nothing of
+    /// it (model latencies are kept).
+    fn restart(&mut self) {
+        self.frame_ms = None;
+        self.since_selection = 0;
+    }
+}
+
+fn ewma(old: Option<f64>, new: f64) -> f64 {
+    old.map_or(new, |o| o + COST_EWMA * (new - o))
+}
+
+/// The phase and the state that exists only in it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// Every model exact, nothing selected (no budget).
+    AllExact,
+    Warmup {
+        samples: Vec<Row>,
+        kept: Vec<FrameId>,
+    },
+    Training {
+        samples: usize,
+    },
+    Serving(Box<Serving>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Serving {
+    pub period: PeriodState,
+    pub drift: DriftState,
+    pub queue: LabelQueue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodState {
+    pub clock: PeriodClock,
+    /// Profiling frames of this period still to come.
+    pub to_profile: u64,
+    /// Profiling frames sent but not measured yet.
+    pub awaiting: u64,
+    /// Frames kept for a run in turns.
+    pub kept: Vec<FrameId>,
+    /// This period's samples so far.
+    pub samples: Vec<Row>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftState {
+    pub spacing: Spacing,
+    pub expected: Option<f64>,
+    pub probes: Vec<Row>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelQueue {
+    pub frames: Vec<FrameId>,
+    /// Running mean of predicted losses (`loss_prediction`).
+    pub loss_mean: f64,
+    pub loss_seen: u64,
+}
+
+/// The controller. Model indices are the pipeline's.
+pub struct Controller {
+    settings: Settings,
+    specs: Vec<OutputSpec>,
+    costs: Costs,
+    budget: Budget,
+    parents: Vec<Option<usize>>,
+    active: ModelSet,
+    phase: Phase,
+    /// Profiling batches that score the links, the latest last.
+    history: VecDeque<Vec<Row>>,
+    frames_seen: u64,
+    last_frame: Option<FrameId>,
+    meter: Meter,
+    /// Whether the active set predicts the other models (false when the budget holds no
+    /// links: see `select`).
+    predict: bool,
+    failures: Vec<Failures>,
+    /// Video time of the latest frame.
+    now_s: f64,
+}
+
+impl Controller {
+    /// A controller in `Warmup` (or `AllExact` with `all_exact`).
+    pub fn new(
+        settings: Settings,
+        specs: Vec<OutputSpec>,
+        costs: Costs,
+        budget: Budget,
+        parents: Vec<Option<usize>>,
+        all_exact: bool,
+    ) -> Result<Self, ControlError> {
+        let k = specs.len();
+        if costs.n_models() != k || parents.len() != k {
+            return Err(ControlError::Invalid(format!(
+                "{k} models, {} costs, {} parent entries",
+                costs.n_models(),
+                parents.len()
+            )));
+        }
+        if !(settings.profiling_ratio >= 0.0 && settings.profiling_ratio <= 1.0) {
+            return Err(ControlError::Invalid(format!(
+                "the profiling ratio must be in [0, 1], got {}",
+                settings.profiling_ratio
+            )));
+        }
+        let phase = if all_exact {
+            Phase::AllExact
+        } else {
+            Phase::Warmup {
+                samples: Vec::new(),
+                kept: Vec::new(),
+            }
+        };
+        Ok(Controller {
+            active: if all_exact {
+                ModelSet::full(k)
+            } else {
+                ModelSet::empty(k)
+            },
+            settings,
+            specs,
+            costs,
+            budget,
+            parents,
+            phase,
+            history: VecDeque::new(),
+            frames_seen: 0,
+            last_frame: None,
+            predict: true,
+            failures: vec![Failures::default(); k],
+            now_s: 0.0,
+            meter: Meter {
+                frame_ms: None,
+                model_ms: vec![None; k],
+                link_ms: None,
+                since_selection: 0,
+            },
+        })
+    }
+
+    pub fn active(&self) -> &ModelSet {
+        &self.active
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn costs(&self) -> &Costs {
+        &self.costs
+    }
+
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Charges links at `cost` each from now on (the links' parameter memory and measured
+    /// prediction time).
+    pub fn set_link_cost(&mut self, cost: crate::schedule::Cost) {
+        if cost.is_valid() {
+            self.costs.link = cost;
+        }
+    }
+
+    /// The measured time per frame (EWMA, ms), profiling and probes included.
+    pub fn measured_ms_per_frame(&self) -> Option<f64> {
+        self.meter.frame_ms
+    }
+
+    /// The models excluded after a failure, until their retry.
+    pub fn failed(&self) -> ModelSet {
+        ModelSet::from_indices(
+            self.k(),
+            (0..self.k()).filter(|&m| self.failures[m].excluded_until.is_some()),
+        )
+    }
+
+    /// Frames seen so far.
+    pub fn frames_seen(&self) -> u64 {
+        self.frames_seen
+    }
+
+    /// Samples gathered in warm-up so far.
+    pub fn warmup_samples(&self) -> usize {
+        match &self.phase {
+            Phase::Warmup { samples, .. } => samples.len(),
+            Phase::Training { samples } => *samples,
+            _ => 0,
+        }
+    }
+
+    /// The selection before links exist: the models that fit, nothing predicted.
+    pub fn start(&mut self) -> Vec<Command> {
+        if matches!(self.phase, Phase::AllExact) {
+            return Vec::new();
+        }
+        vec![self.standalone(Cause::NoLinks)]
+    }
+
+    fn k(&self) -> usize {
+        self.specs.len()
+    }
+
+    /// Whether every model fits the memory budget at once (profiling needs no turns).
+    fn all_fit_at_once(&self) -> bool {
+        let all = ModelSet::full(self.k());
+        Budget {
+            memory_mb: self.budget.memory_mb,
+            ms_per_frame: None,
+        }
+        .fits(self.costs.models_cost(&all))
+    }
+
+    /// Handles one event. `links` are the current links (None before any exist).
+    pub fn handle(
+        &mut self,
+        event: Event,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        match event {
+            Event::Frame { id, time_s } => self.on_frame(id, time_s, links),
+            Event::Measured {
+                purpose,
+                frames,
+                samples,
+            } => self.on_measured(purpose, frames, samples, links),
+            Event::Served {
+                id,
+                uncertainty,
+                predicted_loss,
+            } => Ok(self.on_served(id, uncertainty, predicted_loss)),
+            Event::LinksReady { cause } => self.on_links_ready(cause, links),
+            Event::LinksUpdated => Ok(Vec::new()),
+            Event::ModelFailed { model } => self.on_model_failed(model, links),
+            Event::Cost {
+                ms,
+                models,
+                link_ms,
+            } => {
+                if let Some(t) = link_ms.filter(|t| t.is_finite() && *t >= 0.0) {
+                    self.meter.link_ms = Some(ewma(self.meter.link_ms, t));
+                }
+                self.on_cost(ms, &models, links)
+            }
+            Event::TrainingFailed => {
+                self.phase = Phase::Warmup {
+                    samples: Vec::new(),
+                    kept: Vec::new(),
+                };
+                Ok(Vec::new())
+            }
+            Event::ConfigChanged {
+                settings,
+                budget,
+                costs,
+            } => self.on_config(settings, budget, costs, links),
+        }
+    }
+
+    fn on_model_failed(
+        &mut self,
+        model: usize,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        let Some(f) = self.failures.get_mut(model) else {
+            return Ok(Vec::new());
+        };
+        if f.excluded_until.is_some() {
+            return Ok(Vec::new());
+        }
+        f.count += 1;
+        let wait = (FAILURE_BACKOFF_S * 2f64.powi(f.count as i32 - 1)).min(FAILURE_BACKOFF_MAX_S);
+        f.excluded_until = Some(self.now_s + wait);
+        if self.active.contains(model) && !matches!(self.phase, Phase::AllExact) {
+            return Ok(vec![self.reselect(Cause::ModelFailure, links)?]);
+        }
+        Ok(Vec::new())
+    }
+
+    /// Re-selects in the current phase: from the links when serving, else standalone.
+    fn reselect(
+        &mut self,
+        cause: Cause,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Command, ControlError> {
+        match self.phase {
+            Phase::Serving(_) => self.select(cause, links),
+            _ => Ok(self.standalone(cause)),
+        }
+    }
+
+    /// Lets failed models whose wait is over back into selection.
+    fn retry_failed(
+        &mut self,
+        time_s: f64,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        let mut back = false;
+        for f in &mut self.failures {
+            if f.excluded_until.is_some_and(|t| time_s >= t) {
+                f.excluded_until = None;
+                back = true;
+            }
+        }
+        if back && !matches!(self.phase, Phase::AllExact) {
+            return Ok(vec![self.reselect(Cause::ModelFailure, links)?]);
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_frame(
+        &mut self,
+        id: FrameId,
+        time_s: f64,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        self.now_s = time_s;
+        let mut out = self.retry_failed(time_s, links)?;
+        out.extend(self.on_frame_inner(id, time_s)?);
+        Ok(out)
+    }
+
+    fn on_frame_inner(&mut self, id: FrameId, time_s: f64) -> Result<Vec<Command>, ControlError> {
+        self.frames_seen += 1;
+        self.last_frame = Some(id);
+        let all_fit = self.all_fit_at_once();
+        let active = self.active.clone();
+        let predict = self.predict;
+        let mut out = Vec::new();
+        match &mut self.phase {
+            Phase::AllExact => out.push(Command::Serve {
+                frame: id,
+                active,
+                predict,
+            }),
+            Phase::Training { .. } => out.push(Command::Serve {
+                frame: id,
+                active,
+                predict,
+            }),
+            Phase::Warmup { samples, kept } => {
+                if all_fit {
+                    out.push(Command::Profile {
+                        frame: id,
+                        purpose: Purpose::Warmup,
+                    });
+                } else {
+                    out.push(Command::Serve {
+                        frame: id,
+                        active,
+                        predict,
+                    });
+                    out.push(Command::Keep { frame: id });
+                    kept.push(id);
+                    let remaining = self.settings.warmup_samples.saturating_sub(samples.len());
+                    if kept.len() >= WARMUP_CHUNK.min(remaining.max(1)) {
+                        let frames = std::mem::take(kept);
+                        out.push(self.in_turns(frames, Purpose::Warmup));
+                    }
+                }
+            }
+            Phase::Serving(s) => {
+                let tick = s.period.clock.on_frame(time_s);
+                if tick.new_period {
+                    // Capped, so that frames kept for a run in turns stay within the bound.
+                    s.period.to_profile = tick
+                        .profile_frames
+                        .min(self.settings.max_kept_frames.max(1));
+                    s.period.samples.clear();
+                    s.drift.probes.clear();
+                }
+                let probe_due = s.drift.spacing.due(time_s);
+                if s.period.to_profile > 0 {
+                    s.period.to_profile -= 1;
+                    s.period.awaiting += 1;
+                    if all_fit {
+                        out.push(Command::Profile {
+                            frame: id,
+                            purpose: Purpose::Period,
+                        });
+                    } else {
+                        out.push(Command::Serve {
+                            frame: id,
+                            active,
+                            predict,
+                        });
+                        out.push(Command::Keep { frame: id });
+                        s.period.kept.push(id);
+                        if s.period.to_profile == 0 {
+                            let frames = std::mem::take(&mut s.period.kept);
+                            out.push(self.in_turns(frames, Purpose::Period));
+                        }
+                    }
+                } else if probe_due && self.settings.drift_margin.is_some() {
+                    if all_fit {
+                        out.push(Command::Profile {
+                            frame: id,
+                            purpose: Purpose::Probe,
+                        });
+                    } else {
+                        out.push(Command::Serve {
+                            frame: id,
+                            active,
+                            predict,
+                        });
+                        out.push(Command::Keep { frame: id });
+                        out.push(self.in_turns(vec![id], Purpose::Probe));
+                    }
+                } else {
+                    out.push(Command::Serve {
+                        frame: id,
+                        active,
+                        predict,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Groups of models that fit the memory budget together, for a run in turns; a model
+    /// that crops another's boxes is in its parent's group or a later one.
+    fn in_turns(&self, frames: Vec<FrameId>, purpose: Purpose) -> Command {
+        let groups = self.turn_groups();
+        Command::RunInTurns {
+            frames,
+            groups,
+            purpose,
+        }
+    }
+
+    /// First-fit groups from the profiling plan, then fixed so that no model runs before the
+    /// model whose boxes it crops (see [`order_by_parents`]).
+    pub fn turn_groups(&self) -> Vec<Vec<usize>> {
+        let plan = ProfilingPlan::new(
+            1,
+            1.0,
+            &self.costs.models,
+            &Budget {
+                memory_mb: self.budget.memory_mb,
+                ms_per_frame: None,
+            },
+            &ModelSet::empty(self.k()),
+        );
+        let mut groups = match plan {
+            Ok(p) => p.groups,
+            // A model alone over the budget: each model in its own turn; loading reports it.
+            Err(_) => (0..self.k()).map(|m| vec![m]).collect(),
+        };
+        order_by_parents(&mut groups, &self.parents);
+        groups
+    }
+
+    /// Updates the measured costs; when the measured time per frame exceeds the time budget,
+    /// re-selects with the measured model latencies under the budget less the measured
+    /// overhead (profiling, probes, links): cause `over_budget`.
+    fn on_cost(
+        &mut self,
+        ms: f64,
+        models: &[(usize, f64)],
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        if !ms.is_finite() || ms < 0.0 {
+            return Ok(Vec::new());
+        }
+        self.meter.frame_ms = Some(ewma(self.meter.frame_ms, ms));
+        for &(m, t) in models {
+            if let Some(slot) = self.meter.model_ms.get_mut(m)
+                && t.is_finite()
+                && t >= 0.0
+            {
+                *slot = Some(ewma(*slot, t));
+            }
+        }
+        self.meter.since_selection += 1;
+        let (Some(limit), Some(measured)) = (self.budget.ms_per_frame, self.meter.frame_ms) else {
+            return Ok(Vec::new());
+        };
+        let serving = matches!(self.phase, Phase::Serving(_));
+        if !serving || measured <= limit || self.meter.since_selection < COST_MIN_FRAMES {
+            return Ok(Vec::new());
+        }
+        for (m, t) in self.meter.model_ms.iter().enumerate() {
+            if let Some(t) = t {
+                self.costs.models[m].ms_per_frame = *t;
+            }
+        }
+        if let Some(t) = self.meter.link_ms {
+            self.costs.link.ms_per_frame = t;
+        }
+        let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
+        let overhead = (measured - serving_ms).max(0.0);
+        let budget = self.budget;
+        self.budget.ms_per_frame = Some((limit - overhead).max(0.0));
+        let sel = self.select(Cause::OverBudget, links);
+        self.budget = budget;
+        Ok(vec![sel?])
+    }
+
+    fn on_measured(
+        &mut self,
+        purpose: Purpose,
+        frames: usize,
+        rows: Vec<Row>,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        let mut out = Vec::new();
+        match (&mut self.phase, purpose) {
+            (Phase::Warmup { samples, .. }, Purpose::Warmup) => {
+                samples.extend(rows);
+                if samples.len() >= self.settings.warmup_samples {
+                    let samples = std::mem::take(samples);
+                    self.phase = Phase::Training {
+                        samples: samples.len(),
+                    };
+                    out.push(Command::StartTraining { samples });
+                }
+            }
+            (Phase::Serving(s), Purpose::Period) => {
+                s.period.samples.extend(rows);
+                // Frames without a complete sample count as measured too.
+                s.period.awaiting = s.period.awaiting.saturating_sub(frames as u64);
+                if s.period.awaiting == 0 && s.period.to_profile == 0 {
+                    let batch = s.period.samples.clone();
+                    let queued = std::mem::take(&mut s.queue.frames);
+                    self.remember(batch.clone());
+                    out.push(self.select(Cause::Period, links)?);
+                    if !queued.is_empty() {
+                        out.push(self.label(queued));
+                    } else if let Some(policy) = self.periodic_policy() {
+                        out.push(Command::Train {
+                            samples: batch,
+                            policy,
+                        });
+                    }
+                }
+            }
+            (Phase::Serving(s), Purpose::Probe) => {
+                s.drift.probes.extend(rows);
+                let probes = s.drift.probes.clone();
+                let expected = s.drift.expected;
+                if let (Some(links), Some(expected), Some(margin)) =
+                    (links, expected, self.settings.drift_margin)
+                    && probes.len() >= 2
+                {
+                    let scores = ProfiledScores::new(links, &self.specs, &probes);
+                    if let Some(measured) = scores.measured_predicted_accuracy(&self.active)
+                        && measured < expected - margin
+                    {
+                        self.remember(probes);
+                        if let Phase::Serving(s) = &mut self.phase {
+                            s.drift.probes.clear();
+                        }
+                        out.push(self.select(Cause::Drift, Some(links))?);
+                    }
+                }
+            }
+            (Phase::Serving(_), Purpose::Label) => {
+                let period = match &self.phase {
+                    Phase::Serving(s) => s.period.samples.clone(),
+                    _ => Vec::new(),
+                };
+                let policy = match self.settings.labelling {
+                    Labelling::Uncertainty { .. } => Some(TrainingPolicy::Uncertainty),
+                    Labelling::LossPrediction { .. } => Some(TrainingPolicy::LossPrediction),
+                    _ => self.periodic_policy(),
+                };
+                if let Some(policy) = policy {
+                    let mut samples = period;
+                    samples.extend(rows);
+                    out.push(Command::Train { samples, policy });
+                }
+            }
+            // Samples for a phase that has ended (e.g. warm-up chunks after training began)
+            // are dropped: nothing waits for them.
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// The policy that fine-tunes on every period's samples, if any.
+    fn periodic_policy(&self) -> Option<TrainingPolicy> {
+        match self.settings.labelling {
+            Labelling::Periodic => Some(TrainingPolicy::Periodic),
+            _ if self.settings.federated => Some(TrainingPolicy::FederatedLocal),
+            _ => None,
+        }
+    }
+
+    /// Labels queued frames: they were served and kept; every model runs on them.
+    fn label(&self, frames: Vec<FrameId>) -> Command {
+        Command::RunInTurns {
+            groups: self.turn_groups(),
+            frames,
+            purpose: Purpose::Label,
+        }
+    }
+
+    fn on_served(
+        &mut self,
+        id: FrameId,
+        uncertainty: Option<f64>,
+        predicted_loss: Option<f64>,
+    ) -> Vec<Command> {
+        let labelling = self.settings.labelling;
+        let Phase::Serving(s) = &mut self.phase else {
+            return Vec::new();
+        };
+        let queue = &mut s.queue;
+        let wanted = match labelling {
+            Labelling::Uncertainty {
+                threshold: Some(th),
+            } => uncertainty.is_some_and(|u| u > th),
+            Labelling::LossPrediction { threshold } => match predicted_loss {
+                Some(loss) => {
+                    let th = threshold.unwrap_or(queue.loss_mean * LOSS_FACTOR);
+                    queue.loss_mean = if queue.loss_seen == 0 {
+                        loss
+                    } else {
+                        0.95 * queue.loss_mean + 0.05 * loss
+                    };
+                    queue.loss_seen += 1;
+                    queue.loss_seen > LOSS_MIN_SEEN && loss > th
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if wanted && queue.frames.len() < LABEL_QUEUE {
+            queue.frames.push(id);
+            return vec![Command::Keep { frame: id }];
+        }
+        Vec::new()
+    }
+
+    fn on_links_ready(
+        &mut self,
+        cause: Cause,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        if matches!(self.phase, Phase::AllExact) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        if let Phase::Warmup { kept, .. } = &mut self.phase
+            && !kept.is_empty()
+        {
+            out.push(Command::Release {
+                frames: std::mem::take(kept),
+            });
+        }
+        self.phase = Phase::Serving(Box::new(self.new_serving()));
+        out.push(self.select(cause, links)?);
+        Ok(out)
+    }
+
+    /// Seeds the scores with the latest warm-up samples, until the first period is profiled.
+    pub fn seed_samples(&mut self, samples: &[Row]) {
+        let rows: Vec<Row> = samples
+            .iter()
+            .rev()
+            .take(WARM_SCORING_SAMPLES)
+            .cloned()
+            .collect();
+        self.history.clear();
+        if !rows.is_empty() {
+            self.history.push_back(rows);
+        }
+    }
+
+    fn new_serving(&self) -> Serving {
+        let clock = PeriodClock::new(
+            self.settings.period,
+            self.settings.profiling_ratio,
+            self.settings.min_profile_frames,
+            self.settings.fps_hint,
+        );
+        let spacing = Spacing::new(clock.quarter());
+        Serving {
+            period: PeriodState {
+                clock,
+                to_profile: 0,
+                awaiting: 0,
+                kept: Vec::new(),
+                samples: Vec::new(),
+            },
+            drift: DriftState {
+                spacing,
+                expected: None,
+                probes: Vec::new(),
+            },
+            queue: LabelQueue {
+                frames: Vec::new(),
+                loss_mean: 0.0,
+                loss_seen: 0,
+            },
+        }
+    }
+
+    fn on_config(
+        &mut self,
+        settings: Settings,
+        budget: Budget,
+        costs: Costs,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Vec<Command>, ControlError> {
+        if costs.n_models() != self.k() {
+            return Err(ControlError::Invalid(format!(
+                "a reload cannot change the number of models ({} to {})",
+                self.k(),
+                costs.n_models()
+            )));
+        }
+        let period_changed = settings.period != self.settings.period
+            || settings.profiling_ratio != self.settings.profiling_ratio;
+        let select = settings.policy != self.settings.policy || budget != self.budget;
+        self.settings = settings;
+        self.budget = budget;
+        self.costs = costs;
+        let fresh = self.new_serving();
+        if period_changed && let Phase::Serving(s) = &mut self.phase {
+            s.period.clock = fresh.period.clock;
+            s.drift.spacing = fresh.drift.spacing;
+        }
+        if !select || matches!(self.phase, Phase::AllExact) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![match &self.phase {
+            Phase::Serving(_) => self.select(Cause::Reload, links)?,
+            _ => self.standalone(Cause::Reload),
+        }])
+    }
+
+    /// A selected set less the failed models, closed over parents (a dependent of a failed
+    /// model goes too).
+    fn without_failed(&self, mut set: ModelSet, costs: &Costs) -> ModelSet {
+        for m in self.failed().iter() {
+            set.remove(m);
+        }
+        close_over_parents(set, &self.parents, costs, &self.budget)
+    }
+
+    fn remember(&mut self, batch: Vec<Row>) {
+        self.history.push_back(batch);
+        while self.history.len() > self.settings.profile_window.max(1) {
+            self.history.pop_front();
+        }
+    }
+
+    /// The standalone selection (no links): the models that fit, cheapest first.
+    fn standalone(&mut self, cause: Cause) -> Command {
+        self.meter.restart();
+        self.predict = true;
+        let sel = schedule::standalone(&self.costs, &self.budget);
+        let to = self.without_failed(sel.active, &self.costs.clone());
+        let from = std::mem::replace(&mut self.active, to.clone());
+        Command::Select(Box::new(Selected {
+            from,
+            to,
+            cause,
+            at: self.last_frame,
+            frames_seen: self.frames_seen,
+            objective: sel.objective,
+            reason: sel.reason,
+            expected: None,
+            link_matrix: Vec::new(),
+            ensembles: Vec::new(),
+            measured: vec![None; self.k()],
+            predict: true,
+        }))
+    }
+
+    /// Selects from the profiled scores of the latest batches.
+    fn select(
+        &mut self,
+        cause: Cause,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Command, ControlError> {
+        let Some(links) = links else {
+            return Ok(self.standalone(cause));
+        };
+        self.meter.restart();
+        let samples: Vec<Row> = self.history.iter().flatten().cloned().collect();
+        let scores = ProfiledScores::new(links, &self.specs, &samples);
+        let mut sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
+        let mut predict = true;
+        if sel.active.is_empty() && self.k() > 0 {
+            // The policy stopped at a model that does not fit with its links (the paper's
+            // rule stops at the first misfit): try the greedy that skips misfits, and when
+            // nothing fits with links at all, serve the models that fit alone rather than
+            // leave every output unavailable.
+            let greedy = schedule::gain(&self.costs, &self.budget, &scores);
+            if !greedy.active.is_empty() {
+                sel.reason = format!(
+                    "{}; the greedy that skips misfits found a set that fits with its links",
+                    sel.reason
+                );
+                sel.active = greedy.active;
+            } else {
+                let alone = schedule::standalone(
+                    &Costs::models_only(self.costs.models.clone()),
+                    &self.budget,
+                );
+                if !alone.active.is_empty() {
+                    sel.reason = format!(
+                        "no model fits the budget together with its links ({}); serving the \
+                         models that fit alone, without predictions",
+                        sel.reason
+                    );
+                    sel.active = alone.active;
+                    predict = false;
+                }
+            }
+        }
+        let costs_now = if predict {
+            self.costs.clone()
+        } else {
+            Costs::models_only(self.costs.models.clone())
+        };
+        let to = self.without_failed(sel.active, &costs_now);
+        self.predict = predict;
+        let k = self.k();
+        let predicted: Vec<usize> = to.complement_iter().collect();
+        let ensembles: Vec<f64> = (0..k)
+            .map(|j| {
+                if to.contains(j) {
+                    1.0
+                } else {
+                    scores.ensemble(&to, j)
+                }
+            })
+            .collect();
+        let expected = if predicted.is_empty() {
+            None
+        } else {
+            Some(predicted.iter().map(|&j| ensembles[j]).sum::<f64>() / predicted.len() as f64)
+        };
+        let measured = scores.measured_per_model(&to);
+        let objective = schedule::objective(&scores, &to);
+        if let Phase::Serving(s) = &mut self.phase {
+            s.drift.expected = expected;
+        }
+        let from = std::mem::replace(&mut self.active, to.clone());
+        Ok(Command::Select(Box::new(Selected {
+            from,
+            to,
+            cause,
+            at: self.last_frame,
+            frames_seen: self.frames_seen,
+            objective,
+            reason: sel.reason,
+            expected,
+            link_matrix: scores.link_matrix().to_vec(),
+            ensembles,
+            measured,
+            predict,
+        })))
+    }
+}
+
+/// Makes every model's parent run in the same group as the model or an earlier one: a
+/// dependent planned in a group before its parent's moves to a turn of its own right after
+/// the parent's (a group of one fits, since the plan checked every model alone).
+pub fn order_by_parents(groups: &mut Vec<Vec<usize>>, parents: &[Option<usize>]) {
+    let group_of = |groups: &Vec<Vec<usize>>, m: usize| groups.iter().position(|g| g.contains(&m));
+    // Each pass fixes at least one misplaced dependent; parents form a forest, so at most
+    // `k` passes are needed.
+    for _ in 0..parents.len() {
+        let mut moved = false;
+        for (m, p) in parents.iter().enumerate() {
+            let Some(p) = *p else { continue };
+            let (Some(gm), Some(gp)) = (group_of(groups, m), group_of(groups, p)) else {
+                continue;
+            };
+            if gm < gp {
+                groups[gm].retain(|&x| x != m);
+                groups.insert(gp + 1, vec![m]);
+                moved = true;
+            }
+        }
+        groups.retain(|g| !g.is_empty());
+        if !moved {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::{OutputValue, TaskKind};
+    use crate::schedule::Cost;
+
+    /// Links that predict any target as the first source's value: a link is perfect exactly
+    /// where the two models agree on the samples. The prior is a fixed 0.5.
+    struct CopyLinks;
+
+    impl Predictor for CopyLinks {
+        fn predict(&self, _: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue> {
+            sources.first().map(|(_, v)| (*v).clone())
+        }
+        fn prior(&self, _: &[usize], _: usize) -> Option<f64> {
+            Some(0.5)
+        }
+    }
+
+    fn v(x: f32) -> OutputValue {
+        OutputValue::Vector(vec![x])
+    }
+
+    /// Three count models: 0 and 1 always agree; 2 agrees with them only when `agree`.
+    fn sample(agree: bool) -> Row {
+        vec![v(1.0), v(1.0), v(if agree { 1.0 } else { 7.0 })]
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            policy: SelectionPolicy::Mlink,
+            period: PeriodLength::Seconds(10.0),
+            profiling_ratio: 0.2,
+            min_profile_frames: 1,
+            max_kept_frames: 64,
+            profile_window: 4,
+            fps_hint: 1.0,
+            drift_margin: None,
+            warmup_samples: 3,
+            labelling: Labelling::None,
+            federated: false,
+        }
+    }
+
+    fn costs() -> Costs {
+        Costs {
+            models: vec![
+                Cost::new(100.0, 10.0),
+                Cost::new(100.0, 10.0),
+                Cost::new(100.0, 10.0),
+            ],
+            link: Cost::ZERO,
+        }
+    }
+
+    fn controller(s: Settings, budget_mb: f64, parents: Vec<Option<usize>>) -> Controller {
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        Controller::new(s, specs, costs(), Budget::memory(budget_mb), parents, false).unwrap()
+    }
+
+    /// A fake driver: carries out commands at once with samples from `sample_of`, and
+    /// records what it was told.
+    struct Driver<'a> {
+        c: Controller,
+        links: Option<&'a dyn Predictor>,
+        sample_of: Box<dyn Fn(FrameId) -> Row + 'a>,
+        log: Vec<Command>,
+        served: Vec<(FrameId, ModelSet)>,
+        profiled: Vec<(FrameId, Purpose)>,
+        kept: Vec<FrameId>,
+    }
+
+    impl<'a> Driver<'a> {
+        fn new(c: Controller, sample_of: impl Fn(FrameId) -> Row + 'a) -> Self {
+            Driver {
+                c,
+                links: None,
+                sample_of: Box::new(sample_of),
+                log: Vec::new(),
+                served: Vec::new(),
+                profiled: Vec::new(),
+                kept: Vec::new(),
+            }
+        }
+
+        fn send(&mut self, e: Event) {
+            let cmds = self.c.handle(e, self.links).unwrap();
+            for cmd in cmds {
+                self.log.push(cmd.clone());
+                match cmd {
+                    Command::Serve { frame, active, .. } => self.served.push((frame, active)),
+                    Command::Profile { frame, purpose } => {
+                        self.profiled.push((frame, purpose));
+                        let s = (self.sample_of)(frame);
+                        self.send(Event::Measured {
+                            purpose,
+                            frames: 1,
+                            samples: vec![s],
+                        });
+                    }
+                    Command::Keep { frame } => self.kept.push(frame),
+                    Command::RunInTurns {
+                        frames, purpose, ..
+                    } => {
+                        for f in &frames {
+                            assert!(self.kept.contains(f), "frame {f} was not kept");
+                            self.profiled.push((*f, purpose));
+                        }
+                        self.kept.retain(|f| !frames.contains(f));
+                        let samples = frames.iter().map(|&f| (self.sample_of)(f)).collect();
+                        self.send(Event::Measured {
+                            purpose,
+                            frames: frames.len(),
+                            samples,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        fn frame(&mut self, id: FrameId, time_s: f64) {
+            self.send(Event::Frame { id, time_s });
+        }
+
+        fn selections(&self) -> Vec<(Option<FrameId>, Vec<usize>, Cause)> {
+            self.log
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Select(s) => Some((s.at, s.to.iter().collect(), s.cause)),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn trains(&self) -> Vec<(usize, TrainingPolicy)> {
+            self.log
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Train { samples, policy } => Some((samples.len(), *policy)),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn warmup_then_training_then_serving() {
+        let mut d = Driver::new(controller(settings(), 1000.0, vec![None; 3]), |_| {
+            sample(true)
+        });
+        for cmd in d.c.start() {
+            d.log.push(cmd);
+        }
+        assert!(matches!(d.c.phase(), Phase::Warmup { .. }));
+        for i in 0..3 {
+            d.frame(i, i as f64);
+        }
+        // Every model fits: each warm-up frame is profiled on arrival.
+        assert_eq!(d.profiled.len(), 3);
+        assert!(d.profiled.iter().all(|(_, p)| *p == Purpose::Warmup));
+        assert!(matches!(d.c.phase(), Phase::Training { samples: 3 }));
+        let training = d
+            .log
+            .iter()
+            .filter(|c| matches!(c, Command::StartTraining { samples } if samples.len() == 3))
+            .count();
+        assert_eq!(training, 1);
+        // While training, the standalone set (every model fits) serves.
+        d.frame(3, 3.0);
+        assert_eq!(d.served.last().map(|s| s.1.len()), Some(3));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Trained,
+        });
+        assert!(matches!(d.c.phase(), Phase::Serving(_)));
+        let sel = d.selections();
+        assert_eq!(sel[0].2, Cause::NoLinks);
+        assert_eq!(sel.last().map(|s| s.2), Some(Cause::Trained));
+    }
+
+    #[test]
+    fn warmup_in_turns_serves_at_once_and_keeps_chunks() {
+        let mut s = settings();
+        s.warmup_samples = 30;
+        let mut d = Driver::new(controller(s, 150.0, vec![None; 3]), |_| sample(true));
+        for cmd in d.c.start() {
+            d.log.push(cmd);
+        }
+        for i in 0..25 {
+            d.frame(i, i as f64);
+        }
+        // Each frame served on arrival with the standalone set (one model fits).
+        assert_eq!(d.served.len(), 25);
+        assert!(d.served.iter().all(|(_, a)| a.len() == 1));
+        // The first chunk of 25 ran in turns, nothing is kept any more.
+        assert_eq!(d.profiled.len(), 25);
+        assert!(d.kept.is_empty());
+        // The second chunk is the 5 samples still missing.
+        for i in 25..30 {
+            d.frame(i, i as f64);
+        }
+        assert_eq!(d.profiled.len(), 30);
+        assert!(matches!(d.c.phase(), Phase::Training { samples: 30 }));
+    }
+
+    fn serving(
+        s: Settings,
+        budget_mb: f64,
+        sample_of: impl Fn(FrameId) -> Row + 'static,
+    ) -> Driver<'static> {
+        let mut d = Driver::new(controller(s, budget_mb, vec![None; 3]), sample_of);
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        d
+    }
+
+    #[test]
+    fn each_period_in_video_time_starts_with_profiling() {
+        // 10 s periods, 1 frame per second, 20%: two profiling frames per period.
+        let mut d = serving(settings(), 1000.0, |_| sample(true));
+        for i in 0..30 {
+            d.frame(i, 100.0 + i as f64);
+        }
+        let profiled: Vec<FrameId> = d.profiled.iter().map(|p| p.0).collect();
+        assert_eq!(profiled, [0, 1, 10, 11, 20, 21]);
+        let causes: Vec<(Option<FrameId>, Cause)> =
+            d.selections().iter().map(|s| (s.0, s.2)).collect();
+        assert_eq!(
+            causes,
+            [
+                (None, Cause::Startup),
+                (Some(1), Cause::Period),
+                (Some(11), Cause::Period),
+                (Some(21), Cause::Period)
+            ]
+        );
+        // Frames arriving twice as fast: the period follows video time, not frame counts.
+        let mut d = serving(settings(), 1000.0, |_| sample(true));
+        for i in 0..40 {
+            d.frame(i, i as f64 * 0.5);
+        }
+        let periods = d
+            .selections()
+            .iter()
+            .filter(|s| s.2 == Cause::Period)
+            .count();
+        assert_eq!(periods, 2);
+    }
+
+    #[test]
+    fn profiling_in_turns_serves_at_once_keeps_only_the_profiled_frames() {
+        let mut d = serving(settings(), 150.0, |_| sample(true));
+        for i in 0..12 {
+            d.frame(i, i as f64);
+        }
+        // Every frame served on arrival, profiling ones included.
+        assert_eq!(d.served.len(), 12);
+        let profiled: Vec<FrameId> = d.profiled.iter().map(|p| p.0).collect();
+        assert_eq!(profiled, [0, 1, 10, 11]);
+        assert!(d.kept.is_empty());
+        let turns = d
+            .log
+            .iter()
+            .filter_map(|c| match c {
+                Command::RunInTurns { groups, .. } => Some(groups.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0], vec![vec![0], vec![1], vec![2]]);
+        // With 0 and 1 always agreeing and 2 never, one model serves and predicts only its twin.
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(last.2, Cause::Period);
+        assert_eq!(last.1.len(), 1);
+    }
+
+    #[test]
+    fn the_kept_frames_are_capped() {
+        let mut s = settings();
+        s.profiling_ratio = 1.0;
+        s.max_kept_frames = 3;
+        let mut d = serving(s, 150.0, |_| sample(true));
+        for i in 0..10 {
+            d.frame(i, i as f64);
+        }
+        assert_eq!(d.profiled.len(), 3);
+    }
+
+    #[test]
+    fn drift_reselects_when_probes_fall_below_expectations() {
+        let mut s = settings();
+        s.drift_margin = Some(0.1);
+        s.profiling_ratio = 0.1;
+        // Model 2 agrees with the others in the first period, never afterwards.
+        let mut d = serving(s, 100.0, |f| sample(f < 5));
+        for i in 0..10 {
+            d.frame(i, i as f64);
+        }
+        let sel = d.selections();
+        // Probes every 2.5 s of video time from the mark set by frame 0: frames 3, 6 and 9;
+        // frame 3 is before the change, frame 6 after it: (1 + 0.5) / 2 = 0.75 < 1 - 0.1.
+        let probes: Vec<FrameId> = d
+            .profiled
+            .iter()
+            .filter(|p| p.1 == Purpose::Probe)
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(probes, [3, 6, 9]);
+        let drift: Vec<Option<FrameId>> = sel
+            .iter()
+            .filter(|s| s.2 == Cause::Drift)
+            .map(|s| s.0)
+            .collect();
+        // Probes start over after a drift selection: one probe (frame 9) is not enough.
+        assert_eq!(drift, [Some(6)]);
+        // Without a margin, no probe at all.
+        let mut s = settings();
+        s.profiling_ratio = 0.1;
+        let mut d = serving(s, 100.0, |f| sample(f < 5));
+        for i in 0..10 {
+            d.frame(i, i as f64);
+        }
+        assert!(d.profiled.iter().all(|p| p.1 != Purpose::Probe));
+    }
+
+    #[test]
+    fn uncertainty_queues_frames_and_labels_them_after_profiling() {
+        let mut s = settings();
+        s.labelling = Labelling::Uncertainty {
+            threshold: Some(0.5),
+        };
+        let mut d = serving(s, 150.0, |_| sample(true));
+        for i in 0..5 {
+            d.frame(i, i as f64);
+            d.send(Event::Served {
+                id: i,
+                uncertainty: Some(if i == 3 { 0.9 } else { 0.1 }),
+                predicted_loss: None,
+            });
+        }
+        assert_eq!(d.kept, [3]);
+        for i in 5..11 {
+            d.frame(i, i as f64);
+        }
+        // Frame 3 labelled after the second period's profiling (frames 10 and 11 pending:
+        // the period needs both before it selects).
+        d.frame(11, 11.0);
+        let labelled: Vec<FrameId> = d
+            .profiled
+            .iter()
+            .filter(|p| p.1 == Purpose::Label)
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(labelled, [3]);
+        // Trained on the period's two samples and the labelled one.
+        assert_eq!(d.trains(), [(3, TrainingPolicy::Uncertainty)]);
+    }
+
+    #[test]
+    fn periodic_trains_every_period_and_none_never() {
+        let mut s = settings();
+        s.labelling = Labelling::Periodic;
+        let mut d = serving(s.clone(), 1000.0, |_| sample(true));
+        for i in 0..21 {
+            d.frame(i, i as f64);
+        }
+        assert_eq!(
+            d.trains(),
+            [(2, TrainingPolicy::Periodic), (2, TrainingPolicy::Periodic)]
+        );
+        s.labelling = Labelling::None;
+        let mut d = serving(s.clone(), 1000.0, |_| sample(true));
+        for i in 0..21 {
+            d.frame(i, i as f64);
+        }
+        assert!(d.trains().is_empty());
+        s.federated = true;
+        let mut d = serving(s, 1000.0, |_| sample(true));
+        d.frame(0, 0.0);
+        d.frame(1, 1.0);
+        assert_eq!(d.trains(), [(2, TrainingPolicy::FederatedLocal)]);
+    }
+
+    #[test]
+    fn loss_prediction_queues_frames_far_above_the_running_mean() {
+        let mut s = settings();
+        s.labelling = Labelling::LossPrediction { threshold: None };
+        let mut d = serving(s, 1000.0, |_| sample(true));
+        for i in 0..15 {
+            d.send(Event::Served {
+                id: i,
+                uncertainty: None,
+                predicted_loss: Some(if i == 13 { 5.0 } else { 1.0 }),
+            });
+        }
+        // Frame 13 only: the mean is trusted after 10 losses, and 5 > 2 x the mean.
+        assert_eq!(d.kept, [13]);
+        // An explicit threshold applies from the start.
+        let mut s = settings();
+        s.labelling = Labelling::LossPrediction {
+            threshold: Some(0.5),
+        };
+        let mut d = serving(s, 1000.0, |_| sample(true));
+        d.send(Event::Served {
+            id: 0,
+            uncertainty: None,
+            predicted_loss: Some(1.0),
+        });
+        assert!(d.kept.is_empty(), "the first 10 losses only build the mean");
+    }
+
+    #[test]
+    fn reload_reselects_under_the_new_budget() {
+        let mut d = serving(settings(), 1000.0, |_| sample(true));
+        d.frame(0, 0.0);
+        d.frame(1, 1.0);
+        assert_eq!(d.c.active().len(), 3);
+        d.send(Event::ConfigChanged {
+            settings: settings(),
+            budget: Budget::memory(150.0),
+            costs: costs(),
+        });
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(last.2, Cause::Reload);
+        assert_eq!(last.1.len(), 1);
+        // The same configuration again selects nothing.
+        let before = d.selections().len();
+        d.send(Event::ConfigChanged {
+            settings: settings(),
+            budget: Budget::memory(150.0),
+            costs: costs(),
+        });
+        assert_eq!(d.selections().len(), before);
+    }
+
+    #[test]
+    fn a_measured_time_over_the_budget_reselects_with_measured_costs() {
+        // Declared 10 ms each: two models fit 25 ms. They really take 20 ms each.
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            costs(),
+            Budget::time(25.0),
+            vec![None; 3],
+            false,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(false));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        assert_eq!(d.c.active().len(), 2);
+        let active: Vec<usize> = d.c.active().iter().collect();
+        for _ in 0..COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 40.0,
+                models: active.iter().map(|&m| (m, 20.0)).collect(),
+                link_ms: None,
+            });
+        }
+        assert_eq!(
+            d.c.measured_ms_per_frame(),
+            None,
+            "the new set is measured afresh"
+        );
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(last.2, Cause::OverBudget);
+        assert_eq!(last.1.len(), 1, "one model at 20 ms fits 25 ms");
+        // Within the budget: no re-selection.
+        let before = d.selections().len();
+        for _ in 0..2 * COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 20.0,
+                models: vec![(last.1[0], 20.0)],
+                link_ms: None,
+            });
+        }
+        assert!(d.c.measured_ms_per_frame().unwrap() < 25.0);
+        let over: Vec<_> = d.selections()[before..].to_vec();
+        assert!(over.is_empty(), "{over:?}");
+    }
+
+    #[test]
+    fn profiling_overhead_counts_against_the_time_budget() {
+        // Declared costs are right (10 ms), but profiling adds 10 ms a frame on average:
+        // 20 + 10 = 30 > 25, so one model must go.
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            costs(),
+            Budget::time(25.0),
+            vec![None; 3],
+            false,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(false));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        let active: Vec<usize> = d.c.active().iter().collect();
+        for _ in 0..COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 30.0,
+                models: active.iter().map(|&m| (m, 10.0)).collect(),
+                link_ms: None,
+            });
+        }
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!((last.2, last.1.len()), (Cause::OverBudget, 1));
+    }
+
+    #[test]
+    fn a_budget_equal_to_the_cheapest_model_still_serves_it() {
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let mut c = costs();
+        c.link = Cost::new(1.0, 0.1);
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            c,
+            Budget::memory(100.0),
+            vec![None; 3],
+            false,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(true));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        // A model and its two links take 102 MB: the model alone is served, unpredicted.
+        assert_eq!(d.c.active().len(), 1);
+        d.frame(0, 0.0);
+        d.frame(1, 1.0);
+        let predict: Vec<bool> = d
+            .log
+            .iter()
+            .filter_map(|c| match c {
+                Command::Serve { predict, .. } => Some(*predict),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(predict, [false, false]);
+        let sel = match d.log.iter().rev().find(|c| matches!(c, Command::Select(_))) {
+            Some(Command::Select(s)) => s.clone(),
+            _ => unreachable!(),
+        };
+        assert!(
+            !sel.predict && sel.reason.contains("without predictions"),
+            "{sel:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_model_is_excluded_and_retried_with_backoff() {
+        let mut d = serving(settings(), 1000.0, |_| sample(true));
+        d.frame(0, 0.0);
+        d.frame(1, 1.0);
+        assert_eq!(d.c.active().len(), 3);
+        d.send(Event::ModelFailed { model: 1 });
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(last.2, Cause::ModelFailure);
+        assert_eq!(last.1, [0, 2]);
+        assert_eq!(d.c.failed().iter().collect::<Vec<_>>(), [1]);
+        // Retried 5 s of video later.
+        d.frame(2, 5.9);
+        assert!(!d.c.active().contains(1));
+        d.frame(3, 6.0);
+        let last = d.selections().last().cloned().unwrap();
+        assert_eq!(
+            (last.1.clone(), last.2),
+            (vec![0, 1, 2], Cause::ModelFailure)
+        );
+        // A second failure waits twice as long.
+        d.send(Event::ModelFailed { model: 1 });
+        d.frame(4, 15.9);
+        assert!(!d.c.active().contains(1));
+        d.frame(5, 16.0);
+        assert!(d.c.active().contains(1));
+        // A model outside the set failing (while profiling) is excluded, nothing re-selected.
+        let mut d = serving(settings(), 150.0, |_| sample(true));
+        let outside = (0..3).find(|m| !d.c.active().contains(*m)).unwrap();
+        let cmds =
+            d.c.handle(Event::ModelFailed { model: outside }, d.links)
+                .unwrap();
+        assert!(cmds.is_empty(), "{cmds:?}");
+        assert!(d.c.failed().contains(outside));
+    }
+
+    #[test]
+    fn groups_in_turns_run_parents_first() {
+        // 2 crops the boxes of 0; first-fit by memory would put 2 before 0.
+        let mut c = Costs {
+            models: vec![
+                Cost::new(50.0, 1.0),
+                Cost::new(100.0, 1.0),
+                Cost::new(60.0, 1.0),
+            ],
+            link: Cost::ZERO,
+        };
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let ctl = Controller::new(
+            settings(),
+            specs.clone(),
+            c.clone(),
+            Budget::memory(100.0),
+            vec![None, None, Some(0)],
+            false,
+        )
+        .unwrap();
+        let groups = ctl.turn_groups();
+        let pos = |m: usize| groups.iter().position(|g| g.contains(&m)).unwrap();
+        assert!(pos(0) <= pos(2), "{groups:?}");
+        c.models[2] = Cost::new(40.0, 1.0);
+        let mut g = vec![vec![2, 1], vec![0]];
+        order_by_parents(&mut g, &[None, None, Some(0)]);
+        assert_eq!(g, vec![vec![1], vec![0], vec![2]]);
+    }
+
+    #[test]
+    fn all_exact_serves_every_model_and_never_selects() {
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let ctl = Controller::new(
+            settings(),
+            specs,
+            costs(),
+            Budget::default(),
+            vec![None; 3],
+            true,
+        )
+        .unwrap();
+        let mut d = Driver::new(ctl, |_| sample(true));
+        assert!(d.c.start().is_empty());
+        for i in 0..30 {
+            d.frame(i, i as f64);
+        }
+        assert_eq!(d.served.len(), 30);
+        assert!(d.served.iter().all(|s| s.1.len() == 3));
+        assert!(d.selections().is_empty());
+    }
+}

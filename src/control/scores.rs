@@ -1,0 +1,289 @@
+//! Link scores as the scheduler sees them, measured on profiling samples: the one scoring
+//! rule shared by the live engine and the trace replay.
+//!
+//! # The rule
+//! A link's (or an ensemble's) score is the mean of `output::score` between its prediction
+//! and the target's exact output over the profiling samples (the paper's `p(g_ij)` and
+//! `p(h_{A,j})`, section 5: "measured on the profiling frames"). Only when there is no
+//! sample at all (a bundle loaded at start-up, before the first period is profiled) does the
+//! score fall back to the link's validation score from training, the prior. Blending the two
+//! was rejected: the validation score comes from frames near the training ones and is
+//! optimistic, and a prior worth a fixed number of samples outweighs a short period's
+//! profiling, so selections would follow training rather than the footage.
+
+use crate::link::LinkBundle;
+use crate::output::{OutputSpec, OutputValue};
+use crate::schedule::{Budget, Costs, LinkScores, ModelSet};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// One complete row of a profiling sample: every model's exact output on one frame, in
+/// pipeline order.
+pub type Row = Vec<OutputValue>;
+
+/// What the controller needs from the trained links. Model indices are the pipeline's.
+pub trait Predictor {
+    /// The prediction of `target` from the exact outputs of `sources` (a single link with one
+    /// source, the ensemble with more); `None` when no prediction can be made.
+    fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue>;
+    /// The validation score from training of the ensemble (or, with one source, the link)
+    /// from `sources` to `target`, when known.
+    fn prior(&self, sources: &[usize], target: usize) -> Option<f64>;
+}
+
+/// A link bundle seen in pipeline order: `to_bundle[m]` is pipeline model `m`'s index in the
+/// bundle (the identity for a bundle trained on the same model list).
+pub struct BundleLinks<'a> {
+    pub bundle: &'a LinkBundle,
+    pub to_bundle: &'a [usize],
+}
+
+impl BundleLinks<'_> {
+    /// Mean parameter memory of one link between the pipeline's models, in MB (f32
+    /// weights): what the scheduler charges per link network.
+    pub fn mean_link_memory_mb(&self) -> Option<f64> {
+        let k = self.to_bundle.len();
+        let mut total = 0usize;
+        let mut n = 0usize;
+        for i in 0..k {
+            for j in (0..k).filter(|&j| j != i) {
+                if let Ok(p) = self
+                    .bundle
+                    .link_params(self.to_bundle[i], self.to_bundle[j])
+                {
+                    total += p.len();
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| total as f64 * 4.0 / 1e6 / n as f64)
+    }
+}
+
+impl Predictor for BundleLinks<'_> {
+    fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue> {
+        let inputs: Vec<(usize, &OutputValue)> = sources
+            .iter()
+            .map(|&(i, v)| (self.to_bundle[i], v))
+            .collect();
+        self.bundle
+            .predict(self.to_bundle[target], &inputs)
+            .ok()
+            .map(|p| p.value)
+    }
+
+    fn prior(&self, sources: &[usize], target: usize) -> Option<f64> {
+        let t = self.to_bundle[target];
+        Some(match sources {
+            [i] => self.bundle.link_score(self.to_bundle[*i], t),
+            _ => {
+                let s: Vec<usize> = sources.iter().map(|&i| self.to_bundle[i]).collect();
+                self.bundle.ensemble_score(&s, t)
+            }
+        })
+    }
+}
+
+/// Scores of links and ensembles measured on profiling samples (see the module's rule).
+pub struct ProfiledScores<'a, P: Predictor + ?Sized> {
+    links: &'a P,
+    specs: &'a [OutputSpec],
+    samples: &'a [Row],
+    matrix: Vec<Vec<f64>>,
+    ensembles: RefCell<HashMap<(Vec<usize>, usize), f64>>,
+}
+
+impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
+    /// `samples`: complete rows in pipeline order; `specs`: each model's output spec.
+    pub fn new(links: &'a P, specs: &'a [OutputSpec], samples: &'a [Row]) -> Self {
+        let k = specs.len();
+        let mut matrix = vec![vec![1.0; k]; k];
+        for (i, row) in matrix.iter_mut().enumerate() {
+            for (j, cell) in row.iter_mut().enumerate() {
+                if i != j {
+                    *cell = score_or_prior(links, specs, samples, &[i], j);
+                }
+            }
+        }
+        ProfiledScores {
+            links,
+            specs,
+            samples,
+            matrix,
+            ensembles: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The link score matrix (source row, target column; 1 on the diagonal).
+    pub fn link_matrix(&self) -> &[Vec<f64>] {
+        &self.matrix
+    }
+
+    /// Mean measured accuracy of the models outside `active` predicted from `active` on the
+    /// samples (never the prior); `None` without samples, sources or predicted models.
+    pub fn measured_predicted_accuracy(&self, active: &ModelSet) -> Option<f64> {
+        let sources: Vec<usize> = active.iter().collect();
+        let targets: Vec<usize> = active.complement_iter().collect();
+        if sources.is_empty() || targets.is_empty() || self.samples.is_empty() {
+            return None;
+        }
+        let total: f64 = targets
+            .iter()
+            .filter_map(|&j| mean_score(self.links, self.specs, self.samples, &sources, j))
+            .sum();
+        Some(total / targets.len() as f64)
+    }
+
+    /// Per model outside `active`, its measured accuracy when predicted from `active` (the
+    /// accuracy of the outputs the engine predicts, measured on profiling frames).
+    pub fn measured_per_model(&self, active: &ModelSet) -> Vec<Option<f64>> {
+        let sources: Vec<usize> = active.iter().collect();
+        (0..self.specs.len())
+            .map(|j| {
+                if active.contains(j) || sources.is_empty() {
+                    None
+                } else {
+                    mean_score(self.links, self.specs, self.samples, &sources, j)
+                }
+            })
+            .collect()
+    }
+}
+
+impl<P: Predictor + ?Sized> LinkScores for ProfiledScores<'_, P> {
+    fn n_models(&self) -> usize {
+        self.specs.len()
+    }
+
+    fn link(&self, source: usize, target: usize) -> f64 {
+        self.matrix[source][target]
+    }
+
+    fn ensemble(&self, active: &ModelSet, target: usize) -> f64 {
+        let sources: Vec<usize> = active.iter().filter(|&i| i != target).collect();
+        match sources.len() {
+            0 => return 0.0,
+            1 => return self.matrix[sources[0]][target],
+            _ => {}
+        }
+        let key = (sources, target);
+        if let Some(s) = self.ensembles.borrow().get(&key) {
+            return *s;
+        }
+        let s = score_or_prior(self.links, self.specs, self.samples, &key.0, target);
+        self.ensembles.borrow_mut().insert(key, s);
+        s
+    }
+}
+
+/// The measured mean score when there are samples, else the prior, else 0.
+fn score_or_prior<P: Predictor + ?Sized>(
+    links: &P,
+    specs: &[OutputSpec],
+    samples: &[Row],
+    sources: &[usize],
+    target: usize,
+) -> f64 {
+    mean_score(links, specs, samples, sources, target)
+        .or_else(|| links.prior(sources, target))
+        .unwrap_or(0.0)
+        .clamp(0.0, 1.0)
+}
+
+/// Mean score of predicting `target` from `sources` over the samples (a failed prediction
+/// scores 0); `None` without samples.
+pub fn mean_score<P: Predictor + ?Sized>(
+    links: &P,
+    specs: &[OutputSpec],
+    samples: &[Row],
+    sources: &[usize],
+    target: usize,
+) -> Option<f64> {
+    let predictions = samples.iter().map(|row| {
+        let inputs: Vec<(usize, &OutputValue)> = sources.iter().map(|&i| (i, &row[i])).collect();
+        (links.predict(target, &inputs), &row[target])
+    });
+    crate::output::mean_score(&specs[target], predictions).map(|m| m.score)
+}
+
+/// A model that crops another's boxes (`parents[m] = Some(p)`) cannot run without it: the
+/// parent is added when the budget allows, otherwise the dependent is dropped. Models are
+/// visited in index order, so the result is deterministic.
+pub fn close_over_parents(
+    mut active: ModelSet,
+    parents: &[Option<usize>],
+    costs: &Costs,
+    budget: &Budget,
+) -> ModelSet {
+    for m in 0..active.capacity() {
+        let Some(p) = parents.get(m).copied().flatten() else {
+            continue;
+        };
+        if active.contains(m) && !active.contains(p) {
+            let with = active.with(p);
+            if budget.fits(costs.set_cost(&with)) {
+                active = with;
+            } else {
+                active.remove(m);
+            }
+        }
+    }
+    active
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::TaskKind;
+    use crate::schedule::Cost;
+
+    struct CopyLinks;
+    impl Predictor for CopyLinks {
+        fn predict(&self, _: usize, s: &[(usize, &OutputValue)]) -> Option<OutputValue> {
+            s.first().map(|(_, v)| (*v).clone())
+        }
+        fn prior(&self, sources: &[usize], _: usize) -> Option<f64> {
+            Some(0.1 * sources.len() as f64)
+        }
+    }
+
+    fn v(x: f32) -> OutputValue {
+        OutputValue::Vector(vec![x])
+    }
+
+    #[test]
+    fn measured_on_samples_else_the_prior() {
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let none: Vec<Row> = Vec::new();
+        let s = ProfiledScores::new(&CopyLinks, &specs, &none);
+        assert_eq!(s.link(0, 1), 0.1);
+        assert_eq!(s.ensemble(&ModelSet::from_indices(3, [0, 1]), 2), 0.2);
+        assert_eq!(
+            s.measured_predicted_accuracy(&ModelSet::from_indices(3, [0])),
+            None
+        );
+        // 0 and 1 agree on both samples, 2 on one of them.
+        let rows = vec![vec![v(1.0), v(1.0), v(1.0)], vec![v(2.0), v(2.0), v(5.0)]];
+        let s = ProfiledScores::new(&CopyLinks, &specs, &rows);
+        assert_eq!(s.link(0, 1), 1.0);
+        assert_eq!(s.link(0, 2), 0.5);
+        assert_eq!(s.ensemble(&ModelSet::from_indices(3, [0, 1]), 2), 0.5);
+        let a = ModelSet::from_indices(3, [0]);
+        assert_eq!(s.measured_predicted_accuracy(&a), Some(0.75));
+        assert_eq!(s.measured_per_model(&a), vec![None, Some(1.0), Some(0.5)]);
+    }
+
+    #[test]
+    fn parents_are_added_when_they_fit_else_the_dependent_goes() {
+        let costs = Costs {
+            models: vec![Cost::new(50.0, 1.0), Cost::new(30.0, 1.0)],
+            link: Cost::ZERO,
+        };
+        let parents = [None, Some(0)];
+        let only_child = ModelSet::from_indices(2, [1]);
+        let both = close_over_parents(only_child.clone(), &parents, &costs, &Budget::memory(80.0));
+        assert_eq!(both, ModelSet::full(2));
+        let none = close_over_parents(only_child, &parents, &costs, &Budget::memory(40.0));
+        assert!(none.is_empty());
+    }
+}

@@ -1,0 +1,676 @@
+//! Carries out the controller's commands with the model pool, the sinks and the trainer.
+//! The scheduling decisions are the controller's ([`crate::control`]); this file only runs
+//! models, writes records, keeps frames and starts training.
+
+use super::exec::{FrameOutputs, ModelPool};
+use super::online::{TrainBatch, Trainer};
+use super::record::{OutputRecord, Provenance, RECORD_VERSION};
+use super::sink::SinkSet;
+use super::{EngineError, RunSummary};
+use crate::config::Pipeline;
+use crate::control::{
+    BundleLinks, Cause, Command, Controller, Decision, Event, FrameId, Labelling, Predictor,
+    Purpose, Row, Selected,
+};
+use crate::frame::Frame;
+use crate::link::{LinkBundle, Sample, TrainParams};
+use crate::metrics::Metrics;
+use crate::output::{OutputSpec, OutputValue};
+use crate::schedule::ModelSet;
+use crossbeam_channel::Receiver;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Everything the frame path owns.
+pub(super) struct Driver {
+    pub cfg: Pipeline,
+    pub pipeline_name: String,
+    pub metrics: Arc<Metrics>,
+    pub ids: Vec<String>,
+    pub specs: Vec<OutputSpec>,
+    pub pool: ModelPool,
+    pub sinks: SinkSet,
+    pub ctl: Controller,
+    pub bundle: Option<Arc<LinkBundle>>,
+    /// Pipeline model index -> bundle model index.
+    pub to_bundle: Vec<usize>,
+    pub links_path: PathBuf,
+    pub trainer: Option<Trainer>,
+    pub training: Option<Receiver<Result<LinkBundle, String>>>,
+    /// The latest warm-up samples, which score the links until the first period is profiled.
+    warm_tail: Vec<Row>,
+    /// Frames kept for a run in turns or for labelling, by id.
+    kept: BTreeMap<FrameId, Frame>,
+    next_id: FrameId,
+    /// Video time origin for frames without a PTS.
+    started: Instant,
+    pub decisions: Vec<Decision>,
+    /// Inference time spent on the current frame's account, and each model's latency.
+    frame_ms: f64,
+    frame_model_ms: Vec<(usize, f64)>,
+    /// Time of one link prediction on the current frame (ms), when links ran.
+    frame_link_ms: Option<f64>,
+    /// Models that failed while carrying out the latest command.
+    failed_now: Vec<usize>,
+    /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
+    pub predicted_accuracy: Vec<Option<f64>>,
+    pub summary: RunSummary,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Pipeline,
+        pipeline_name: String,
+        metrics: Arc<Metrics>,
+        specs: Vec<OutputSpec>,
+        pool: ModelPool,
+        sinks: SinkSet,
+        ctl: Controller,
+        links_path: PathBuf,
+        summary: RunSummary,
+    ) -> Self {
+        let ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
+        let k = ids.len();
+        Driver {
+            cfg,
+            pipeline_name,
+            metrics,
+            to_bundle: (0..k).collect(),
+            predicted_accuracy: vec![None; k],
+            ids,
+            specs,
+            pool,
+            sinks,
+            ctl,
+            bundle: None,
+            links_path,
+            trainer: None,
+            training: None,
+            warm_tail: Vec::new(),
+            kept: BTreeMap::new(),
+            next_id: 0,
+            started: Instant::now(),
+            decisions: Vec::new(),
+            frame_ms: 0.0,
+            frame_model_ms: Vec::new(),
+            frame_link_ms: None,
+            failed_now: Vec::new(),
+            summary,
+        }
+    }
+
+    fn k(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Hands an event to the controller with the current links and carries out what it says.
+    pub fn send(&mut self, event: Event, frame: Option<&Frame>) -> Result<(), EngineError> {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let bundle = self.bundle.clone();
+            let links = bundle.as_deref().map(|b| BundleLinks {
+                bundle: b,
+                to_bundle: &self.to_bundle,
+            });
+            let commands = self
+                .ctl
+                .handle(event, links.as_ref().map(|l| l as &dyn Predictor))
+                .map_err(|e| EngineError::Other(format!("scheduling: {e}")))?;
+            for cmd in commands {
+                if let Some(next) = self.execute(cmd, frame)? {
+                    events.push_back(next);
+                }
+                for model in std::mem::take(&mut self.failed_now) {
+                    events.push_back(Event::ModelFailed { model });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One frame from a camera.
+    pub fn on_frame(&mut self, frame: Frame) -> Result<(), EngineError> {
+        self.summary.frames += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        let time_s = frame
+            .pts_ns
+            .map_or(self.started.elapsed().as_secs_f64(), |p| p as f64 / 1e9);
+        self.frame_ms = 0.0;
+        self.frame_model_ms.clear();
+        self.frame_link_ms = None;
+        self.send(Event::Frame { id, time_s }, Some(&frame))?;
+        // Everything run on this frame's account is charged to it: serving, profiling,
+        // probes and runs in turns over kept frames.
+        let cost = Event::Cost {
+            ms: self.frame_ms,
+            models: std::mem::take(&mut self.frame_model_ms),
+            link_ms: self.frame_link_ms,
+        };
+        self.send(cost, None)?;
+        if self.ctl.budget().ms_per_frame.is_some()
+            && let Some(ms) = self.ctl.measured_ms_per_frame()
+        {
+            self.metrics
+                .budget_used
+                .with_label_values(&["ms_per_frame"])
+                .set(ms);
+        }
+        Ok(())
+    }
+
+    /// Adds what a run of models on one frame cost to the current frame's account.
+    fn charge(&mut self, out: &FrameOutputs) {
+        self.frame_ms += out.inference_ms;
+        for (m, ms) in out.model_ms.iter().enumerate() {
+            if let Some(ms) = ms {
+                self.frame_model_ms.push((m, *ms));
+            }
+        }
+    }
+
+    /// Carries out one command; returns the event it produces, if any.
+    fn execute(
+        &mut self,
+        cmd: Command,
+        frame: Option<&Frame>,
+    ) -> Result<Option<Event>, EngineError> {
+        match cmd {
+            Command::Serve {
+                active, predict, ..
+            } => {
+                let Some(frame) = frame else { return Ok(None) };
+                let (uncertainty, predicted_loss) = self.serve(frame, &active, predict);
+                Ok(Some(Event::Served {
+                    id: self.next_id.saturating_sub(1),
+                    uncertainty,
+                    predicted_loss,
+                }))
+            }
+            Command::Profile { purpose, .. } => {
+                let Some(frame) = frame else { return Ok(None) };
+                // Every model fits the memory budget: they stay loaded until the next
+                // selection, so a period's profiling frames load each model once. Failed
+                // models wait for their retry.
+                let mut all = ModelSet::full(self.k());
+                for m in self.ctl.failed().iter() {
+                    all.remove(m);
+                }
+                let mut out = FrameOutputs::new(self.k());
+                if let Err(e) = self.pool.transition(&all) {
+                    tracing::error!(error = %e, "cannot load the models for profiling");
+                }
+                self.pool.run_isolated(&all, frame, &mut out);
+                self.note_failures(&out);
+                self.charge(&out);
+                self.summary.profiling_frames += 1;
+                self.emit_exact(frame, &out);
+                let samples = complete(&out).into_iter().collect();
+                Ok(Some(Event::Measured {
+                    purpose,
+                    frames: 1,
+                    samples,
+                }))
+            }
+            Command::Keep { frame: id } => {
+                if let Some(frame) = frame {
+                    self.kept.insert(id, frame.clone());
+                }
+                Ok(None)
+            }
+            Command::Release { frames } => {
+                for id in frames {
+                    self.kept.remove(&id);
+                }
+                Ok(None)
+            }
+            Command::RunInTurns {
+                frames,
+                groups,
+                purpose,
+            } => {
+                let kept: Vec<Frame> = frames
+                    .iter()
+                    .filter_map(|id| self.kept.remove(id))
+                    .collect();
+                let keep = self.ctl.active().clone();
+                let failed = self.ctl.failed();
+                let groups: Vec<Vec<usize>> = groups
+                    .into_iter()
+                    .map(|g| g.into_iter().filter(|m| !failed.contains(*m)).collect())
+                    .filter(|g: &Vec<usize>| !g.is_empty())
+                    .collect();
+                let outs = match self.pool.run_all_in_turns(&groups, &kept, &keep) {
+                    Ok(outs) => outs,
+                    Err(e) => {
+                        // The frames were served already; only their labels are lost.
+                        self.metrics
+                            .model_failures
+                            .with_label_values(&["turns"])
+                            .inc();
+                        tracing::error!(error = %e, frames = kept.len(), "profiling in turns failed");
+                        Vec::new()
+                    }
+                };
+                for out in &outs {
+                    self.charge(out);
+                }
+                if purpose != Purpose::Label {
+                    self.summary.profiling_frames += kept.len() as u64;
+                }
+                let samples = outs.iter().filter_map(complete).collect();
+                Ok(Some(Event::Measured {
+                    purpose,
+                    frames: frames.len(),
+                    samples,
+                }))
+            }
+            Command::Select(sel) => {
+                self.apply_selection(&sel)?;
+                Ok(None)
+            }
+            Command::StartTraining { samples } => {
+                self.warm_tail = samples
+                    .iter()
+                    .rev()
+                    .take(crate::control::controller::WARM_SCORING_SAMPLES)
+                    .cloned()
+                    .collect();
+                self.start_training(samples);
+                Ok(None)
+            }
+            Command::Train { samples, policy } => {
+                if let Some(t) = &self.trainer {
+                    t.submit(TrainBatch {
+                        rows: self.to_bundle_order(samples),
+                        policy: policy.as_label(),
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Counts, logs and reports the models that failed on a frame.
+    fn note_failures(&mut self, out: &FrameOutputs) {
+        for (m, e) in out.errors.iter().enumerate() {
+            if let Some(e) = e {
+                self.metrics
+                    .model_failures
+                    .with_label_values(&[&self.ids[m]])
+                    .inc();
+                tracing::error!(model = %self.ids[m], error = %e, "model failed: excluded until its retry");
+                self.failed_now.push(m);
+            }
+        }
+    }
+
+    /// Loads or unloads for a new active set and publishes what the scheduler saw.
+    fn apply_selection(&mut self, sel: &Selected) -> Result<(), EngineError> {
+        if let Err(e) = self.pool.transition(&sel.to) {
+            // Serving then finds the model not loaded, which marks it failed.
+            tracing::error!(error = %e, "cannot load the selected models");
+        }
+        let cause = sel.cause.as_label();
+        for (i, row) in sel.link_matrix.iter().enumerate() {
+            for (j, s) in row.iter().enumerate() {
+                if i != j {
+                    self.metrics
+                        .link_score
+                        .with_label_values(&[&self.ids[i], &self.ids[j]])
+                        .set(*s);
+                }
+            }
+        }
+        for (j, s) in sel.ensembles.iter().enumerate() {
+            self.metrics
+                .link_score
+                .with_label_values(&["ensemble", &self.ids[j]])
+                .set(*s);
+        }
+        for (j, m) in sel.measured.iter().enumerate() {
+            if let Some(acc) = m {
+                self.predicted_accuracy[j] = Some(*acc);
+                self.metrics
+                    .predicted_accuracy
+                    .with_label_values(&[&self.ids[j]])
+                    .set(*acc);
+            }
+        }
+        self.metrics
+            .expected_accuracy
+            .with_label_values(&[&self.pipeline_name])
+            .set(sel.objective);
+        if sel.cause != Cause::NoLinks {
+            self.metrics.reselections.with_label_values(&[cause]).inc();
+            self.summary.reselections += 1;
+        }
+        let names: Vec<&str> = sel.to.iter().map(|m| self.ids[m].as_str()).collect();
+        if sel.to.is_empty() && self.k() > 0 {
+            self.metrics
+                .empty_selections
+                .with_label_values(&[cause])
+                .inc();
+            tracing::warn!(
+                cause,
+                reason = %sel.reason,
+                "no model fits the budget: every output is unavailable until the budget grows"
+            );
+        } else {
+            tracing::info!(cause, active = ?names, objective = sel.objective, reason = %sel.reason, "selected the active models");
+        }
+        self.decisions.push(sel.decision(&self.ids));
+        Ok(())
+    }
+
+    fn emit_exact(&mut self, frame: &Frame, out: &FrameOutputs) {
+        let mut batch = Vec::with_capacity(self.k());
+        for (m, v) in out.values.iter().enumerate() {
+            if let Some(v) = v {
+                self.summary.exact_outputs += 1;
+                batch.push(self.record(
+                    frame,
+                    m,
+                    Provenance::Exact { profiling: true },
+                    Some(v.clone()),
+                ));
+            }
+        }
+        self.sinks.send(batch);
+        self.observe_frame(frame);
+    }
+
+    fn record(
+        &self,
+        frame: &Frame,
+        m: usize,
+        provenance: Provenance,
+        value: Option<OutputValue>,
+    ) -> OutputRecord {
+        OutputRecord {
+            v: RECORD_VERSION,
+            camera: frame.camera.to_string(),
+            seq: frame.seq,
+            pts_s: frame.pts_ns.map(|p| p as f64 / 1e9),
+            time: frame
+                .wall_time
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            model: self.ids[m].clone(),
+            provenance,
+            value,
+        }
+    }
+
+    fn observe_frame(&self, frame: &Frame) {
+        let latency = frame.wall_time.elapsed().map_or(0.0, |d| d.as_secs_f64());
+        self.metrics
+            .frame_seconds
+            .with_label_values(&[&frame.camera])
+            .observe(latency);
+    }
+
+    /// Serves one frame: the models of `active` exact, the others predicted (or unavailable
+    /// with the reason). Returns the largest uncertainty and predicted loss of the
+    /// predictions, for the labelling policy.
+    fn serve(
+        &mut self,
+        frame: &Frame,
+        active: &ModelSet,
+        predict: bool,
+    ) -> (Option<f64>, Option<f64>) {
+        let mut out = FrameOutputs::new(self.k());
+        let failure = self.pool.run(active, frame, &mut out).err();
+        self.charge(&out);
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, "inference failed on a frame; its outputs are unavailable");
+        }
+        let sources: Vec<(usize, &OutputValue)> = out
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(m, v)| v.as_ref().map(|v| (self.to_bundle[m], v)))
+            .collect();
+        let mut batch = Vec::with_capacity(self.k());
+        let mut uncertainty: Option<f64> = None;
+        for m in 0..self.k() {
+            if let Some(v) = &out.values[m] {
+                self.summary.exact_outputs += 1;
+                batch.push(self.record(
+                    frame,
+                    m,
+                    Provenance::Exact { profiling: false },
+                    Some(v.clone()),
+                ));
+                continue;
+            }
+            let predicted = match (&self.bundle, &out.errors[m]) {
+                (_, Some(e)) => Err(format!("the model failed: {e}")),
+                (Some(_), _) if !predict => {
+                    Err("the budget holds no links: only the models that fit alone run".to_string())
+                }
+                (Some(bundle), _) => {
+                    let t = Instant::now();
+                    match bundle.predict(self.to_bundle[m], &sources) {
+                        Ok(p) => {
+                            let secs = t.elapsed().as_secs_f64();
+                            self.metrics
+                                .link_seconds
+                                .with_label_values(&[&self.ids[m]])
+                                .observe(secs);
+                            // An ensemble over n sources runs n links.
+                            let per_link = secs * 1000.0 / p.sources.len().max(1) as f64;
+                            self.frame_link_ms =
+                                Some(self.frame_link_ms.map_or(per_link, |l| l.max(per_link)));
+                            self.metrics
+                                .model_predictions
+                                .with_label_values(&[&self.ids[m]])
+                                .inc();
+                            uncertainty =
+                                Some(uncertainty.map_or(p.uncertainty, |u| u.max(p.uncertainty)));
+                            let names = p.sources.iter().map(|&i| self.bundle_id(i)).collect();
+                            Ok((
+                                Provenance::Predicted {
+                                    sources: names,
+                                    score: p.score,
+                                    uncertainty: p.uncertainty,
+                                },
+                                p.value,
+                            ))
+                        }
+                        Err(e) => Err(format!("no prediction: {e}")),
+                    }
+                }
+                (None, _) if self.training.is_some() => Err(format!(
+                    "links are being trained on {} samples",
+                    self.ctl.warmup_samples()
+                )),
+                (None, _) => Err("no links yet".to_string()),
+            };
+            match predicted {
+                Ok((prov, value)) => {
+                    self.summary.predicted_outputs += 1;
+                    batch.push(self.record(frame, m, prov, Some(value)));
+                }
+                Err(reason) => {
+                    self.summary.unavailable_outputs += 1;
+                    batch.push(self.record(frame, m, Provenance::Unavailable { reason }, None));
+                }
+            }
+        }
+        self.sinks.send(batch);
+        self.observe_frame(frame);
+        // The links' loss-prediction heads estimate how wrong each prediction is.
+        let predicted_loss = match (&self.bundle, self.ctl.settings().labelling) {
+            (Some(bundle), Labelling::LossPrediction { .. }) => (0..self.k())
+                .filter(|m| out.values[*m].is_none())
+                .filter_map(|m| bundle.predicted_loss(self.to_bundle[m], &sources))
+                .fold(None, |acc: Option<f64>, l| {
+                    Some(acc.map_or(l, |a| a.max(l)))
+                }),
+            _ => None,
+        };
+        (uncertainty, predicted_loss)
+    }
+
+    fn bundle_id(&self, bundle_index: usize) -> String {
+        self.to_bundle
+            .iter()
+            .position(|&b| b == bundle_index)
+            .map(|m| self.ids[m].clone())
+            .unwrap_or_else(|| format!("#{bundle_index}"))
+    }
+
+    fn to_bundle_order(&self, rows: Vec<Row>) -> Vec<Vec<OutputValue>> {
+        rows.into_iter()
+            .map(|r| {
+                let mut out = r.clone();
+                for (m, v) in r.into_iter().enumerate() {
+                    if let Some(slot) = out.get_mut(self.to_bundle[m]) {
+                        *slot = v;
+                    }
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// Starts link training on the warm-up samples, in the background.
+    fn start_training(&mut self, samples: Vec<Row>) {
+        let models: Vec<(String, OutputSpec)> = self
+            .ids
+            .iter()
+            .cloned()
+            .zip(self.specs.iter().cloned())
+            .collect();
+        let rows: Vec<Sample> = samples
+            .iter()
+            .map(|r| Sample::complete(r.iter().cloned()))
+            .collect();
+        let params = TrainParams::from_config(&self.cfg.links);
+        let split = self.cfg.links.validation_split;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let metrics = self.metrics.clone();
+        tracing::info!(
+            samples = rows.len(),
+            "training links and ensembles in the background"
+        );
+        let spawned = std::thread::Builder::new()
+            .name("link training".into())
+            .spawn(move || {
+                let threads = std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1).max(1));
+                let r = LinkBundle::train(&models, &rows, &params, split, threads, &|_| {})
+                    .map_err(|e| e.to_string());
+                metrics
+                    .link_training_runs
+                    .with_label_values(&[crate::control::TrainingPolicy::Initial.as_label()])
+                    .inc();
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(_) => self.training = Some(rx),
+            Err(e) => tracing::error!(error = %e, "cannot start link training"),
+        }
+    }
+
+    /// Picks up finished background work: the initial training and online updates.
+    pub fn poll_background(&mut self) -> Result<(), EngineError> {
+        if let Some(rx) = &self.training {
+            match rx.try_recv() {
+                Ok(Ok(bundle)) => {
+                    self.training = None;
+                    self.install_bundle(bundle, Cause::Trained)?;
+                }
+                Ok(Err(e)) => {
+                    self.training = None;
+                    return Err(EngineError::Other(format!("link training failed: {e}")));
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(t) = &self.trainer {
+            let mut newest = None;
+            while let Ok(b) = t.updates.try_recv() {
+                newest = Some(b);
+            }
+            if let Some(b) = newest {
+                self.bundle = Some(b);
+                self.send(Event::LinksUpdated, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for an initial training still running (at exit), and installs its links.
+    pub fn finish_training(&mut self) {
+        if let Some(rx) = self.training.take() {
+            tracing::info!("waiting for link training to finish before exiting");
+            if let Ok(Ok(bundle)) = rx.recv()
+                && let Err(e) = self.install_bundle(bundle, Cause::Trained)
+            {
+                tracing::error!(error = %e, "cannot install the trained links");
+            }
+        }
+    }
+
+    /// Maps, saves (when freshly trained) and installs a bundle, starts the online trainer
+    /// and tells the controller that links exist.
+    pub fn install_bundle(&mut self, bundle: LinkBundle, cause: Cause) -> Result<(), EngineError> {
+        self.to_bundle = self
+            .ids
+            .iter()
+            .map(|id| {
+                bundle
+                    .model_index(id)
+                    .ok_or_else(|| EngineError::Other(format!("the links lack model {id}")))
+            })
+            .collect::<Result<_, _>>()?;
+        if cause == Cause::Trained {
+            bundle.save(&self.links_path)?;
+            tracing::info!(path = %self.links_path.display(), "links saved");
+        }
+        // Links are charged at their own size from now on (their prediction time is
+        // measured while serving).
+        let links = BundleLinks {
+            bundle: &bundle,
+            to_bundle: &self.to_bundle,
+        };
+        if let Some(mb) = links.mean_link_memory_mb() {
+            let mut cost = self.ctl.costs().link;
+            cost.memory_mb = mb;
+            self.ctl.set_link_cost(cost);
+            tracing::info!(memory_mb = mb, "link cost from the links' parameters");
+        }
+        self.bundle = Some(Arc::new(bundle));
+        self.start_trainer();
+        let tail = std::mem::take(&mut self.warm_tail);
+        self.ctl.seed_samples(&tail);
+        self.send(Event::LinksReady { cause }, None)
+    }
+
+    /// Starts the online trainer when the adaptation settings call for one.
+    pub fn start_trainer(&mut self) {
+        let adapts = self.cfg.adaptation.policy != crate::config::AdaptationPolicy::None
+            || self.cfg.adaptation.aggregator.is_some();
+        if adapts && self.trainer.is_none() && self.bundle.is_some() {
+            match Trainer::start(
+                self.links_path.clone(),
+                self.cfg.links.seed,
+                self.cfg.adaptation.aggregator.clone(),
+                self.metrics.clone(),
+            ) {
+                Ok(t) => self.trainer = Some(t),
+                Err(e) => tracing::warn!(error = %e, "online link training disabled"),
+            }
+        }
+    }
+}
+
+/// A complete sample (every model's output) from one frame's outputs.
+fn complete(out: &FrameOutputs) -> Option<Row> {
+    out.values.iter().cloned().collect::<Option<Vec<_>>>()
+}

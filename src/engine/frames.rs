@@ -1,0 +1,109 @@
+//! The frame loop: frames from the cameras and the reload timer become controller events,
+//! until the cameras end, a limit is reached or a signal stops the engine.
+
+use super::driver::Driver;
+use super::reload::{self, Cameras};
+use super::{EngineError, RunOptions};
+use crate::frame::Frame;
+use crate::ingest::IngestManager;
+use crossbeam_channel::{Receiver, Select};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Adds the cameras and runs frames through the driver until the end.
+pub(super) fn run_loop(
+    d: &mut Driver,
+    pipeline_path: &Path,
+    base: &Path,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<(), EngineError> {
+    let ingest = IngestManager::with_options(
+        d.metrics.clone(),
+        crate::ingest::SourceOptions {
+            offline: opts.offline,
+            ..Default::default()
+        },
+    )?;
+    let mut cameras: Cameras = BTreeMap::new();
+    for cam in &d.cfg.cameras {
+        let rx = ingest.add_camera(cam, base)?;
+        cameras.insert(cam.id.clone(), (cam.clone(), rx));
+    }
+    let started = Instant::now();
+    let mut last_mtime = reload::mtime(pipeline_path);
+    let mut last_reload_check = Instant::now();
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            tracing::info!("stopping on signal");
+            break Ok(());
+        }
+        if opts.duration.is_some_and(|t| started.elapsed() >= t)
+            || opts.max_frames.is_some_and(|n| d.summary.frames >= n)
+        {
+            break Ok(());
+        }
+        if opts.reload_check_s > 0.0
+            && last_reload_check.elapsed().as_secs_f64() >= opts.reload_check_s
+        {
+            last_reload_check = Instant::now();
+            let now = reload::mtime(pipeline_path);
+            if now != last_mtime {
+                last_mtime = now;
+                reload::reload(
+                    d,
+                    pipeline_path,
+                    base,
+                    &ingest,
+                    &mut cameras,
+                    opts.capture.as_ref(),
+                );
+            }
+        }
+        if let Err(e) = d.poll_background() {
+            break Err(e);
+        }
+        // In offline runs, wait for the initial training before taking the next frame, so
+        // that the frames the links serve do not depend on how fast training ran.
+        if opts.offline && d.training.is_some() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        match next_frame(&cameras, Duration::from_millis(100)) {
+            Some(frame) => {
+                if let Err(e) = d.on_frame(frame) {
+                    break Err(e);
+                }
+            }
+            None => {
+                let all_done = cameras.iter().all(|(id, (_, rx))| {
+                    rx.is_empty() && ingest.state(id).is_none_or(|s| s.is_terminal())
+                });
+                if all_done && !cameras.is_empty() {
+                    tracing::info!("every camera has ended");
+                    break Ok(());
+                }
+            }
+        }
+    };
+    ingest.shutdown();
+    result
+}
+
+/// Waits up to `timeout` for a frame from any camera.
+fn next_frame(cameras: &Cameras, timeout: Duration) -> Option<Frame> {
+    if cameras.is_empty() {
+        std::thread::sleep(timeout);
+        return None;
+    }
+    let receivers: Vec<&Receiver<Frame>> = cameras.values().map(|(_, rx)| rx).collect();
+    let mut sel = Select::new();
+    for rx in &receivers {
+        sel.recv(rx);
+    }
+    let op = sel.select_timeout(timeout).ok()?;
+    let i = op.index();
+    op.recv(receivers[i]).ok()
+}
