@@ -12,6 +12,8 @@
 //! - [`engine`]: the live system behind `mlink run`.
 //! - [`metrics`]: the Prometheus registry and the `/metrics` endpoint.
 //! - [`eval`]: trace replay, baselines and reports (pure).
+//! - [`versioned`]: versioned files: format peek, newer-version errors, checksums, atomic
+//!   writes (pure).
 
 pub mod adapt;
 pub mod cli;
@@ -28,3 +30,4 @@ pub mod metrics;
 pub mod models;
 pub mod output;
 pub mod schedule;
+pub mod versioned;

@@ -2,7 +2,7 @@
 
 use mlink::adapt::fusion::{Fusion, FusionParams, FusionSample};
 use mlink::link::{LinkNet, TrainParams};
-use mlink::output::{OutputSpec, OutputValue, TaskKind, score};
+use mlink::output::{OutputSpec, OutputValue, TaskKind};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
@@ -54,10 +54,9 @@ fn mean_score(
     pred: impl Fn(&OutputValue) -> OutputValue,
     test: &[(OutputValue, OutputValue)],
 ) -> f64 {
-    test.iter()
-        .map(|(x, y)| score(spec, &pred(x), y))
-        .sum::<f64>()
-        / test.len() as f64
+    mlink::output::mean_score(spec, test.iter().map(|(x, y)| (pred(x), y)))
+        .expect("test samples")
+        .score
 }
 
 #[test]

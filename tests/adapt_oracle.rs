@@ -266,15 +266,51 @@ fn oracle_link_files_round_trip_and_damage_is_reported() {
     damaged("empty.json", b"", "not a valid oracle link file");
     let text = String::from_utf8(bytes.clone()).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["format_version"], 2);
+    // A content edited and its checksum updated, so that the content's own checks are reached.
+    let sealed = |content: &serde_json::Value| {
+        let c = content.to_string();
+        serde_json::json!({
+            "format": "mlink-oracle-link",
+            "format_version": 2,
+            "sha256": mlink::versioned::sha256_hex([c.as_bytes()]),
+            "content": content,
+        })
+        .to_string()
+    };
+    let resealed = dir.path().join("resealed.json");
+    std::fs::write(&resealed, sealed(&v["content"])).unwrap();
+    assert_eq!(
+        OracleLink::load(&resealed).unwrap().net.params(),
+        link.net.params()
+    );
+    // A version 1 file (no envelope, a checksum of the weights only) is still read.
+    let mut v1 = v["content"].clone();
+    v1["format"] = "mlink-oracle-link".into();
+    v1["format_version"] = 1.into();
+    let weights = mlink::adapt::aggregate::ParamVec(link.net.params());
+    v1["params_sha256"] = weights.sha256().into();
+    let old = dir.path().join("v1.json");
+    std::fs::write(&old, v1.to_string()).unwrap();
+    assert_eq!(
+        OracleLink::load(&old).unwrap().net.params(),
+        link.net.params()
+    );
+    v1["params_sha256"] = "0".repeat(64).into();
+    damaged(
+        "v1-damaged.json",
+        v1.to_string().as_bytes(),
+        "checksum mismatch",
+    );
     // A weight changed without updating the checksum.
     let mut w = v.clone();
-    let params = w["params"].as_str().unwrap().to_string();
+    let params = w["content"]["params"].as_str().unwrap().to_string();
     let flipped = if params.starts_with('A') {
         params.replacen('A', "B", 1)
     } else {
         format!("A{}", &params[1..])
     };
-    w["params"] = flipped.into();
+    w["content"]["params"] = flipped.into();
     damaged(
         "flipped.json",
         w.to_string().as_bytes(),
@@ -294,10 +330,13 @@ fn oracle_link_files_round_trip_and_damage_is_reported() {
         w.to_string().as_bytes(),
         "expected \"mlink-oracle-link\"",
     );
-    let mut w = v.clone();
+    let mut w = v["content"].clone();
     w["hidden_factor"] = 20.into();
-    damaged("shape.json", w.to_string().as_bytes(), "weights");
-    let mut w = v;
+    damaged("shape.json", sealed(&w).as_bytes(), "weights");
+    let mut w = v["content"].clone();
+    w["in_norm"]["std"][0] = 0.0.into();
+    damaged("norm.json", sealed(&w).as_bytes(), "std 0");
+    let mut w = v["content"].clone();
     w.as_object_mut().unwrap().remove("spec");
-    damaged("missing.json", w.to_string().as_bytes(), "spec");
+    damaged("missing.json", sealed(&w).as_bytes(), "spec");
 }

@@ -76,7 +76,7 @@ async fn the_aggregate_command_serves_rounds_and_persists_them() {
     );
     let file: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
-    assert_eq!(file["links"][0]["round"], 1);
+    assert_eq!(file["content"]["links"][0]["round"], 1);
 }
 
 #[test]

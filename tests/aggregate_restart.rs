@@ -121,13 +121,13 @@ async fn corrupt_or_mismatched_state_files_are_refused_with_a_clear_error() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("aggregator state file") && err.contains("round"),
+        err.contains("aggregator state file") && err.contains("checksum mismatch"),
         "{err}"
     );
 
     std::fs::write(
         &setup.state_path,
-        text.replace("\"format_version\": 1", "\"format_version\": 7"),
+        text.replace("\"format_version\": 2", "\"format_version\": 7"),
     )
     .unwrap();
     let err = AggregatorServer::open(config(vec![]))

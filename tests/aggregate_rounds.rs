@@ -104,8 +104,8 @@ async fn fedavg_of_three_edges_is_their_mean_and_rounds_advance() {
         let file: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&setup.state_path).unwrap()).unwrap();
         assert_eq!(file["format"], "mlink-aggregator-state");
-        assert_eq!(file["format_version"], 1);
-        assert_eq!(file["links"][0]["round"], 2);
+        assert_eq!(file["format_version"], 2);
+        assert_eq!(file["content"]["links"][0]["round"], 2);
     })
     .await
     .unwrap();

@@ -522,6 +522,41 @@ fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
 }
 
 #[test]
+fn the_uncertainty_policy_queues_frames_with_one_active_model() {
+    // 30 MB fits one model: every prediction has a single source, so there is no spread
+    // between sources; the link's predicted error is what makes a frame uncertain.
+    let dir = tempfile::tempdir().unwrap();
+    let adaptation = "adaptation:\n  policy: uncertainty\n  uncertainty_threshold: 0.000001\n";
+    let p = pipeline(
+        dir.path(),
+        &vtest_camera("cam"),
+        30.0,
+        free_port(),
+        adaptation,
+    );
+    let opts = RunOptions {
+        max_frames: Some(70),
+        links_out: Some(dir.path().join("links.bundle")),
+        ..RunOptions::default()
+    };
+    let (_stop, handle) = run_in_thread(p, opts);
+    let summary = handle.join().unwrap();
+    assert!(
+        summary.online_training_runs >= 1,
+        "no uncertain frame was queued and trained on: {summary:?}"
+    );
+    let records = read_records(&dir.path().join("out.jsonl"));
+    let single_source = records.iter().any(|r| {
+        matches!(&r.provenance, Provenance::Predicted { sources, uncertainty, .. }
+            if sources.len() == 1 && *uncertainty > 0.0)
+    });
+    assert!(
+        single_source,
+        "no single-source prediction with an uncertainty"
+    );
+}
+
+#[test]
 fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
     use mlink::adapt::aggregate::{
         AggregatorClient, AggregatorConfig, AggregatorServer, EdgeTokens, RoundPolicy, Token,

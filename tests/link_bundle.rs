@@ -11,6 +11,12 @@ type Samples = Vec<Sample>;
 /// Three models: a target class, a good source (the class with little noise) and a noisy
 /// source (the class most of the time, otherwise random).
 fn data() -> (Models, Samples) {
+    class_data(600, 9, 1)
+}
+
+/// `count` samples of three class models: the target, and sources 1 and 2, of which `good`
+/// (1 or 2) gives the class (shifted by its index) 95 % of the time and the other 50 %.
+fn class_data(count: usize, seed: u64, good_source: usize) -> (Models, Samples) {
     let n = 6;
     let spec = OutputSpec::vector(n, TaskKind::SingleLabel);
     let models = vec![
@@ -18,14 +24,14 @@ fn data() -> (Models, Samples) {
         ("good".to_string(), spec.clone()),
         ("noisy".to_string(), spec),
     ];
-    let mut rng = StdRng::seed_from_u64(9);
+    let mut rng = StdRng::seed_from_u64(seed);
     let one_hot = |c: usize, rng: &mut StdRng| {
         let mut v: Vec<f32> = (0..n).map(|_| rng.random_range(0.0..0.1)).collect();
         v[c] += 1.0;
         let s: f32 = v.iter().sum();
         OutputValue::Vector(v.iter().map(|x| x / s).collect())
     };
-    let samples = (0..600)
+    let samples = (0..count)
         .map(|_| {
             let c = rng.random_range(0..n);
             let good = if rng.random_bool(0.95) {
@@ -38,10 +44,15 @@ fn data() -> (Models, Samples) {
             } else {
                 rng.random_range(0..n)
             };
+            let (first, second) = if good_source == 1 {
+                (good, noisy)
+            } else {
+                (noisy, good)
+            };
             Sample::complete([
                 one_hot(c, &mut rng),
-                one_hot((good + 1) % n, &mut rng),
-                one_hot((noisy + 2) % n, &mut rng),
+                one_hot((first + 1) % n, &mut rng),
+                one_hot((second + 2) % n, &mut rng),
             ])
         })
         .collect();
@@ -444,4 +455,346 @@ fn federated_and_adaptation_hooks_reject_samples_that_do_not_fit_the_models() {
         b.link_params(2, 0).unwrap(),
         fresh.link_params(2, 0).unwrap()
     );
+}
+
+/// How [`edit_manifest`] sets the checksum of the edited file.
+#[derive(Clone, Copy, PartialEq)]
+enum Seal {
+    /// The original file's checksum.
+    Keep,
+    /// Recomputed as this version does (manifest and tensors), as a forger or a buggy writer
+    /// would, so the loader's own checks of the manifest are reached.
+    Current,
+    /// Recomputed as version 1 did (tensors only).
+    Version1,
+}
+
+/// Copies the bundle at `src` to `dst` with its manifest edited by `edit`.
+fn edit_manifest(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    seal: Seal,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    use safetensors::SafeTensors;
+    let bytes = std::fs::read(src).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&meta["mlink.manifest"]).unwrap();
+    edit(&mut m);
+    let json = m.to_string();
+    let mut names = st.names();
+    names.sort_unstable();
+    let tensors: Vec<(String, safetensors::tensor::TensorView<'_>)> = names
+        .iter()
+        .map(|n| (n.to_string(), st.tensor(n).unwrap()))
+        .collect();
+    let data = tensors.iter().map(|(_, t)| t.data());
+    let hash = match seal {
+        Seal::Keep => meta["mlink.sha256"].clone(),
+        Seal::Current => mlink::versioned::sha256_hex(std::iter::once(json.as_bytes()).chain(data)),
+        Seal::Version1 => mlink::versioned::sha256_hex(data),
+    };
+    let out = safetensors::serialize(
+        tensors,
+        Some(std::collections::HashMap::from([
+            ("mlink.manifest".to_string(), json),
+            ("mlink.sha256".to_string(), hash),
+        ])),
+    )
+    .unwrap();
+    std::fs::write(dst, out).unwrap();
+}
+
+/// One edit of a bundle manifest.
+type ManifestEdit = Box<dyn Fn(&mut serde_json::Value)>;
+
+fn load_err(path: &std::path::Path) -> String {
+    match LinkBundle::load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_checksum_covers_the_manifest() {
+    let (_, _, b) = train();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let bad = dir.path().join("edited.mlb");
+    // Each edit keeps the file well-formed and plausible; only the checksum can tell.
+    let edits: [(&str, ManifestEdit); 4] = [
+        ("score", Box::new(|m| m["links"][0]["score"] = 0.99.into())),
+        (
+            "norm",
+            Box::new(|m| m["links"][0]["in_norm"]["mean"][0] = 5.0.into()),
+        ),
+        (
+            "subset score",
+            Box::new(|m| m["ensembles"][0]["subset_scores"][0][1] = 1.0.into()),
+        ),
+        (
+            "validation split",
+            Box::new(|m| m["meta"]["validation_split"] = 0.5.into()),
+        ),
+    ];
+    for (what, edit) in edits {
+        edit_manifest(&path, &bad, Seal::Keep, edit);
+        let e = load_err(&bad);
+        assert!(e.contains("checksum mismatch"), "{what}: {e}");
+    }
+    // The same edit with the checksum recomputed loads: the checksum is what caught it.
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["links"][0]["score"] = 0.99.into()
+    });
+    let c = LinkBundle::load(&bad).unwrap();
+    let (i, j) = (0..3)
+        .flat_map(|i| (0..3).map(move |j| (i, j)))
+        .find(|&(i, j)| i != j && c.link(i, j).is_some_and(|l| l.score == Some(0.99)))
+        .unwrap();
+    assert_ne!(b.link_score(i, j), 0.99);
+    // A version 1 file (checksum over the tensors only) is still read, and checked.
+    let v1 = dir.path().join("v1.mlb");
+    edit_manifest(&path, &v1, Seal::Version1, |m| {
+        m["format_version"] = 1.into()
+    });
+    let c = LinkBundle::load(&v1).unwrap();
+    assert_eq!(c.link_params(1, 0).unwrap(), b.link_params(1, 0).unwrap());
+    edit_manifest(&path, &v1, Seal::Keep, |m| m["format_version"] = 1.into());
+    assert!(load_err(&v1).contains("checksum mismatch"));
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["format_version"] = 3.into()
+    });
+    assert!(load_err(&bad).contains("version 3 is newer"));
+}
+
+#[test]
+fn inconsistent_manifests_are_refused_at_load() {
+    let (_, samples, b) = train();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let bad = dir.path().join("bad.mlb");
+    let cases: Vec<(&str, ManifestEdit, &str)> = vec![
+        (
+            "ensemble dims",
+            Box::new(|m| m["ensembles"][0]["dims"] = 3.into()),
+            "dims",
+        ),
+        (
+            "ensemble source out of range",
+            Box::new(|m| m["ensembles"][0]["sources"][0] = 7.into()),
+            "source 7",
+        ),
+        (
+            "ensemble source is the target",
+            Box::new(|m| m["ensembles"][1]["sources"][0] = 1.into()),
+            "source 1",
+        ),
+        (
+            "in_norm length",
+            Box::new(|m| {
+                m["links"][0]["in_norm"]["mean"]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+            "in_norm",
+        ),
+        (
+            "in_norm std 0",
+            Box::new(|m| m["links"][0]["in_norm"]["std"][2] = 0.0.into()),
+            "std 2",
+        ),
+        (
+            "in_norm std negative",
+            Box::new(|m| m["links"][0]["in_norm"]["std"][1] = (-1.0).into()),
+            "std 1",
+        ),
+        (
+            "out_norm on a class target",
+            Box::new(|m| {
+                m["links"][0]["out_norm"] =
+                    serde_json::json!({"mean": vec![0.0; 6], "std": vec![1.0; 6]})
+            }),
+            "out_norm given",
+        ),
+        (
+            "score above 1",
+            Box::new(|m| m["links"][0]["score"] = 3.0.into()),
+            "score",
+        ),
+        (
+            "subset outside the sources",
+            Box::new(|m| m["ensembles"][0]["subset_scores"][0][0] = 1.into()),
+            "subset",
+        ),
+        (
+            "architecture",
+            Box::new(|m| m["links"][0]["arch"] = "seq2_vec".into()),
+            "architecture",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        edit_manifest(&path, &bad, Seal::Current, edit);
+        let e = load_err(&bad);
+        assert!(e.contains(want), "{what}: {e}");
+    }
+    // The untouched file still loads and predicts.
+    let c = LinkBundle::load(&path).unwrap();
+    let s = &samples[0];
+    c.predict(
+        0,
+        &[(1, s[1].as_ref().unwrap()), (2, s[2].as_ref().unwrap())],
+    )
+    .unwrap();
+}
+
+#[test]
+fn more_than_63_models_are_refused_with_a_clear_error() {
+    let spec = OutputSpec::vector(1, TaskKind::Regression);
+    let models: Models = (0..64).map(|i| (format!("m{i}"), spec.clone())).collect();
+    let samples: Samples = vec![Sample::complete(
+        (0..64).map(|i| OutputValue::Vector(vec![i as f32])),
+    )];
+    let e = LinkBundle::train(&models, &samples, &TrainParams::default(), 0.0, 1, &|_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("64 models: at most 63"), "{e}");
+
+    // A forged manifest with 64 models (and no links) is refused at load, before any mask is
+    // built from it.
+    let (_, _, b) = train();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let bad = dir.path().join("many.mlb");
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        let model = m["models"][0].clone();
+        m["models"] = serde_json::Value::Array(vec![model; 64]);
+        m["links"] = serde_json::json!([]);
+        m["ensembles"] = serde_json::json!([]);
+    });
+    let e = load_err(&bad);
+    assert!(e.contains("64 models: at most 63"), "{e}");
+    // Indices beyond the mask never alias a model: ensemble_score ignores them.
+    assert_eq!(b.ensemble_score(&[64, 65], 0), 0.0);
+}
+
+#[test]
+fn validation_holds_out_the_last_block_in_time() {
+    // b counts one more than a for the first 400 frames, three more for the last 100.
+    let spec = OutputSpec::vector(1, TaskKind::Count);
+    let models = vec![("a".to_string(), spec.clone()), ("b".to_string(), spec)];
+    let mut rng = StdRng::seed_from_u64(71);
+    let samples: Samples = (0..500)
+        .map(|n| {
+            let a = rng.random_range(0..=10) as f32;
+            let offset = if n < 400 { 1.0 } else { 3.0 };
+            Sample::complete([
+                OutputValue::Vector(vec![a]),
+                OutputValue::Vector(vec![a + offset]),
+            ])
+        })
+        .collect();
+    let b = LinkBundle::train(&models, &samples, &TrainParams::default(), 0.2, 2, &|_| {}).unwrap();
+    assert_eq!(
+        (b.meta.train_samples, b.meta.validation_samples),
+        (400, 100)
+    );
+    // Trained on the first block only, the link still counts one more...
+    let OutputValue::Vector(p) = b
+        .predict(1, &[(0, &OutputValue::Vector(vec![5.0]))])
+        .unwrap()
+        .value
+    else {
+        panic!("a count is a vector")
+    };
+    assert!((p[0] - 6.0).abs() < 0.5, "{p:?}");
+    // ...and its validation score is measured on the last block, where it is wrong. A random
+    // split would have scored it on frames like those it was trained on (about 0.8).
+    let s = b.link_score(0, 1);
+    assert!(s < 0.2, "validation score {s}");
+    assert_eq!(b.link(0, 1).unwrap().validation_pairs, 100);
+}
+
+#[test]
+fn single_source_linear_predictions_have_an_uncertainty() {
+    let models = vec![
+        ("a".to_string(), OutputSpec::vector(3, TaskKind::Regression)),
+        ("b".to_string(), OutputSpec::vector(2, TaskKind::Regression)),
+    ];
+    let (train, _) = noisy_region_samples(800, 51);
+    let b = LinkBundle::train(&models, &train, &TrainParams::default(), 0.2, 2, &|_| {}).unwrap();
+    let (test, hard) = noisy_region_samples(400, 53);
+    let unc: Vec<f64> = test
+        .iter()
+        .map(|s| {
+            b.predict(1, &[(0, s[0].as_ref().unwrap())])
+                .unwrap()
+                .uncertainty
+        })
+        .collect();
+    assert!(unc.iter().all(|u| u.is_finite() && *u >= 0.0));
+    let mean = |want: bool| {
+        let v: Vec<f64> = unc
+            .iter()
+            .zip(&hard)
+            .filter(|(_, h)| **h == want)
+            .map(|(u, _)| *u)
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    // One source: no spread between sources, yet frames in the noisy region (squared error
+    // per dimension about 0.375 there, 0 elsewhere) read as uncertain, on that scale.
+    let (h, e) = (mean(true), mean(false));
+    eprintln!("mean uncertainty hard {h}, easy {e}");
+    assert!(auc(&unc, &hard) > 0.8, "AUC {}", auc(&unc, &hard));
+    assert!(h > 0.1 && h < 1.5, "hard {h}");
+    assert!(h > 2.0 * e, "hard {h} easy {e}");
+}
+
+#[test]
+fn refit_after_fine_tuning_follows_sources_whose_reliability_changed() {
+    let (_, _, mut b) = train();
+    assert!(b.link_score(1, 0) > b.link_score(2, 0) + 0.2);
+    // The scene changes: source 2 becomes the reliable one, source 1 the noisy one.
+    let (_, swapped) = class_data(400, 19, 2);
+    let (fit_on, held_out) = b.split_in_time(&swapped);
+    assert_eq!((fit_on.len(), held_out.len()), (300, 100));
+    assert_eq!(
+        held_out[0], swapped[300],
+        "the held-out block is the newest"
+    );
+    b.fine_tune(fit_on, 5).unwrap();
+    // Fine-tuning alone leaves the scores and the ensemble as trained on the old scene.
+    assert!(b.link_score(1, 0) > b.link_score(2, 0) + 0.2);
+    let stale = b.ensemble(0).unwrap().clone();
+    b.refit(fit_on, held_out).unwrap();
+    let (s1, s2) = (b.link_score(1, 0), b.link_score(2, 0));
+    assert!(s2 > s1 + 0.2, "link scores after the refit: {s1} {s2}");
+    assert_eq!(b.link(2, 0).unwrap().validation_pairs, 100);
+    let e = b.ensemble(0).unwrap();
+    assert_ne!(e, &stale);
+    let weight = |source: usize| {
+        let row = &e.logit_weights[e.sources.iter().position(|&s| s == source).unwrap()];
+        row.iter().sum::<f32>() / row.len() as f32
+    };
+    assert!(weight(2) > weight(1), "{} {}", weight(2), weight(1));
+    let both = b.ensemble_score(&[1, 2], 0);
+    assert!(both >= s2 - 0.05, "ensemble {both}, reliable source {s2}");
+    // The refit bundle keeps its new scores through a save and a load.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("refit.mlb");
+    b.save(&path).unwrap();
+    let c = LinkBundle::load(&path).unwrap();
+    assert_eq!(c.ensemble_score(&[1, 2], 0), both);
+    assert_eq!(c.link_score(2, 0), s2);
+    // Samples that do not fit the models are refused, and change nothing.
+    let short: Samples = vec![Sample::new(swapped[0].outputs[..2].to_vec())];
+    assert!(b.refit(&short, held_out).is_err());
+    assert_eq!(b.link_score(2, 0), s2);
 }

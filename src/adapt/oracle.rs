@@ -8,8 +8,8 @@
 //! trace and scored on a held-out share of them.
 //!
 //! An oracle link is saved as one JSON file (format [`ORACLE_FORMAT`], version
-//! [`ORACLE_FORMAT_VERSION`]) written atomically, its weights base64-encoded and checked by
-//! a SHA-256 on load.
+//! [`ORACLE_FORMAT_VERSION`], in the envelope of [`crate::versioned`]: written atomically, the
+//! whole content checked by a SHA-256 on load), its weights base64-encoded.
 
 use super::aggregate::ParamVec;
 use super::labels::{Labels, LabelsError};
@@ -19,6 +19,7 @@ use crate::link::trace::{TraceHeader, TraceRecord};
 use crate::output::{
     OutputForm, OutputSpec, OutputValue, Predicted, TaskKind, metric_name, try_mean_score,
 };
+use crate::versioned::{Format, VersionedError};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -27,7 +28,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub const ORACLE_FORMAT: &str = "mlink-oracle-link";
-pub const ORACLE_FORMAT_VERSION: u32 = 1;
+/// The version this build writes; version 1 files are still read.
+pub const ORACLE_FORMAT_VERSION: u32 = 2;
+const FORMAT: Format = Format {
+    name: ORACLE_FORMAT,
+    what: "oracle link file",
+    version: ORACLE_FORMAT_VERSION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {
@@ -380,66 +387,32 @@ impl OracleLink {
 
     /// Writes the link atomically to `path`.
     pub fn save(&self, path: &Path) -> Result<(), OracleError> {
-        let params = ParamVec(self.net.params());
-        let file = OracleFile {
-            format: ORACLE_FORMAT.into(),
-            format_version: ORACLE_FORMAT_VERSION,
+        let content = OracleFile {
             source_model: self.source_model.clone(),
             source_spec: self.source_spec.clone(),
             spec: self.spec.clone(),
             hidden_factor: self.hidden_factor,
             in_norm: self.net.in_norm().cloned(),
             out_norm: self.net.out_norm().cloned(),
-            params_sha256: params.sha256(),
-            params,
+            params: ParamVec(self.net.params()),
+            params_sha256: None,
             report: self.report.clone(),
         };
-        let mut bytes = serde_json::to_vec_pretty(&file).map_err(|e| OracleError::Corrupt {
-            path: path.to_owned(),
-            message: format!("encoding: {e}"),
-        })?;
-        bytes.push(b'\n');
-        crate::fsutil::write_atomic(path, &bytes).map_err(|source| OracleError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        Ok(FORMAT.write_json(path, &content)?)
     }
 
-    /// Reads a link written by [`save`](Self::save); a truncated, damaged or foreign file is
-    /// a clear error.
+    /// Reads a link written by [`save`](Self::save) (or a version 1 file); a truncated,
+    /// damaged, edited or foreign file is a clear error.
     pub fn load(path: &Path) -> Result<Self, OracleError> {
-        let bytes = std::fs::read(path).map_err(|source| OracleError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
         let corrupt = |message: String| OracleError::Corrupt {
             path: path.to_owned(),
             message,
         };
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("{e} (truncated?)")))?;
-        match value.get("format").and_then(|f| f.as_str()) {
-            Some(ORACLE_FORMAT) => {}
-            other => {
-                return Err(corrupt(format!(
-                    "format is {other:?}, expected {ORACLE_FORMAT:?}"
-                )));
-            }
-        }
-        let found = value
-            .get("format_version")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| corrupt("no format_version".into()))?;
-        if found > u64::from(ORACLE_FORMAT_VERSION) {
-            return Err(OracleError::NewerVersion {
-                path: path.to_owned(),
-                found: u32::try_from(found).unwrap_or(u32::MAX),
-                supported: ORACLE_FORMAT_VERSION,
-            });
-        }
-        let f: OracleFile =
-            serde_path_to_error::deserialize(value).map_err(|e| corrupt(e.to_string()))?;
-        if f.params.sha256() != f.params_sha256 {
+        let (_, f): (u32, OracleFile) = FORMAT.read_json(path)?;
+        // Version 1 files carry a checksum of the weights only.
+        if let Some(stored) = &f.params_sha256
+            && f.params.sha256() != *stored
+        {
             return Err(corrupt(
                 "weight checksum mismatch (the file is damaged)".into(),
             ));
@@ -451,14 +424,8 @@ impl OracleLink {
             (&f.in_norm, "in_norm", &f.source_spec),
             (&f.out_norm, "out_norm", &f.spec),
         ] {
-            if let (Some(n), OutputForm::Vector { len }) = (norm, &spec.form)
-                && (n.mean.len() != *len
-                    || n.std.len() != *len
-                    || n.mean.iter().chain(&n.std).any(|v| !v.is_finite()))
-            {
-                return Err(corrupt(format!(
-                    "{what} does not fit a vector of {len} finite values"
-                )));
+            if let (Some(n), OutputForm::Vector { len }) = (norm, &spec.form) {
+                n.check(*len).map_err(|e| corrupt(format!("{what}: {e}")))?;
             }
         }
         let mut net = LinkNet::with_norms(
@@ -482,11 +449,32 @@ impl OracleLink {
     }
 }
 
+impl From<VersionedError> for OracleError {
+    fn from(e: VersionedError) -> Self {
+        match e {
+            VersionedError::Io { path, source } => OracleError::Io { path, source },
+            VersionedError::Corrupt { path, reason, .. } => OracleError::Corrupt {
+                path,
+                message: reason,
+            },
+            VersionedError::NewerVersion {
+                path,
+                found,
+                supported,
+                ..
+            } => OracleError::NewerVersion {
+                path,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported,
+            },
+        }
+    }
+}
+
+/// The content of an oracle link file.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OracleFile {
-    format: String,
-    format_version: u32,
     source_model: String,
     source_spec: OutputSpec,
     spec: OutputSpec,
@@ -494,7 +482,9 @@ struct OracleFile {
     in_norm: Option<Norm>,
     out_norm: Option<Norm>,
     params: ParamVec,
-    params_sha256: String,
+    /// Version 1 only: the weights' checksum (version 2 files checksum all of the content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    params_sha256: Option<String>,
     #[serde(default)]
     report: Option<OracleReport>,
 }

@@ -133,7 +133,9 @@ impl Trainer {
                     let mut samples = reservoir.clone();
                     samples.extend(new.iter().cloned());
                     let started = std::time::Instant::now();
-                    if let Err(e) = bundle.fine_tune(&samples, FINE_TUNE_EPOCHS) {
+                    // The newest block is held out to rescore on (samples are in time order).
+                    let (fit_on, held_out) = bundle.split_in_time(&samples);
+                    if let Err(e) = bundle.fine_tune(fit_on, FINE_TUNE_EPOCHS) {
                         tracing::warn!(error = %e, "online link training failed; keeping the previous links");
                         continue;
                     }
@@ -149,6 +151,10 @@ impl Trainer {
                             let n = f.rounds(&mut bundle, &samples);
                             metrics.link_training_runs.with_label_values(&["federated"]).inc_by(n as u64);
                         }
+                    }
+                    // Ensembles, subset scores and link priors follow the changed links.
+                    if let Err(e) = bundle.refit(fit_on, held_out) {
+                        tracing::warn!(error = %e, "refitting the ensembles and scores failed; keeping the previous ones");
                     }
                     // Reservoir sampling keeps a uniform sample of everything seen so far.
                     for s in new {

@@ -22,8 +22,9 @@ pub enum Provenance {
         sources: Vec<String>,
         /// Validation score of the ensemble for this source set, in [0, 1].
         score: f64,
-        /// The prediction's own uncertainty: entropy for class outputs, spread across the
-        /// source links for regressions and counts.
+        /// The prediction's own uncertainty: entropy for class outputs; for counts,
+        /// regressions and boxes the spread across the source links, or with one source the
+        /// squared error its loss head predicts.
         uncertainty: f64,
     },
     /// No value: the model is not active and no link can predict it (yet).

@@ -59,6 +59,20 @@ impl Ensemble {
             });
         };
         let dim = first.1.len();
+        // Every source's output and weights must cover the same dimensions (a stored
+        // ensemble is checked at load; this keeps a mismatch an error, never a panic).
+        if let Some((k, z)) = idx
+            .iter()
+            .find(|(k, z)| z.len() != dim || self.logit_weights[*k].len() != dim)
+        {
+            return Err(LinkError::Form(format!(
+                "ensemble of model {}: source {} gives {} values and has {} weights, expected {dim}",
+                self.target,
+                self.sources[*k],
+                z.len(),
+                self.logit_weights[*k].len()
+            )));
+        }
         let mut out = vec![0.0; dim];
         for d in 0..dim {
             let m = idx
@@ -169,5 +183,25 @@ impl Ensemble {
         for (k, row) in self.logit_weights.iter_mut().enumerate() {
             row.copy_from_slice(&flat[k * dim..(k + 1) * dim]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatched_dimensions_are_an_error_not_a_panic() {
+        let e = Ensemble::new(0, vec![1, 2], 2);
+        assert_eq!(
+            e.combine(&[(1, &[1.0, 3.0]), (2, &[3.0, 5.0])]).unwrap(),
+            vec![2.0, 4.0]
+        );
+        assert!(e.combine(&[(1, &[1.0, 3.0]), (2, &[3.0])]).is_err());
+        assert!(e.combine(&[(1, &[1.0, 3.0, 5.0])]).is_err());
+        assert!(matches!(
+            e.combine(&[(7, &[1.0])]),
+            Err(LinkError::NoSource { target: 0 })
+        ));
     }
 }

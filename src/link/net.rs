@@ -312,6 +312,14 @@ impl LinkNet {
         }
     }
 
+    /// The number of hidden activations [`hidden`](Self::hidden) gives (vec2vec links).
+    pub fn hidden_len(&self) -> Option<usize> {
+        match self {
+            LinkNet::Vec2Vec(v) => Some(v.mlp.hidden),
+            LinkNet::Seq(_) => None,
+        }
+    }
+
     /// The hidden activation a loss head reads (vec2vec links; None for the others).
     pub fn hidden(&self, input: &OutputValue) -> Result<Option<Vec<f32>>, LinkError> {
         match self {

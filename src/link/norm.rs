@@ -37,6 +37,28 @@ impl Norm {
         Self { mean, std }
     }
 
+    /// Checks a stored standardisation for `dim` values: one mean and one std per value, all
+    /// finite, every std above 0 (a zero or negative std would divide by zero or flip signs).
+    pub fn check(&self, dim: usize) -> Result<(), String> {
+        if self.mean.len() != dim || self.std.len() != dim {
+            return Err(format!(
+                "{} means and {} stds for {dim} values",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if let Some(i) = self.mean.iter().position(|m| !m.is_finite()) {
+            return Err(format!("mean {i} is not finite"));
+        }
+        if let Some(i) = self.std.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!(
+                "std {i} is {}, not a finite value above 0",
+                self.std[i]
+            ));
+        }
+        Ok(())
+    }
+
     pub fn identity(dim: usize) -> Self {
         Self {
             mean: vec![0.0; dim],
@@ -54,5 +76,33 @@ impl Norm {
         for ((v, m), s) in z.iter_mut().zip(&self.mean).zip(&self.std) {
             *v = *v * s + m;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_rejects_wrong_lengths_non_finite_values_and_non_positive_stds() {
+        let ok = Norm {
+            mean: vec![0.0, 1.0],
+            std: vec![1.0, 0.5],
+        };
+        assert!(ok.check(2).is_ok());
+        assert!(ok.check(3).unwrap_err().contains("for 3 values"));
+        let mut bad = ok.clone();
+        bad.mean[1] = f32::NAN;
+        assert!(bad.check(2).unwrap_err().contains("mean 1"));
+        for s in [0.0, -1.0, f32::INFINITY] {
+            let mut bad = ok.clone();
+            bad.std[0] = s;
+            assert!(bad.check(2).unwrap_err().contains("std 0"), "{s}");
+        }
+        assert!(
+            Norm::fit(2, [[1.0f32, 1.0].as_slice()].into_iter())
+                .check(2)
+                .is_ok()
+        );
     }
 }

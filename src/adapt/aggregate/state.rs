@@ -10,17 +10,29 @@ use super::messages::{
     ClosedBy, ErrorCode, GlobalLink, LinkSpec, LinkStateView, PROTOCOL_VERSION, ParamVec,
     RoundSummary, StateView, UpdateRequest,
 };
+use crate::versioned::{Format, VersionedError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Name and version of the persisted state file.
+/// Name and version of the persisted state file (version 1 files are still read).
 pub const STATE_FORMAT: &str = "mlink-aggregator-state";
-pub const STATE_FORMAT_VERSION: u32 = 1;
-/// Name and version of a link initialization file (`mlink aggregate --link FILE`).
+pub const STATE_FORMAT_VERSION: u32 = 2;
+/// Name and version of a link initialization file (`mlink aggregate --link FILE`; version 1
+/// files are still read).
 pub const LINK_INIT_FORMAT: &str = "mlink-aggregator-link";
-pub const LINK_INIT_FORMAT_VERSION: u32 = 1;
+pub const LINK_INIT_FORMAT_VERSION: u32 = 2;
+const STATE_FILE: Format = Format {
+    name: STATE_FORMAT,
+    what: "aggregator state file",
+    version: STATE_FORMAT_VERSION,
+};
+const LINK_INIT_FILE: Format = Format {
+    name: LINK_INIT_FORMAT,
+    what: "link initialization file",
+    version: LINK_INIT_FORMAT_VERSION,
+};
 
 /// A refused request: the code and a message for the edge's operator.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -42,11 +54,6 @@ impl Rejection {
 /// Errors loading or saving state and link files.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("{path}: not a valid {what}: {message}")]
     Invalid {
         path: PathBuf,
@@ -55,6 +62,9 @@ pub enum StateError {
     },
     #[error("link {link_id:?}: {message}")]
     Link { link_id: String, message: String },
+    /// A state or link file that cannot be read, is damaged or is from a newer build.
+    #[error(transparent)]
+    File(#[from] VersionedError),
     #[error(
         "no links to aggregate: the state file {0} does not exist or is empty and no link initialization file was given"
     )]
@@ -99,50 +109,17 @@ impl LinkInit {
         Ok(())
     }
 
-    /// Reads a link initialization file: `{"format": "mlink-aggregator-link",
-    /// "format_version": 1, "spec": {...}, "params": "<base64 f32le>"}`.
+    /// Reads a link initialization file: format `mlink-aggregator-link` in the envelope of
+    /// [`crate::versioned`], content `{"spec": {...}, "params": "<base64 f32le>"}`.
     pub fn load(path: &Path) -> Result<Self, StateError> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct File {
-            format: String,
-            format_version: u32,
-            spec: LinkSpec,
-            params: ParamVec,
-        }
-        let f: File = read_json(path, "link initialization file")?;
-        check_format(
-            path,
-            "link initialization file",
-            &f.format,
-            f.format_version,
-            LINK_INIT_FORMAT,
-            LINK_INIT_FORMAT_VERSION,
-        )?;
-        let init = Self {
-            spec: f.spec,
-            params: f.params,
-        };
+        let (_, init): (u32, Self) = LINK_INIT_FILE.read_json(path)?;
         init.validate()?;
         Ok(init)
     }
 
     /// Writes a link initialization file atomically.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        #[derive(Serialize)]
-        struct File<'a> {
-            format: &'a str,
-            format_version: u32,
-            spec: &'a LinkSpec,
-            params: &'a ParamVec,
-        }
-        let file = File {
-            format: LINK_INIT_FORMAT,
-            format_version: LINK_INIT_FORMAT_VERSION,
-            spec: &self.spec,
-            params: &self.params,
-        };
-        write_json(path, &file)
+        Ok(LINK_INIT_FILE.write_json(path, self)?)
     }
 }
 
@@ -212,11 +189,10 @@ pub struct AggregatorState {
     path: PathBuf,
 }
 
+/// The content of the state file.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateFile {
-    format: String,
-    format_version: u32,
     links: Vec<PersistedLink>,
 }
 
@@ -249,15 +225,7 @@ impl AggregatorState {
         }
         let mut links = BTreeMap::new();
         if path.exists() {
-            let file: StateFile = read_json(path, "aggregator state file")?;
-            check_format(
-                path,
-                "aggregator state file",
-                &file.format,
-                file.format_version,
-                STATE_FORMAT,
-                STATE_FORMAT_VERSION,
-            )?;
+            let (_, file): (u32, StateFile) = STATE_FILE.read_json(path)?;
             for p in file.links {
                 let id = p.spec.link_id.clone();
                 let invalid = |message: String| StateError::Invalid {
@@ -595,8 +563,6 @@ impl AggregatorState {
 
     fn persist(&self) -> Result<(), StateError> {
         let file = StateFile {
-            format: STATE_FORMAT.into(),
-            format_version: STATE_FORMAT_VERSION,
             links: self
                 .links
                 .values()
@@ -609,7 +575,7 @@ impl AggregatorState {
                 })
                 .collect(),
         };
-        write_json(&self.path, &file)
+        Ok(STATE_FILE.write_json(&self.path, &file)?)
     }
 }
 
@@ -672,54 +638,6 @@ fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    what: &'static str,
-) -> Result<T, StateError> {
-    let bytes = std::fs::read(path).map_err(|source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| StateError::Invalid {
-        path: path.to_path_buf(),
-        what,
-        message: format!("at {}: {}", e.path(), e.inner()),
-    })
-}
-
-fn check_format(
-    path: &Path,
-    what: &'static str,
-    format: &str,
-    version: u32,
-    want: &str,
-    want_version: u32,
-) -> Result<(), StateError> {
-    if format != want || version != want_version {
-        return Err(StateError::Invalid {
-            path: path.to_path_buf(),
-            what,
-            message: format!(
-                "format {format:?} version {version}, expected {want:?} version {want_version}"
-            ),
-        });
-    }
-    Ok(())
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Invalid {
-        path: path.to_path_buf(),
-        what: "JSON value",
-        message: e.to_string(),
-    })?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -854,5 +772,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("another spec"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_state_file_is_resumed_and_rewritten_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        drop(open(dir.path(), 1));
+        // The same state as a version 1 writer stored it: no envelope, no checksum.
+        let v2: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v2["format_version"], 2);
+        let mut v1 = v2["content"].clone();
+        v1["format"] = STATE_FORMAT.into();
+        v1["format_version"] = 1.into();
+        v1["links"][0]["round"] = 4.into();
+        std::fs::write(&path, serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+        let state = open(dir.path(), 1);
+        assert_eq!(state.links["a->b"].round, 4);
+        let again: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(again["format_version"], 2);
+        assert_eq!(again["content"]["links"][0]["round"], 4);
     }
 }

@@ -126,8 +126,10 @@ pub struct Prediction {
     pub sources: Vec<usize>,
     /// Validation score of h_{A,j} for this source set.
     pub score: f64,
-    /// Entropy (nats) of class outputs; variance across the source links for linear tasks;
-    /// mean WER between the source links' sequences.
+    /// Entropy (nats) of class outputs; for linear tasks (counts, regression, boxes) the
+    /// variance across the source links, or with one source the squared error its loss head
+    /// predicts (both a variance per output dimension, in the target's units); mean WER
+    /// between the source links' sequences.
     pub uncertainty: f64,
 }
 

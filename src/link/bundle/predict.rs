@@ -34,7 +34,13 @@ impl LinkBundle {
                         value.iter().map(|&p| entropy(&[p, 1.0 - p])).sum::<f64>()
                             / value.len().max(1) as f64
                     }
-                    Activation::Linear => spread(&zs),
+                    Activation::Linear if zs.len() >= 2 => spread(&zs),
+                    Activation::Linear => {
+                        match active.iter().find(|(i, _)| self.link(*i, j).is_some()) {
+                            Some(&(i, v)) => self.single_source_spread(i, j, v)?,
+                            None => 0.0,
+                        }
+                    }
                 };
                 Ok((OutputValue::Vector(value), unc))
             }
@@ -70,6 +76,32 @@ impl LinkBundle {
                 Ok((preds.swap_remove(best).1, unc))
             }
         }
+    }
+
+    /// The uncertainty of a linear prediction from one source, where there is no spread
+    /// between sources to measure: the squared error the link's loss head predicts on this
+    /// input, brought from the standardised space the link is trained in back to the
+    /// target's units (times the mean variance of its standardisation), so that it reads on
+    /// the scale of [`spread`], a variance per dimension. 0 for links without a head.
+    fn single_source_spread(
+        &self,
+        source: usize,
+        target: usize,
+        input: &OutputValue,
+    ) -> Result<f64, LinkError> {
+        let Some(l) = self.link(source, target) else {
+            return Ok(0.0);
+        };
+        let Some(head) = &l.loss_head else {
+            return Ok(0.0);
+        };
+        let Some(h) = l.net.hidden(input)? else {
+            return Ok(0.0);
+        };
+        let scale = l.net.out_norm().map_or(1.0, |n| {
+            n.std.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / n.std.len().max(1) as f64
+        });
+        Ok(f64::from(head.predict(&h)).max(0.0) * scale)
     }
 
     /// Predicts model `target` from the outputs of the executed models (`(model index,

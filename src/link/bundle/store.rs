@@ -1,20 +1,32 @@
 //! Saving and loading a bundle.
 //!
-//! # File format (version 1)
+//! # File format (version 2)
 //! One safetensors file. Each link's flat parameters are the 1-D f32 tensor `link.I.J`, each
 //! ensemble's weights `ensemble.J` (sources x dims), each vec2vec link's loss-prediction head
 //! `losshead.I.J` (flat, optional). The safetensors metadata holds
 //! `mlink.manifest` (the JSON [`Manifest`]: format version, models, links with their
 //! architecture, standardisation and scores, ensembles' subset scores, training metadata) and
-//! `mlink.sha256` (SHA-256 over all tensor data in name order, which catches corruption the
-//! safetensors header cannot). Written atomically (temporary file, then rename).
+//! `mlink.sha256`: SHA-256 over the manifest's bytes and then all tensor data in name order,
+//! so damage or an edit anywhere (weights, norms, scores, dims) is caught. Version 1 files
+//! (checksum over the tensors only) are still read. Written atomically (temporary file, then
+//! rename).
+//!
+//! Loading checks everything a prediction later relies on, so a bundle that loads cannot
+//! index out of bounds or divide by zero: at most [`MAX_MODELS`](super::MAX_MODELS) models,
+//! every link's architecture, standardisations and weight count against its models' specs,
+//! finite weights, scores in [0, 1], and every ensemble's sources and dims against its
+//! target's spec.
 
-use super::{BundleError, BundleModel, Link, LinkBundle, TargetEnsemble, TrainingMeta};
+use super::{
+    BundleError, BundleModel, Link, LinkBundle, MAX_MODELS, TargetEnsemble, TrainingMeta, mask_of,
+};
 use crate::link::ensemble::Ensemble;
 use crate::link::loss_head::LossHead;
 use crate::link::mlp::Mlp;
 use crate::link::net::{Arch, LinkNet};
 use crate::link::norm::Norm;
+use crate::output::{Activation, OutputForm, OutputSpec};
+use crate::versioned::{self, Format, VersionedError};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -22,7 +34,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
-pub const BUNDLE_VERSION: u32 = 1;
+/// The bundle format this build writes and the newest it reads.
+pub const BUNDLE_VERSION: u32 = 2;
+const FORMAT: Format = Format {
+    name: "mlink-link-bundle",
+    what: "link bundle",
+    version: BUNDLE_VERSION,
+};
 
 #[derive(Serialize, Deserialize)]
 struct LinkEntry {
@@ -74,9 +92,30 @@ fn to_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+impl From<VersionedError> for BundleError {
+    fn from(e: VersionedError) -> Self {
+        let path = e.path().display().to_string();
+        match e {
+            VersionedError::Io { source, .. } => BundleError::Io { path, source },
+            VersionedError::Corrupt { reason, .. } => BundleError::Corrupt { path, reason },
+            VersionedError::NewerVersion {
+                found, supported, ..
+            } => BundleError::NewerVersion {
+                path,
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported,
+            },
+        }
+    }
+}
+
 impl LinkBundle {
     /// Writes the bundle atomically to `path`.
     pub fn save(&self, path: &Path) -> Result<(), BundleError> {
+        let corrupt = |reason: String| BundleError::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
         let mut tensors: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
         let mut links = Vec::new();
         for l in self.links.iter().flatten() {
@@ -135,15 +174,10 @@ impl LinkBundle {
             ensembles,
             meta: self.meta.clone(),
         };
-        let json = serde_json::to_string(&manifest).map_err(|e| BundleError::Corrupt {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut hasher = sha2::Sha256::default();
-        for (_, data) in tensors.values() {
-            sha2::Digest::update(&mut hasher, data);
-        }
-        let hash = hex(&sha2::Digest::finalize(hasher));
+        let json = serde_json::to_string(&manifest).map_err(|e| corrupt(e.to_string()))?;
+        let hash = versioned::sha256_hex(
+            std::iter::once(json.as_bytes()).chain(tensors.values().map(|(_, d)| d.as_slice())),
+        );
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
             .iter()
             .map(|(name, (shape, data))| {
@@ -151,32 +185,21 @@ impl LinkBundle {
                     .map(|v| (name.clone(), v))
             })
             .collect::<Result<_, _>>()
-            .map_err(|e| BundleError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| corrupt(e.to_string()))?;
         let meta = HashMap::from([
             (MANIFEST_KEY.to_string(), json),
             (HASH_KEY.to_string(), hash),
         ]);
         let bytes =
-            safetensors::serialize(views, Some(meta)).map_err(|e| BundleError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        crate::fsutil::write_atomic(path, &bytes).map_err(|source| BundleError::Io {
-            path: path.display().to_string(),
-            source,
-        })
+            safetensors::serialize(views, Some(meta)).map_err(|e| corrupt(e.to_string()))?;
+        Ok(versioned::write_atomic(path, &bytes)?)
     }
 
-    /// Reads a bundle written by [`save`](Self::save).
+    /// Reads a bundle written by [`save`](Self::save), checking it fully (see the module
+    /// documentation): a damaged, edited or inconsistent file is a clear error.
     pub fn load(path: &Path) -> Result<Self, BundleError> {
         let p = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| BundleError::Io {
-            path: p.clone(),
-            source,
-        })?;
+        let bytes = versioned::read(path)?;
         let corrupt = |reason: String| BundleError::Corrupt {
             path: p.clone(),
             reason,
@@ -192,137 +215,74 @@ impl LinkBundle {
         let json = meta
             .get(MANIFEST_KEY)
             .ok_or_else(|| corrupt("no manifest (not an mlink bundle)".into()))?;
-        let version: serde_json::Value =
+        let peek: serde_json::Value =
             serde_json::from_str(json).map_err(|e| corrupt(format!("manifest: {e}")))?;
-        let found = version
+        let found = peek
             .get("format_version")
             .and_then(|v| v.as_u64())
             .ok_or_else(|| corrupt("manifest has no format_version".into()))?;
-        if found > BUNDLE_VERSION as u64 {
-            return Err(BundleError::NewerVersion {
-                path: p.clone(),
-                found: found as u32,
-                supported: BUNDLE_VERSION,
-            });
+        let version = FORMAT.check_version(path, found)?;
+        let mut names: Vec<&str> = st.names();
+        names.sort_unstable();
+        let mut data: Vec<&[u8]> = Vec::with_capacity(names.len() + 1);
+        // Version 1 checksummed the tensors only.
+        if version >= 2 {
+            data.push(json.as_bytes());
         }
-        let m: Manifest =
-            serde_json::from_value(version).map_err(|e| corrupt(format!("manifest: {e}")))?;
-        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-        names.sort();
-        let mut hasher = sha2::Sha256::default();
         for n in &names {
-            let t = st.tensor(n).map_err(|e| corrupt(e.to_string()))?;
-            sha2::Digest::update(&mut hasher, t.data());
+            data.push(st.tensor(n).map_err(|e| corrupt(e.to_string()))?.data());
         }
-        if meta.get(HASH_KEY).map(String::as_str)
-            != Some(hex(&sha2::Digest::finalize(hasher)).as_str())
-        {
-            return Err(corrupt(
-                "weight checksum mismatch (the file is damaged)".into(),
-            ));
-        }
-        let floats = |name: &str, want: usize| -> Result<Vec<f32>, BundleError> {
+        FORMAT.check_sha256(path, meta.get(HASH_KEY).map(String::as_str), data)?;
+        let m: Manifest =
+            serde_json::from_value(peek).map_err(|e| corrupt(format!("manifest: {e}")))?;
+        let floats = |name: &str, want: usize| -> Result<Vec<f32>, String> {
             let t = st
                 .tensor(name)
-                .map_err(|_| corrupt(format!("tensor {name} is missing")))?;
-            if t.dtype() != safetensors::Dtype::F32 || t.data().len() != want * 4 {
-                return Err(corrupt(format!("tensor {name} has the wrong type or size")));
+                .map_err(|_| format!("tensor {name} is missing"))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.data().len() != want.saturating_mul(4) {
+                return Err(format!("tensor {name} has the wrong type or size"));
             }
-            Ok(t.data()
+            let v: Vec<f32> = t
+                .data()
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect())
+                .collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("tensor {name} has non-finite values"));
+            }
+            Ok(v)
         };
         let k = m.models.len();
+        if k > MAX_MODELS {
+            return Err(corrupt(format!(
+                "{k} models: at most {MAX_MODELS} are supported"
+            )));
+        }
         let mut links: Vec<Option<Link>> = (0..k * k).map(|_| None).collect();
         let mut rng = StdRng::seed_from_u64(0);
         for e in m.links {
-            if e.source >= k || e.target >= k || e.source == e.target {
-                return Err(corrupt(format!(
-                    "link {} -> {} is out of range",
-                    e.source, e.target
-                )));
+            let (i, j) = (e.source, e.target);
+            if i >= k || j >= k || i == j {
+                return Err(corrupt(format!("link {i} -> {j} is out of range")));
             }
-            let (src, dst) = (&m.models[e.source].spec, &m.models[e.target].spec);
-            let mut net = LinkNet::with_norms(
-                src,
-                dst,
-                m.meta.params.hidden_factor,
-                e.in_norm,
-                e.out_norm,
-                &mut rng,
-            )?;
-            net.set_params(&floats(
-                &format!("link.{}.{}", e.source, e.target),
-                e.param_count,
-            )?)
-            .map_err(|err| corrupt(format!("link {} -> {}: {err}", e.source, e.target)))?;
-            let loss_head = match &e.loss_head {
-                None => None,
-                Some(h) => {
-                    let dim = h.norm.mean.len();
-                    if h.norm.std.len() != dim
-                        || h.param_count != Mlp::param_count(dim, h.hidden, 1)
-                    {
-                        return Err(corrupt(format!(
-                            "loss head of link {} -> {} is inconsistent",
-                            e.source, e.target
-                        )));
-                    }
-                    let params = floats(
-                        &format!("losshead.{}.{}", e.source, e.target),
-                        h.param_count,
-                    )?;
-                    if params.iter().any(|v| !v.is_finite()) {
-                        return Err(corrupt(format!(
-                            "loss head of link {} -> {} has non-finite weights",
-                            e.source, e.target
-                        )));
-                    }
-                    Some(LossHead {
-                        norm: h.norm.clone(),
-                        mlp: Mlp {
-                            in_dim: dim,
-                            hidden: h.hidden,
-                            out_dim: 1,
-                            params,
-                        },
-                    })
-                }
-            };
-            links[e.source * k + e.target] = Some(Link {
-                source: e.source,
-                target: e.target,
-                arch: e.arch,
-                net,
-                score: e.score,
-                train_pairs: e.train_pairs,
-                validation_pairs: e.validation_pairs,
-                loss_head,
-            });
+            if links[i * k + j].is_some() {
+                return Err(corrupt(format!("link {i} -> {j} is stored twice")));
+            }
+            let link = load_link(&m.models, &m.meta, e, &floats, &mut rng)
+                .map_err(|reason| corrupt(format!("link {i} -> {j}: {reason}")))?;
+            links[i * k + j] = Some(link);
         }
-        let mut ensembles = Vec::new();
-        for (j, e) in m.ensembles.into_iter().enumerate() {
-            if e.target != j || e.sources.iter().any(|&s| s >= k) {
-                return Err(corrupt(format!("ensemble {j} is inconsistent")));
-            }
-            let mut ens = Ensemble::new(e.target, e.sources.clone(), e.dims);
-            if e.dims > 0 {
-                let w = floats(&format!("ensemble.{j}"), e.sources.len() * e.dims)?;
-                for (s, row) in ens.logit_weights.iter_mut().enumerate() {
-                    row.copy_from_slice(&w[s * e.dims..(s + 1) * e.dims]);
-                }
-            }
-            ensembles.push(TargetEnsemble {
-                ensemble: ens,
-                subset_scores: e.subset_scores.into_iter().collect(),
-            });
-        }
-        if ensembles.len() != k {
+        if m.ensembles.len() != k {
             return Err(corrupt(format!(
                 "{} ensembles for {k} models",
-                ensembles.len()
+                m.ensembles.len()
             )));
+        }
+        let mut ensembles = Vec::with_capacity(k);
+        for (j, e) in m.ensembles.into_iter().enumerate() {
+            let te = load_ensemble(&m.models, j, e, &floats)
+                .map_err(|reason| corrupt(format!("ensemble of model {j}: {reason}")))?;
+            ensembles.push(te);
         }
         Ok(LinkBundle {
             models: m.models,
@@ -334,6 +294,200 @@ impl LinkBundle {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+/// Reads the f32 tensor of a name, of an expected length, finite (the error says why not).
+type TensorReader<'a> = dyn Fn(&str, usize) -> Result<Vec<f32>, String> + 'a;
+
+/// A score read from a file: finite and in [0, 1].
+fn check_score(what: &str, s: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&s) {
+        Ok(())
+    } else {
+        Err(format!("{what} {s} is not a score in [0, 1]"))
+    }
+}
+
+/// The length of a vector form, None for a sequence.
+fn vector_len(spec: &OutputSpec) -> Option<usize> {
+    match spec.form {
+        OutputForm::Vector { len } => Some(len),
+        OutputForm::Sequence { .. } => None,
+    }
+}
+
+/// Checks a stored standardisation against the side of the link it applies to: only vector
+/// sides have one, of their length.
+fn check_norm(what: &str, norm: &Option<Norm>, spec: &OutputSpec) -> Result<(), String> {
+    match (norm, vector_len(spec)) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(format!("{what} given for a sequence")),
+        (Some(n), Some(len)) => n.check(len).map_err(|e| format!("{what}: {e}")),
+    }
+}
+
+/// Rebuilds one link from its manifest entry and tensors, checking it against its models.
+fn load_link(
+    models: &[BundleModel],
+    meta: &TrainingMeta,
+    e: LinkEntry,
+    floats: &TensorReader<'_>,
+    rng: &mut StdRng,
+) -> Result<Link, String> {
+    let (i, j) = (e.source, e.target);
+    let (src, dst) = (&models[i].spec, &models[j].spec);
+    if e.arch != Arch::of(src, dst) {
+        return Err(format!(
+            "architecture {:?} does not fit {:?} -> {:?}",
+            e.arch, src.form, dst.form
+        ));
+    }
+    check_norm("in_norm", &e.in_norm, src)?;
+    check_norm("out_norm", &e.out_norm, dst)?;
+    // Only linear outputs are standardised: a class output's logits must stay logits.
+    if e.out_norm.is_some() && Activation::for_task(dst.task) != Activation::Linear {
+        return Err(format!("out_norm given for a {:?} output", dst.task));
+    }
+    if let Some(s) = e.score {
+        check_score("score", s)?;
+    }
+    // The weights are read (their size is bounded by the file) before the network is built,
+    // and every dimension of the specs must be paid for by at least one weight, so a forged
+    // spec cannot make the network allocate without bound.
+    let params = floats(&format!("link.{i}.{j}"), e.param_count)?;
+    if let (Some(a), Some(b)) = (vector_len(src), vector_len(dst)) {
+        // vec2vec_hidden, without overflow: (hidden_factor * b).max(16).
+        let want = meta
+            .params
+            .hidden_factor
+            .checked_mul(b)
+            .map(|h| h.max(16))
+            .and_then(|h| h.checked_mul(a.checked_add(b)?.checked_add(1)?))
+            .and_then(|n| n.checked_add(b));
+        if want != Some(params.len()) {
+            return Err(format!(
+                "{} weights for a {a} -> {b} vec2vec link",
+                params.len()
+            ));
+        }
+    } else {
+        let size = |s: &OutputSpec| match s.form {
+            OutputForm::Vector { len } => len,
+            OutputForm::Sequence { vocab, max_len, .. } => vocab.max(max_len),
+        };
+        if size(src).max(size(dst)) > params.len() || meta.params.hidden_factor > params.len() {
+            return Err(format!(
+                "{} weights cannot hold a link between these specs",
+                params.len()
+            ));
+        }
+    }
+    let mut net = LinkNet::with_norms(
+        src,
+        dst,
+        meta.params.hidden_factor,
+        e.in_norm,
+        e.out_norm,
+        rng,
+    )
+    .map_err(|err| err.to_string())?;
+    net.set_params(&params).map_err(|err| err.to_string())?;
+    let loss_head = match &e.loss_head {
+        None => None,
+        Some(h) => {
+            let dim = h.norm.mean.len();
+            h.norm
+                .check(dim)
+                .map_err(|err| format!("loss head: {err}"))?;
+            // Mlp::param_count(dim, hidden, 1), without overflow.
+            let want = dim
+                .checked_add(2)
+                .and_then(|d| d.checked_mul(h.hidden))
+                .and_then(|n| n.checked_add(1));
+            if want != Some(h.param_count) {
+                return Err(format!(
+                    "loss head of {} weights for {dim} inputs and {} hidden units",
+                    h.param_count, h.hidden
+                ));
+            }
+            if net.hidden_len() != Some(dim) {
+                return Err(format!(
+                    "loss head reads {dim} hidden values, the link has {:?}",
+                    net.hidden_len()
+                ));
+            }
+            let params = floats(&format!("losshead.{i}.{j}"), h.param_count)
+                .map_err(|err| format!("loss head: {err}"))?;
+            Some(LossHead {
+                norm: h.norm.clone(),
+                mlp: Mlp {
+                    in_dim: dim,
+                    hidden: h.hidden,
+                    out_dim: 1,
+                    params,
+                },
+            })
+        }
+    };
+    Ok(Link {
+        source: i,
+        target: j,
+        arch: e.arch,
+        net,
+        score: e.score,
+        train_pairs: e.train_pairs,
+        validation_pairs: e.validation_pairs,
+        loss_head,
+    })
+}
+
+/// Rebuilds the ensemble of target j, checking its sources and dims against the models (the
+/// ensemble indexes its weights by source and by the target's output dimension).
+fn load_ensemble(
+    models: &[BundleModel],
+    j: usize,
+    e: EnsembleEntry,
+    floats: &TensorReader<'_>,
+) -> Result<TargetEnsemble, String> {
+    let k = models.len();
+    if e.target != j {
+        return Err(format!("stored for target {}", e.target));
+    }
+    let mut seen = vec![false; k];
+    for &s in &e.sources {
+        if s >= k || s == j || std::mem::replace(&mut seen[s], true) {
+            return Err(format!(
+                "source {s} is out of range, the target itself or repeated"
+            ));
+        }
+    }
+    let want_dims = match vector_len(&models[j].spec) {
+        Some(len) if !e.sources.is_empty() => len,
+        _ => 0,
+    };
+    if e.dims != want_dims {
+        return Err(format!(
+            "{} dims where the target's output and {} sources need {want_dims}",
+            e.dims,
+            e.sources.len()
+        ));
+    }
+    let mut ens = Ensemble::new(e.target, e.sources.clone(), e.dims);
+    if e.dims > 0 {
+        let w = floats(&format!("ensemble.{j}"), e.sources.len() * e.dims)?;
+        for (s, row) in ens.logit_weights.iter_mut().enumerate() {
+            row.copy_from_slice(&w[s * e.dims..(s + 1) * e.dims]);
+        }
+    }
+    let allowed = mask_of(e.sources.iter().copied());
+    for &(mask, score) in &e.subset_scores {
+        if mask == 0 || mask & !allowed != 0 {
+            return Err(format!(
+                "subset score for set {mask:#x} outside its sources"
+            ));
+        }
+        check_score("subset score", score)?;
+    }
+    Ok(TargetEnsemble {
+        ensemble: ens,
+        subset_scores: e.subset_scores.into_iter().collect(),
+    })
 }

@@ -10,18 +10,27 @@ use crate::link::trace::{TraceHeader, TraceRecord};
 use crate::output::{OutputForm, OutputSpec, OutputValue, try_mean_score};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Splits sample indices into training and validation, deterministically from the seed.
-fn split(n: usize, validation_split: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_5011));
-    let n_val = ((n as f64) * validation_split.clamp(0.0, 0.9)).round() as usize;
-    let val = idx.split_off(n - n_val.min(n));
-    (idx, val)
+/// How many of `n` samples (in time order) the last, held-out block has.
+fn held_out_len(n: usize, validation_split: f64) -> usize {
+    let share = if validation_split.is_finite() {
+        validation_split.clamp(0.0, 0.9)
+    } else {
+        0.0
+    };
+    (((n as f64) * share).round() as usize).min(n)
+}
+
+/// Splits the indices of `n` samples in time order into training and validation: the last
+/// block in time is held out. Neighbouring frames are nearly identical, so a random split puts
+/// copies of validation frames in the training set and makes link scores optimistic; the
+/// last block measures how the links do on frames they have not seen, as serving does.
+fn split(n: usize, validation_split: f64) -> (Vec<usize>, Vec<usize>) {
+    let n_train = n - held_out_len(n, validation_split);
+    ((0..n_train).collect(), (n_train..n).collect())
 }
 
 /// Runs `f` over `0..n` on `threads` worker threads (a shared counter hands out the work).
@@ -53,9 +62,10 @@ fn parallel<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) ->
 }
 
 impl LinkBundle {
-    /// Trains every link and ensemble from aligned samples (`samples[n][m]`: model m's output
-    /// on frame n, or None). `threads` workers train links in parallel; `progress` is called
-    /// with a short description after each finished link or ensemble.
+    /// Trains every link and ensemble from aligned samples in time order (`samples[n][m]`:
+    /// model m's output on frame n, or None); the last `validation_split` of them is held out
+    /// to score the links and ensembles. `threads` workers train links in parallel; `progress`
+    /// is called with a short description after each finished link or ensemble.
     pub fn train(
         models: &[(String, OutputSpec)],
         samples: &[Sample],
@@ -67,7 +77,7 @@ impl LinkBundle {
         let k = models.len();
         check_model_count(k)?;
         check_samples(models.iter().map(|(id, spec)| (id.as_str(), spec)), samples)?;
-        let (train_idx, val_idx) = split(samples.len(), validation_split, params.seed);
+        let (train_idx, val_idx) = split(samples.len(), validation_split);
         let pairs: Vec<(usize, usize)> = (0..k)
             .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
             .collect();
@@ -114,7 +124,7 @@ impl LinkBundle {
         Ok(bundle)
     }
 
-    /// Trains from trace records (the header's models, in order).
+    /// Trains from trace records (the header's models, in order; the records in time order).
     pub fn train_from_trace(
         header: &TraceHeader,
         records: &[TraceRecord],
@@ -128,7 +138,10 @@ impl LinkBundle {
             .iter()
             .map(|m| (m.id.clone(), m.spec.clone()))
             .collect();
-        let samples: Vec<Sample> = records
+        let mut ordered: Vec<&TraceRecord> = records.iter().collect();
+        // Stable: records of one time keep their order (several cameras).
+        ordered.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
+        let samples: Vec<Sample> = ordered
             .iter()
             .map(|r| Sample::new(r.outputs.clone()))
             .collect();
@@ -153,49 +166,63 @@ impl LinkBundle {
         train_idx: &[usize],
         val_idx: &[usize],
     ) -> Result<TargetEnsemble, LinkError> {
+        let train: Vec<&Sample> = train_idx.iter().map(|&n| &samples[n]).collect();
         let k = self.models.len();
-        let spec = &self.models[j].spec;
-        let sources: Vec<usize> = (0..k).filter(|&i| i != j).collect();
-        let dim = match spec.form {
+        let dim = match self.models[j].spec.form {
             OutputForm::Vector { len } => len,
             OutputForm::Sequence { .. } => 0,
         };
-        let mut ensemble = Ensemble::new(j, sources.clone(), dim);
-        if dim > 0 {
-            let mut data = Vec::new();
-            for &n in train_idx {
-                let Some(OutputValue::Vector(t)) = samples[n].output(j) else {
-                    continue;
-                };
-                let parts = sources
-                    .iter()
-                    .map(|&i| match samples[n].output(i) {
-                        Some(v) => self.link(i, j).map(|l| l.net.logits(v)).transpose(),
-                        None => Ok(None),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                if parts.iter().filter(|p| p.is_some()).count() >= 2 {
-                    data.push((parts, t.clone()));
-                }
-            }
-            let p = &self.meta.params;
-            let mut rng = StdRng::seed_from_u64(p.seed ^ (0xe5e0 + j as u64));
-            ensemble.fit(
-                spec.task,
-                &data,
-                p.epochs,
-                p.batch_size,
-                p.learning_rate as f32,
-                &mut rng,
-            );
-        }
+        let start = Ensemble::new(j, (0..k).filter(|&i| i != j).collect(), dim);
         let mut te = TargetEnsemble {
-            ensemble,
+            ensemble: self.fit_ensemble(start, &train)?,
             subset_scores: BTreeMap::new(),
         };
         let validation: Vec<&Sample> = val_idx.iter().map(|&n| &samples[n]).collect();
         te.subset_scores = self.subset_scores(&te, j, &validation)?;
         Ok(te)
+    }
+
+    /// Fits the weights of an ensemble, from `ensemble`'s, over the current links on the
+    /// samples where its target and at least two of its sources are present (weights without
+    /// such samples stay as they are).
+    fn fit_ensemble(
+        &self,
+        mut ensemble: Ensemble,
+        train: &[&Sample],
+    ) -> Result<Ensemble, LinkError> {
+        let j = ensemble.target;
+        let spec = &self.models[j].spec;
+        let sources = ensemble.sources.clone();
+        if ensemble.logit_weights.first().is_none_or(Vec::is_empty) {
+            return Ok(ensemble);
+        }
+        let mut data = Vec::new();
+        for s in train {
+            let Some(OutputValue::Vector(t)) = s.output(j) else {
+                continue;
+            };
+            let parts = sources
+                .iter()
+                .map(|&i| match s.output(i) {
+                    Some(v) => self.link(i, j).map(|l| l.net.logits(v)).transpose(),
+                    None => Ok(None),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if parts.iter().filter(|p| p.is_some()).count() >= 2 {
+                data.push((parts, t.clone()));
+            }
+        }
+        let p = &self.meta.params;
+        let mut rng = StdRng::seed_from_u64(p.seed ^ (0xe5e0 + j as u64));
+        ensemble.fit(
+            spec.task,
+            &data,
+            p.epochs,
+            p.batch_size,
+            p.learning_rate as f32,
+            &mut rng,
+        );
+        Ok(ensemble)
     }
 
     /// Continues training every link on new aligned samples for `epochs` epochs (online
@@ -221,6 +248,34 @@ impl LinkBundle {
         }
         self.clear_cache();
         Ok(())
+    }
+
+    /// Splits samples in time order as training does: the samples to fit on and the last
+    /// block, held out to score on (the share of the bundle's validation split).
+    pub fn split_in_time<'a>(&self, samples: &'a [Sample]) -> (&'a [Sample], &'a [Sample]) {
+        let n_train = samples.len() - held_out_len(samples.len(), self.meta.validation_split);
+        samples.split_at(n_train)
+    }
+
+    /// Refits what was fitted on top of the links after they changed (online fine-tuning,
+    /// federated rounds): every ensemble's weights on `train`, then the link scores p(g_ij)
+    /// and the ensembles' subset scores (the priors the scheduler starts from) on the held-out
+    /// `validation` samples. Links and subsets without validation samples keep their scores.
+    /// Takes as long as the ensemble part of training; run it off the frame path.
+    pub fn refit(&mut self, train: &[Sample], validation: &[Sample]) -> Result<(), LinkError> {
+        self.check_samples(train)?;
+        self.check_samples(validation)?;
+        let train: Vec<&Sample> = train.iter().collect();
+        let mut fresh = Vec::with_capacity(self.ensembles.len());
+        for te in &self.ensembles {
+            fresh.push(self.fit_ensemble(te.ensemble.clone(), &train)?);
+        }
+        for (te, ensemble) in self.ensembles.iter_mut().zip(fresh) {
+            te.ensemble = ensemble;
+        }
+        // Subsets without validation samples keep their earlier score, the best estimate
+        // there is.
+        self.rescore(validation)
     }
 
     /// [`fine_tune`](Self::fine_tune) on `train`, then refreshes the validation scores on the
