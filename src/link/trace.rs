@@ -223,8 +223,6 @@ impl TraceWriter {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = File::create(&partial).map_err(io)?;
-        let mut out = BufWriter::new(file);
         let json = serde_json::to_vec(header).map_err(|e| TraceError::Header {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -235,7 +233,14 @@ impl TraceWriter {
         head.extend_from_slice(&(json.len() as u32).to_le_bytes());
         head.extend_from_slice(&json);
         head.extend_from_slice(&crc32(&json).to_le_bytes());
-        out.write_all(&head).map_err(io)?;
+        // The partial file appears with its whole header, so an interruption at any moment
+        // leaves either no partial file or one that opens (with zero or more records).
+        crate::fsutil::write_atomic(&partial, &head).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&partial)
+            .map_err(io)?;
+        let out = BufWriter::new(file);
         Ok(Self {
             header: header.clone(),
             path: path.to_owned(),

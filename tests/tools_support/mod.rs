@@ -56,6 +56,11 @@ fn missing(name: &str) {
 /// connections. None when mosquitto is missing outside CI; a broker that is installed but does
 /// not come up fails the test.
 pub fn start_mosquitto(port: u16, dir: &Path) -> Option<std::process::Child> {
+    start_mosquitto_with(port, dir, "")
+}
+
+/// [`start_mosquitto`] with more configuration lines (`extra`, newline-terminated).
+pub fn start_mosquitto_with(port: u16, dir: &Path, extra: &str) -> Option<std::process::Child> {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto"])?;
@@ -63,7 +68,7 @@ pub fn start_mosquitto(port: u16, dir: &Path) -> Option<std::process::Child> {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n{extra}",
             dir.display()
         ),
     )
