@@ -3,7 +3,7 @@
 
 use super::EvalError;
 use super::problem::Problem;
-use crate::link::{LinkBundle, TrainParams};
+use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::output::{OutputSpec, OutputValue};
 
 /// Predictions of non-executed models from executed ones.
@@ -35,9 +35,9 @@ pub fn train(
         .iter()
         .map(|m| (m.id.clone(), m.spec.clone()))
         .collect();
-    let rows: Vec<Vec<Option<OutputValue>>> = samples
+    let rows: Vec<Sample> = samples
         .iter()
-        .map(|s| s.iter().cloned().map(Some).collect())
+        .map(|s| Sample::complete(s.iter().cloned()))
         .collect();
     let params = TrainParams {
         seed,
