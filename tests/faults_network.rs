@@ -253,14 +253,30 @@ fn wait_suback(conn: &mut rumqttc::Connection) {
     panic!("no SUBACK from the broker");
 }
 
-const BROKER_CONF: &str = "autosave_interval 1\nmax_queued_messages 10000\n";
+/// The broker, SIGKILLed when stopped or when the test fails half-way.
+struct Reap(std::process::Child);
+
+impl Reap {
+    fn stop(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const BROKER_CONF: &str = "max_queued_messages 10000\n";
 
 #[test]
 fn mqtt_broker_killed_buffered_records_arrive_and_the_rest_are_counted_dropped() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    // The broker saves its sessions every second, so the subscriber's survives SIGKILL.
-    let Some(mut broker) = tools_support::start_mosquitto_with(port, dir.path(), BROKER_CONF)
+    let Some(broker) = tools_support::start_mosquitto_with(port, dir.path(), BROKER_CONF).map(Reap)
     else {
         return; // mosquitto missing outside CI (said so loudly)
     };
@@ -275,12 +291,29 @@ fn mqtt_broker_killed_buffered_records_arrive_and_the_rest_are_counted_dropped()
     assert_eq!(live, (0..5).collect(), "records before the fault");
     drop(sub);
     drop(conn);
-    std::thread::sleep(Duration::from_millis(2500)); // an autosave after the disconnect
+    // Have the broker save its state after the disconnect (SIGUSR1), so that the subscriber's
+    // session, and the messages queued for it while it is away, survive the SIGKILL whoever
+    // reconnects first after the restart.
+    let db = dir.path().join("mosquitto.db");
+    std::thread::sleep(Duration::from_millis(300));
+    let disconnected = std::time::SystemTime::now();
+    std::thread::sleep(Duration::from_millis(50));
+    std::process::Command::new("kill")
+        .args(["-USR1", &broker.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::metadata(&db)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t > disconnected)
+    {
+        assert!(Instant::now() < deadline, "mosquitto never saved its state");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // SIGKILL: no clean shutdown. Records written meanwhile fill the sink's buffer; the rest
     // are dropped and counted.
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    broker.stop();
     std::thread::sleep(Duration::from_millis(1500)); // the sink notices the loss
     let during: Vec<_> = (100..100 + 3 * BUFFER as u64).map(record).collect();
     sink.write(&during).unwrap();
@@ -291,17 +324,18 @@ fn mqtt_broker_killed_buffered_records_arrive_and_the_rest_are_counted_dropped()
         during.len()
     );
 
-    let mut broker = tools_support::start_mosquitto_with(port, dir.path(), BROKER_CONF)
-        .expect("the broker restarts");
+    let broker = Reap(
+        tools_support::start_mosquitto_with(port, dir.path(), BROKER_CONF)
+            .expect("the broker restarts"),
+    );
     let (_sub, mut conn) = subscribe(port, "mlink/lobby");
     let want = during.len() - counted as usize;
     let got = collect(&mut conn, want, Duration::from_secs(30));
-    broker.kill().unwrap();
-    let _ = broker.wait();
+    broker.stop();
     let expected: std::collections::BTreeSet<u64> = (100..100 + want as u64).collect();
     assert_eq!(
         got, expected,
-        "the oldest {want} records were buffered and delivered; {counted} counted dropped"
+        "the oldest {want} records were buffered and delivered; {counted} counted dropped; got {got:?}"
     );
     assert_eq!(got.len() as u64 + counted, during.len() as u64);
 }

@@ -64,6 +64,12 @@ pub fn start_mosquitto_with(port: u16, dir: &Path, extra: &str) -> Option<std::p
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let bin = require_tool("mosquitto", &["/usr/sbin/mosquitto"])?;
+    // Started as root, mosquitto drops to its own user: it must be able to save its state.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .unwrap_or_else(|e| panic!("cannot open {} to mosquitto: {e}", dir.display()));
+    }
     let conf = dir.join("mosquitto.conf");
     std::fs::write(
         &conf,
