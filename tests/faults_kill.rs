@@ -6,6 +6,7 @@
 //! that kills land inside writes; then `mlink record` itself is killed in the middle of a
 //! recording on real footage and models.
 
+use mlink::link::sample::Sample;
 use mlink::link::trace::{
     TraceHeader, TraceModel, TraceReader, TraceRecord, TraceWriter, partial_path, read_all,
 };
@@ -30,16 +31,16 @@ fn models() -> Vec<(String, OutputSpec)> {
 
 /// Two different bundles: the file on disk must always load as one of them.
 fn bundles() -> [LinkBundle; 2] {
-    let samples = |shift: usize| -> Vec<Vec<Option<OutputValue>>> {
+    let samples = |shift: usize| -> Vec<Sample> {
         (0..40)
             .map(|i| {
                 let c = (i + shift) % 3;
                 let mut p = vec![0.1f32; 3];
                 p[c] = 0.8;
-                vec![
+                Sample::new(vec![
                     Some(OutputValue::Vector(p)),
                     Some(OutputValue::Vector(vec![c as f32, 1.0])),
-                ]
+                ])
             })
             .collect()
     };

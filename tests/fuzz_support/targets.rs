@@ -11,6 +11,7 @@ use mlink::adapt::aggregate::messages::{
 use mlink::adapt::aggregate::{AggregatorState, EdgeTokens, LinkInit, RoundPolicy};
 use mlink::adapt::labels::Labels;
 use mlink::adapt::oracle::{LabelEncoding, LabelledFrames, OracleLink};
+use mlink::link::sample::Sample;
 use mlink::link::trace::{TraceHeader, TraceModel, TraceReader, TraceRecord, TraceWriter};
 use mlink::link::{LinkBundle, TrainParams};
 use mlink::output::{OutputForm, OutputSpec, OutputValue, TaskKind};
@@ -396,7 +397,7 @@ impl Bundle {
                 .into_iter()
                 .map(|mut s| {
                     s.truncate(k);
-                    s
+                    Sample::new(s)
                 })
                 .collect();
             let b = LinkBundle::train(models, &samples, &params, 0.25, 1, &|_| {})

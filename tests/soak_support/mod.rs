@@ -292,8 +292,17 @@ fn count_lines(path: &Path) -> u64 {
 }
 
 /// Runs the soak and writes its report; returns it.
-pub fn run(cfg: SoakConfig) -> Report {
+pub fn run(mut cfg: SoakConfig) -> Report {
     std::fs::create_dir_all(&cfg.out_dir).expect("the soak folder can be created");
+    // The engine runs in the soak folder: every path it is given must be absolute.
+    for p in [
+        &mut cfg.out_dir,
+        &mut cfg.mlink,
+        &mut cfg.footage,
+        &mut cfg.models_dir,
+    ] {
+        *p = std::fs::canonicalize(&*p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
     let log = |name: &str| {
         std::fs::File::create(cfg.out_dir.join(name)).expect("a log file can be created")
     };
