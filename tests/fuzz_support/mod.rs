@@ -41,8 +41,11 @@ pub trait Format: Sync {
 pub struct Limits {
     /// Wall time after which an input counts as a hang.
     pub time: Duration,
-    /// Heap growth (peak minus the level before the input) that counts as unbounded.
+    /// Heap growth (peak minus the level before the input) that counts as unbounded, plus
+    /// `alloc_per_byte` per input byte (a parser may well need a hundred bytes of heap for
+    /// each byte of a deeply nested document; what it must not do is trust a length field).
     pub alloc_bytes: usize,
+    pub alloc_per_byte: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +53,7 @@ impl Default for Limits {
         Limits {
             time: Duration::from_secs(20),
             alloc_bytes: 64 << 20,
+            alloc_per_byte: 128,
         }
     }
 }
@@ -359,7 +363,7 @@ pub fn fuzz(format: &dyn Format, iterations: u64, seed: u64, limits: &Limits) ->
             report.iterations = i + 1;
             report.peak_alloc_growth = report.peak_alloc_growth.max(growth);
             report.slowest = report.slowest.max(took);
-            if growth > limits.alloc_bytes {
+            if growth > limits.alloc_bytes + limits.alloc_per_byte * input.len() {
                 report.findings.push(Finding {
                     kind: "allocation",
                     iteration: i,

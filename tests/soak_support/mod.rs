@@ -435,6 +435,8 @@ pub fn run(mut cfg: SoakConfig) -> Report {
             }
         }
     }
+    // Already reaped on every path above; this returns its status at once.
+    let _ = engine.wait();
     let summary = summarise(&cfg, &samples, &final_metrics, &sink, ran_s, crashed, exit);
     let report = Report {
         format: REPORT_FORMAT,
