@@ -8,9 +8,11 @@
 //! - the shard generator splits an inventory into valid pipelines.
 //!
 //! The external validators are Debian's `docker-compose` and `promtool` (scripts/setup.sh installs
-//! both); a test that needs one skips with a printed reason only when it is not installed.
+//! both); a test that needs one fails in CI when it is missing, and skips loudly elsewhere.
 //! No Kubernetes validator (kubeconform, kubeval) is packaged for Debian 12, so the manifests are
 //! checked structurally here.
+
+mod tools_support;
 
 use mlink::config::Pipeline;
 use mlink::metrics::Metrics;
@@ -30,17 +32,9 @@ fn read(rel: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// The path of `name` on PATH, or None after printing why the calling test skips.
+/// The path of `name` on PATH; None (after a loud notice) when it is missing outside CI.
 fn validator(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        eprintln!("SKIPPED: `{name}` is not installed (scripts/setup.sh installs it)");
-    }
-    found
+    tools_support::require_tool(name, &[])
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {

@@ -2,10 +2,12 @@
 //! camera, and records published while the broker is down are buffered and delivered after it
 //! comes back.
 
+mod tools_support;
+
 use mlink::engine::record::{OutputRecord, Provenance, RECORD_VERSION};
 use mlink::engine::sink::{MqttSink, Sink};
 use mlink::output::OutputValue;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 fn free_port() -> u16 {
@@ -16,36 +18,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts mosquitto on `port` with persistence in `dir`, so that a subscriber's session and its
-/// queued QoS 1 messages survive a broker restart.
+/// Starts mosquitto on `port` with persistence in `dir` (see [`tools_support::start_mosquitto`]).
 fn start_broker(port: u16, dir: &std::path::Path) -> Option<Child> {
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())?;
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\n",
-            dir.display()
-        ),
-    )
-    .ok()?;
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(child);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    tools_support::start_mosquitto(port, dir)
 }
 
 fn record(camera: &str, seq: u64) -> OutputRecord {
@@ -94,8 +69,8 @@ fn collect(port: u16, topic: &str, want: usize, ready: std::sync::mpsc::Sender<(
 fn mqtt_sink_publishes_per_camera_and_recovers_after_broker_restart() {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
+    // None only when mosquitto is missing outside CI (require_tool said so).
     let Some(mut broker) = start_broker(port, dir.path()) else {
-        eprintln!("SKIP: mosquitto is not installed (scripts/setup.sh installs it)");
         return;
     };
     let dropped = prometheus::IntCounter::new("d", "d").unwrap();

@@ -4,14 +4,20 @@
 
 use mlink::eval::features::{FEATURE_NAMES, FrameDiffer, frame_features, rgb_features};
 use mlink::frame::Frame;
+use std::io::Read;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 const W: u32 = 768;
 const H: u32 = 576;
 
 /// Decodes the first `n` frames of vtest.avi into packed RGB buffers.
+///
+/// The decoder writes raw frames to a pipe and exactly `n` frames are read from it, then the
+/// decoder is stopped. Stopping the pipeline from inside (`identity eos-after=N` into
+/// `multifilesink`) is not deterministic: `eos-after` now and then lets the whole file
+/// through or ends before the last frame file is written.
 fn decode_vtest(n: usize) -> Vec<Vec<u8>> {
     let footage = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/footage/vtest.avi");
     assert!(
@@ -19,8 +25,7 @@ fn decode_vtest(n: usize) -> Vec<Vec<u8>> {
         "{} is missing: run scripts/setup.sh",
         footage.display()
     );
-    let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("gst-launch-1.0")
+    let mut child = Command::new("gst-launch-1.0")
         .arg("-q")
         .arg("filesrc")
         .arg(format!("location={}", footage.display()))
@@ -31,24 +36,29 @@ fn decode_vtest(n: usize) -> Vec<Vec<u8>> {
             "videoconvert",
             "!",
             "video/x-raw,format=RGB",
+            "!",
+            "fdsink",
+            "fd=1",
         ])
-        .args(["!", "identity", &format!("eos-after={n}")])
-        .args(["!", "multifilesink"])
-        .arg(format!("location={}/f-%03d.rgb", dir.path().display()))
-        .status()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
         .expect("gst-launch-1.0 must be installed");
-    assert!(status.success(), "gst-launch-1.0 failed: {status}");
-    (0..n)
+    let mut out = child.stdout.take().expect("stdout is piped");
+    let frames = (0..n)
         .map(|i| {
-            let b = std::fs::read(dir.path().join(format!("f-{i:03}.rgb"))).unwrap();
-            assert_eq!(
-                b.len(),
-                (W * H * 3) as usize,
-                "frame {i} is not {W}x{H} RGB"
-            );
+            let mut b = vec![0u8; (W * H * 3) as usize];
+            out.read_exact(&mut b).unwrap_or_else(|e| {
+                panic!("frame {i}: the decoder gave fewer than {n} {W}x{H} RGB frames: {e}")
+            });
             b
         })
-        .collect()
+        .collect();
+    // The rest of the file is not needed: stop the decoder (it may already have exited).
+    drop(out);
+    let _ = child.kill();
+    child.wait().expect("gst-launch-1.0 can be waited for");
+    frames
 }
 
 fn frame(seq: u64, rgb: &[u8]) -> Frame {

@@ -428,6 +428,7 @@ impl OracleLink {
                 n.check(*len).map_err(|e| corrupt(format!("{what}: {e}")))?;
             }
         }
+        check_sizes(&f).map_err(corrupt)?;
         let mut net = LinkNet::with_norms(
             &f.source_spec,
             &f.spec,
@@ -468,6 +469,30 @@ impl From<VersionedError> for OracleError {
                 supported,
             },
         }
+    }
+}
+
+/// Checks the sizes the network is built from against the weights the file holds, before
+/// anything is allocated: every input, output, vocabulary entry and vec2vec hidden unit has at
+/// least one weight, so a damaged spec or hidden factor cannot make loading allocate (or
+/// compute) more than the file's size justifies.
+fn check_sizes(f: &OracleFile) -> Result<(), String> {
+    let weights = f.params.0.len();
+    let width = |spec: &OutputSpec| match spec.form {
+        OutputForm::Vector { len } => len,
+        OutputForm::Sequence { vocab, .. } => vocab,
+    };
+    let (src, dst) = (width(&f.source_spec), width(&f.spec));
+    let hidden = f.hidden_factor.max(1).checked_mul(dst);
+    let vec2vec = matches!(f.source_spec.form, OutputForm::Vector { .. });
+    let fits = src <= weights && dst <= weights && hidden.is_some_and(|h| !vec2vec || h <= weights);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "the specs (input {src}, output {dst}, hidden factor {}) do not fit {weights} weights",
+            f.hidden_factor
+        ))
     }
 }
 

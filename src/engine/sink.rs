@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use prometheus::IntCounter;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -44,11 +44,19 @@ pub trait Sink: Send {
 }
 
 /// JSON lines to a file, rotated when it grows past a size.
+///
+/// Each batch is written with one `write_all` of whole lines. When a write fails (disk full,
+/// I/O error) the file is cut back to its last whole line, so a failed batch leaves nothing
+/// behind (the sink set counts it as dropped) and later batches never follow a torn line.
+/// Earlier rotated files are never written to.
 pub struct JsonlSink {
     path: PathBuf,
-    writer: BufWriter<File>,
+    file: File,
+    /// Bytes of whole lines in the current file.
     written_bytes: u64,
     rotate_bytes: u64,
+    /// Lines of the batch being written, not yet on disk.
+    pending: Vec<u8>,
 }
 
 impl JsonlSink {
@@ -59,21 +67,26 @@ impl JsonlSink {
                 source,
             })?;
         }
-        let file = std::fs::OpenOptions::new()
+        let file = Self::open_file(path)?;
+        let written_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path: path.into(),
+            file,
+            written_bytes,
+            rotate_bytes: (rotate_mb * 1024.0 * 1024.0).max(1.0) as u64,
+            pending: Vec::new(),
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<File, SinkError> {
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|source| SinkError::Open {
                 path: path.into(),
                 source,
-            })?;
-        let written_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self {
-            path: path.into(),
-            writer: BufWriter::new(file),
-            written_bytes,
-            rotate_bytes: (rotate_mb * 1024.0 * 1024.0).max(1.0) as u64,
-        })
+            })
     }
 
     fn rotated(&self, i: usize) -> PathBuf {
@@ -82,13 +95,38 @@ impl JsonlSink {
         PathBuf::from(s)
     }
 
+    /// Writes the pending lines; on failure cuts the file back to its last whole line and
+    /// forgets them.
+    fn commit(&mut self) -> Result<(), SinkError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self.file.write_all(&self.pending);
+        let len = self.pending.len() as u64;
+        self.pending.clear();
+        match result {
+            Ok(()) => {
+                self.written_bytes += len;
+                Ok(())
+            }
+            Err(source) => {
+                // Cutting back needs no space; if even that fails, the next batch still
+                // starts on a new line rather than after a torn one.
+                if self.file.set_len(self.written_bytes).is_err() {
+                    let _ = self.file.write_all(b"\n");
+                    self.written_bytes = self.file.metadata().map_or(0, |m| m.len());
+                }
+                Err(SinkError::Write {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
     /// Shifts `out.jsonl.(i)` to `.(i+1)`, the current file to `.1`, and starts a new file.
     fn rotate(&mut self) -> Result<(), SinkError> {
-        let err = |source| SinkError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        self.writer.flush().map_err(err)?;
+        self.commit()?;
         for i in (1..ROTATED_FILES_KEPT).rev() {
             let from = self.rotated(i);
             if from.exists() {
@@ -100,15 +138,7 @@ impl JsonlSink {
             path: self.path.clone(),
             source,
         })?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|source| SinkError::Open {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.writer = BufWriter::new(file);
+        self.file = Self::open_file(&self.path)?;
         self.written_bytes = 0;
         Ok(())
     }
@@ -120,29 +150,22 @@ impl Sink for JsonlSink {
     }
 
     fn write(&mut self, batch: &[OutputRecord]) -> Result<(), SinkError> {
+        self.pending.clear();
         for r in batch {
             let mut line = serde_json::to_vec(r)?;
             line.push(b'\n');
-            if self.written_bytes > 0 && self.written_bytes + line.len() as u64 > self.rotate_bytes
-            {
+            let size = self.written_bytes + self.pending.len() as u64;
+            if size > 0 && size + line.len() as u64 > self.rotate_bytes {
                 self.rotate()?;
             }
-            self.writer
-                .write_all(&line)
-                .map_err(|source| SinkError::Write {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            self.written_bytes += line.len() as u64;
+            self.pending.extend_from_slice(&line);
         }
-        Ok(())
+        self.commit()
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
-        self.writer.flush().map_err(|source| SinkError::Write {
-            path: self.path.clone(),
-            source,
-        })
+        // Batches are written whole as they come; nothing is buffered between them.
+        self.commit()
     }
 }
 

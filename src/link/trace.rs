@@ -48,6 +48,9 @@ const END_MARK: u32 = u32::MAX;
 const MAX_RECORD_BYTES: u32 = 256 << 20;
 /// Largest JSON header accepted.
 const MAX_HEADER_BYTES: u32 = 16 << 20;
+/// Records longer than this are checked against the bytes left in the file before their
+/// buffer is allocated.
+const LARGE_RECORD_BYTES: u32 = 64 << 10;
 
 /// What a trace holds: the models whose outputs it records (in record order), the names of the
 /// low-level frame features, and a free-form description of where it came from.
@@ -220,8 +223,6 @@ impl TraceWriter {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = File::create(&partial).map_err(io)?;
-        let mut out = BufWriter::new(file);
         let json = serde_json::to_vec(header).map_err(|e| TraceError::Header {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -232,7 +233,14 @@ impl TraceWriter {
         head.extend_from_slice(&(json.len() as u32).to_le_bytes());
         head.extend_from_slice(&json);
         head.extend_from_slice(&crc32(&json).to_le_bytes());
-        out.write_all(&head).map_err(io)?;
+        // The partial file appears with its whole header, so an interruption at any moment
+        // leaves either no partial file or one that opens (with zero or more records).
+        crate::fsutil::write_atomic(&partial, &head).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&partial)
+            .map_err(io)?;
+        let out = BufWriter::new(file);
         Ok(Self {
             header: header.clone(),
             path: path.to_owned(),
@@ -417,6 +425,10 @@ impl TraceReader {
         if len > MAX_HEADER_BYTES {
             return Err(header_err(format!("header length {len} is implausible")));
         }
+        let file_len = input.get_ref().metadata().map_err(io)?.len();
+        if 16 + u64::from(len) + 4 > file_len {
+            return Err(header_err("the file ends inside the header".into()));
+        }
         let mut json = vec![0u8; len as usize];
         if !matches!(
             read_exact_or_eof(&mut input, &mut json).map_err(io)?,
@@ -520,6 +532,17 @@ impl TraceReader {
         }
         if len > MAX_RECORD_BYTES {
             return self.corrupt(format!("record length {len} is implausible"));
+        }
+        // A damaged length must not allocate more than the file holds: a large record is
+        // checked against what is left of the file (a cut file then reads as truncated).
+        if len > LARGE_RECORD_BYTES {
+            let left = match self.input.get_ref().metadata() {
+                Ok(m) => m.len().saturating_sub(self.offset + 4),
+                Err(e) => return self.io_error(e),
+            };
+            if u64::from(len) + 4 > left {
+                return self.truncated();
+            }
         }
         let mut payload = vec![0u8; len as usize + 4];
         match read_exact_or_eof(&mut self.input, &mut payload) {

@@ -177,25 +177,7 @@ impl AggregatorClient {
     pub async fn pull(&self, link_id: &str) -> Result<GlobalLink, ClientError> {
         let path = format!("/v1/links/{}", percent_encode(link_id));
         let body = self.request(Method::GET, &path, None).await?;
-        let g: GlobalLink = decode(&body)?;
-        if g.version != PROTOCOL_VERSION {
-            return Err(ClientError::BadResponse(format!(
-                "message version {}",
-                g.version
-            )));
-        }
-        if g.spec.link_id != link_id
-            || g.fingerprint != g.spec.fingerprint()
-            || g.params.0.len() != g.spec.num_params()
-        {
-            return Err(ClientError::BadResponse(format!(
-                "global link {:?} is inconsistent (asked for {link_id:?}, {} weights for {} parameters)",
-                g.spec.link_id,
-                g.params.0.len(),
-                g.spec.num_params()
-            )));
-        }
-        Ok(g)
+        check_global(link_id, &body)
     }
 
     /// Uploads `update` (a delta, see [`UpdateRequest`]) for `round` of `link_id`. Non-finite
@@ -365,6 +347,33 @@ impl AggregatorClient {
             },
         })
     }
+}
+
+/// Decodes the body of `GET /v1/links/{link_id}` and checks it: this protocol version, the
+/// link asked for, a fingerprint that matches the spec and weights that fit it.
+pub fn check_global(link_id: &str, body: &[u8]) -> Result<GlobalLink, ClientError> {
+    let g: GlobalLink = decode(body)?;
+    if g.version != PROTOCOL_VERSION {
+        return Err(ClientError::BadResponse(format!(
+            "message version {}",
+            g.version
+        )));
+    }
+    if let Err(e) = g.spec.validate() {
+        return Err(ClientError::BadResponse(format!("global link: {e}")));
+    }
+    if g.spec.link_id != link_id
+        || g.fingerprint != g.spec.fingerprint()
+        || g.params.0.len() != g.spec.num_params()
+    {
+        return Err(ClientError::BadResponse(format!(
+            "global link {:?} is inconsistent (asked for {link_id:?}, {} weights for {} parameters)",
+            g.spec.link_id,
+            g.params.0.len(),
+            g.spec.num_params()
+        )));
+    }
+    Ok(g)
 }
 
 /// One round of Algorithm 1 on an edge: pull the global link, compute the local update from

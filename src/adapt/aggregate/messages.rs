@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 /// with [`ErrorCode::UnsupportedVersion`].
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Most parameters a shared link may have (a quarter of a GiB of `f32`s): far above any link
+/// the engine trains, and small enough that a spec's size never overflows or exhausts memory.
+pub const MAX_PARAMS: usize = 1 << 26;
+
 /// One tensor of a link: its name and dimensions, in the order the flat vector stores them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,9 +34,13 @@ impl TensorShape {
         }
     }
 
-    /// Number of scalars in the tensor (1 for a scalar with no dims).
+    /// Number of scalars in the tensor (1 for a scalar with no dims); `usize::MAX` when the
+    /// product overflows, which [`LinkSpec::validate`] refuses.
     pub fn numel(&self) -> usize {
-        self.dims.iter().product()
+        self.dims
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -63,9 +71,12 @@ impl LinkSpec {
         }
     }
 
-    /// Length of the flat parameter vector.
+    /// Length of the flat parameter vector (`usize::MAX` when it overflows).
     pub fn num_params(&self) -> usize {
-        self.shapes.iter().map(TensorShape::numel).sum()
+        self.shapes
+            .iter()
+            .try_fold(0usize, |n, s| n.checked_add(s.numel()))
+            .unwrap_or(usize::MAX)
     }
 
     /// Hex SHA-256 of a canonical encoding of id, architecture and shapes.
@@ -112,6 +123,13 @@ impl LinkSpec {
                     self.link_id, s.name, s.dims
                 ));
             }
+        }
+        if self.num_params() > MAX_PARAMS {
+            return Err(format!(
+                "link {:?}: {} parameters is more than the {MAX_PARAMS} a link may have",
+                self.link_id,
+                self.num_params()
+            ));
         }
         Ok(())
     }

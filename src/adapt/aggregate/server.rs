@@ -458,7 +458,7 @@ async fn post_update(
 
 /// Parses an update body; a body of another protocol version is named as such rather than
 /// as malformed.
-fn parse_update(body: &[u8]) -> Result<UpdateRequest, Rejection> {
+pub fn parse_update(body: &[u8]) -> Result<UpdateRequest, Rejection> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, UpdateRequest>(de) {
         Ok(r) => Ok(r),
