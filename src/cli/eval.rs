@@ -1,5 +1,6 @@
 //! `mlink eval`: replays scheduling methods and baselines over a recorded trace.
 
+use crate::eval::linker::LinkLearners;
 use crate::eval::{
     Period, Problem, ReplayConfig, default_budgets, evaluate, render_text, write_report,
 };
@@ -50,6 +51,11 @@ pub struct Args {
     /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
     #[arg(long = "cost", value_name = "ID=MB:MS")]
     pub costs: Vec<String>,
+    /// Which links are trained: `chosen` (per link the best of the paper's MLP and small-sample
+    /// learners on the link views, chosen on a held-out block of the training part; joint
+    /// multi-source links) or `paper` (the paper's MLP links on the heads and ensemble).
+    #[arg(long, value_enum, default_value_t = LinkLearners::Chosen)]
+    pub links: LinkLearners,
     /// Evaluate only these recorded models (comma-separated ids; default: all).
     #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
     pub models: Vec<String>,
@@ -127,6 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         reducto_target: args.reducto_target,
         link_cost: parse_cost(&args.link_cost).context("--link-cost")?,
         seed: args.seed,
+        links: args.links,
     };
     let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();
     budgets.extend(args.budget_ms.iter().map(|&b| Budget::time(b)));

@@ -1,10 +1,29 @@
 //! The replay's view of trained links: predict one target from the exact outputs of a set of
 //! sources, with links and ensembles trained on the training part of a trace.
+//!
+//! Two kinds ([`LinkLearners`]): the paper's link bundle (MLPs on the sources' heads and the
+//! weighted ensemble), and the few-sample links over the sources' link views
+//! ([`ViewLinks`]: a learner chosen per link on a held-out block, joint multi-source links).
 
 use super::EvalError;
-use super::problem::Problem;
+use super::problem::{FrameRow, Problem};
+use crate::link::view_links::{ModelInput, ViewLinks};
 use crate::link::{LinkBundle, TrainParams};
 use crate::output::{OutputSpec, OutputValue};
+use serde::Serialize;
+
+/// Which links the replay trains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkLearners {
+    /// The paper's: an MLP per link on the source's head, the weighted ensemble.
+    Paper,
+    /// Per link the best of the paper's MLP and small-sample learners (ridge, nearest
+    /// neighbours, on the link view or the head) on a held-out block in time; per target the
+    /// best link or a joint multi-source link. The paper's where a head is a token sequence.
+    #[default]
+    Chosen,
+}
 
 /// Predictions of non-executed models from executed ones.
 pub trait Linker {
@@ -12,6 +31,55 @@ pub trait Linker {
     /// source this is the single link `g_{source,target}`, with more the ensemble
     /// `h_{A,target}`. `None` when no prediction can be made.
     fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue>;
+
+    /// The prediction of `target` on a recorded frame from the models `sources` (which ran
+    /// on it): links that read more than the heads (the link views) override this.
+    fn predict_frame(
+        &self,
+        target: usize,
+        sources: &[usize],
+        frame: &FrameRow,
+    ) -> Option<OutputValue> {
+        let inputs: Vec<(usize, &OutputValue)> =
+            sources.iter().map(|&i| (i, &frame.outputs[i])).collect();
+        self.predict(target, &inputs)
+    }
+}
+
+impl Linker for ViewLinks {
+    fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue> {
+        // Without views the heads stand in for them.
+        let inputs: Vec<(usize, ModelInput<'_>)> = sources
+            .iter()
+            .filter_map(|(i, v)| match v {
+                OutputValue::Vector(x) => Some((*i, ModelInput { view: x, head: x })),
+                OutputValue::Tokens(_) => None,
+            })
+            .collect();
+        ViewLinks::predict(self, target, &inputs).map(OutputValue::Vector)
+    }
+
+    fn predict_frame(
+        &self,
+        target: usize,
+        sources: &[usize],
+        frame: &FrameRow,
+    ) -> Option<OutputValue> {
+        let inputs: Vec<(usize, ModelInput<'_>)> = sources
+            .iter()
+            .filter_map(|&i| match &frame.outputs[i] {
+                OutputValue::Vector(head) => Some((
+                    i,
+                    ModelInput {
+                        view: &frame.views[i],
+                        head,
+                    },
+                )),
+                OutputValue::Tokens(_) => None,
+            })
+            .collect();
+        ViewLinks::predict(self, target, &inputs).map(OutputValue::Vector)
+    }
 }
 
 impl Linker for LinkBundle {
@@ -20,6 +88,42 @@ impl Linker for LinkBundle {
             .ok()
             .map(|p| p.value)
     }
+}
+
+/// Trains the links of `learners` on the training frames `train` (time order) with the
+/// pipeline defaults and the given seed.
+pub fn train_links(
+    problem: &Problem,
+    frames: &[FrameRow],
+    seed: u64,
+    learners: LinkLearners,
+) -> Result<Box<dyn Linker>, EvalError> {
+    let specs: Vec<OutputSpec> = problem.models.iter().map(|m| m.spec.clone()).collect();
+    if learners == LinkLearners::Chosen && ViewLinks::supports(&specs) {
+        let inputs: Vec<Vec<ModelInput<'_>>> = frames
+            .iter()
+            .map(|f| {
+                f.outputs
+                    .iter()
+                    .zip(&f.views)
+                    .map(|(o, v)| ModelInput {
+                        view: v,
+                        head: match o {
+                            OutputValue::Vector(h) => h,
+                            OutputValue::Tokens(_) => &[],
+                        },
+                    })
+                    .collect()
+            })
+            .collect();
+        let params = TrainParams {
+            seed,
+            ..TrainParams::default()
+        };
+        return Ok(Box::new(ViewLinks::train(&specs, &inputs, &params)));
+    }
+    let samples: Vec<&[OutputValue]> = frames.iter().map(|f| f.outputs.as_slice()).collect();
+    train(problem, &samples, seed)
 }
 
 /// Trains every link and ensemble on `samples` (one complete output row per training frame),

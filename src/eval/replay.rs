@@ -8,12 +8,11 @@
 //! and the scores are averaged over models and frames: the paper's average output accuracy.
 
 use super::EvalError;
-use super::linker::Linker;
+use super::linker::{LinkLearners, Linker};
 use super::problem::Problem;
 use super::reducto::{self, DiffStep, Operating};
 use super::stats::mean;
 use crate::config::SelectionPolicy;
-use crate::output::OutputValue;
 use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -51,6 +50,8 @@ pub struct ReplayConfig {
     pub link_cost: Cost,
     /// Seed of link training.
     pub seed: u64,
+    /// Which links are trained.
+    pub links: LinkLearners,
 }
 
 impl Default for ReplayConfig {
@@ -64,6 +65,7 @@ impl Default for ReplayConfig {
             reducto_target: 0.9,
             link_cost: Cost::new(0.1, 0.05),
             seed: 0,
+            links: LinkLearners::default(),
         }
     }
 }
@@ -192,11 +194,12 @@ impl<'p> Replay<'p> {
         let train = 0..split;
         let test = split..n;
         let periods = plan_periods(problem, test.clone(), &cfg)?;
-        let samples: Vec<&[OutputValue]> = problem.frames[train.clone()]
-            .iter()
-            .map(|f| f.outputs.as_slice())
-            .collect();
-        let linker = super::linker::train(problem, &samples, cfg.seed)?;
+        let linker = super::linker::train_links(
+            problem,
+            &problem.frames[train.clone()],
+            cfg.seed,
+            cfg.links,
+        )?;
         Ok(Replay {
             problem,
             k: problem.n_models(),
@@ -251,10 +254,7 @@ impl<'p> Replay<'p> {
             return s.clone();
         }
         let frame = &self.problem.frames[t];
-        let sources: Vec<(usize, &OutputValue)> = (0..self.k)
-            .filter(|i| mask >> i & 1 == 1)
-            .map(|i| (i, &frame.outputs[i]))
-            .collect();
+        let sources: Vec<usize> = (0..self.k).filter(|i| mask >> i & 1 == 1).collect();
         let scores: Vec<f64> = (0..self.k)
             .map(|j| {
                 if mask >> j & 1 == 1 {
@@ -262,7 +262,7 @@ impl<'p> Replay<'p> {
                 } else if sources.is_empty() {
                     0.0
                 } else {
-                    match self.linker.predict(j, &sources) {
+                    match self.linker.predict_frame(j, &sources, frame) {
                         Some(p) => {
                             super::score(&self.problem.models[j].spec, &p, &frame.outputs[j])
                         }
@@ -278,10 +278,7 @@ impl<'p> Replay<'p> {
     /// The score of the single link `source -> target` on frame `t`.
     fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
         let frame = &self.problem.frames[t];
-        match self
-            .linker
-            .predict(target, &[(source, &frame.outputs[source])])
-        {
+        match self.linker.predict_frame(target, &[source], frame) {
             Some(p) => super::score(
                 &self.problem.models[target].spec,
                 &p,
