@@ -7,7 +7,7 @@
 
 use super::EvalError;
 use super::problem::{FrameRow, Problem};
-use crate::link::view_links::{ModelInput, ViewLinks};
+use crate::link::view_links::{Combiner, ModelInput, ViewLinks};
 use crate::link::{LinkBundle, TrainParams};
 use crate::output::{OutputSpec, OutputValue};
 use serde::Serialize;
@@ -44,6 +44,12 @@ pub trait Linker {
             sources.iter().map(|&i| (i, &frame.outputs[i])).collect();
         self.predict(target, &inputs)
     }
+
+    /// What each link learned with, for reports (`source -> target: learner (held-out
+    /// score)`, then per target its multi-source combiner); empty for the paper's links.
+    fn describe(&self, _models: &[String]) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl Linker for ViewLinks {
@@ -79,6 +85,36 @@ impl Linker for ViewLinks {
             })
             .collect();
         ViewLinks::predict(self, target, &inputs).map(OutputValue::Vector)
+    }
+
+    fn describe(&self, models: &[String]) -> Vec<String> {
+        let name = |m: usize| models.get(m).map_or("?", String::as_str);
+        let mut out: Vec<String> = self
+            .choices()
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} -> {}: {}{}",
+                    name(c.source),
+                    name(c.target),
+                    c.learner,
+                    c.held_out
+                        .map(|s| format!(" (held out {:.1}%)", 100.0 * s))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        for (j, c) in self.combiners().iter().enumerate() {
+            out.push(format!(
+                "several sources -> {}: {}",
+                name(j),
+                match c {
+                    Combiner::BestLink => "the best link".to_string(),
+                    Combiner::Joint(n) => n.clone(),
+                }
+            ));
+        }
+        out
     }
 }
 

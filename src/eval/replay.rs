@@ -212,6 +212,12 @@ impl<'p> Replay<'p> {
         })
     }
 
+    /// What each link learned with (see [`Linker::describe`]).
+    pub fn link_learners(&self) -> Vec<String> {
+        let ids: Vec<String> = self.problem.models.iter().map(|m| m.id.clone()).collect();
+        self.linker.describe(&ids)
+    }
+
     pub fn problem(&self) -> &Problem {
         self.problem
     }

@@ -172,7 +172,8 @@ pub fn choose(
     }
     let cut = held_out_start(n);
     let mut scores = Vec::with_capacity(candidates.len());
-    let mut best: Option<(Candidate, f64, Vec<Vec<f32>>)> = None;
+    // (candidate, held-out score, tie-break score, held-out predictions)
+    let mut best: Option<(Candidate, f64, f64, Vec<Vec<f32>>)> = None;
     for &c in candidates {
         let x = data.inputs(c.input());
         let Some(l) = c.fit(&x[..cut], &data.target[..cut], spec, params) else {
@@ -180,12 +181,22 @@ pub fn choose(
         };
         let s = mean_score(l.as_ref(), &x[cut..], &data.target[cut..], spec);
         scores.push((format!("{}:{}", l.name(), c.input().name()), s));
-        if best.as_ref().is_none_or(|(_, b, _)| s > b + 1e-12) {
+        let better = |tie: f64, b: f64, bt: f64| s > b + 1e-9 || (s > b - 1e-9 && tie > bt + 1e-9);
+        // A short block often holds one target value only, where every learner that
+        // predicts it ties: the blocks before it break the tie.
+        let tie = match &best {
+            Some((_, b, _, _)) if s < *b - 1e-9 => continue,
+            _ => blocked_score(c, x, &data.target[..cut], spec, params),
+        };
+        if best
+            .as_ref()
+            .is_none_or(|(_, b, bt, _)| better(tie, *b, *bt))
+        {
             let preds = x[cut..].iter().map(|v| l.predict(v)).collect();
-            best = Some((c, s, preds));
+            best = Some((c, s, tie, preds));
         }
     }
-    let (c, s, held_out_predictions) = best?;
+    let (c, s, _, held_out_predictions) = best?;
     let learner = c.fit(data.inputs(c.input()), &data.target, spec, params)?;
     Some(Chosen {
         learner,
@@ -194,6 +205,34 @@ pub fn choose(
         scores,
         held_out_predictions,
     })
+}
+
+/// Contiguous blocks of the training frames before the held-out block that break ties.
+const TIE_BLOCKS: usize = 3;
+
+/// The mean score of `c` over [`TIE_BLOCKS`] contiguous blocks of `target` (the frames before
+/// the held-out block), each scored after training on the others.
+fn blocked_score(
+    c: Candidate,
+    x: &[&[f32]],
+    target: &[&[f32]],
+    spec: &OutputSpec,
+    params: &TrainParams,
+) -> f64 {
+    let n = target.len();
+    if n < 2 * TIE_BLOCKS {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for b in 0..TIE_BLOCKS {
+        let (lo, hi) = (b * n / TIE_BLOCKS, (b + 1) * n / TIE_BLOCKS);
+        let xs: Vec<&[f32]> = x[..lo].iter().chain(&x[hi..n]).copied().collect();
+        let ts: Vec<&[f32]> = target[..lo].iter().chain(&target[hi..]).copied().collect();
+        if let Some(l) = c.fit(&xs, &ts, spec, params) {
+            total += mean_score(l.as_ref(), &x[lo..hi], &target[lo..hi], spec);
+        }
+    }
+    total / TIE_BLOCKS as f64
 }
 
 #[cfg(test)]
