@@ -147,7 +147,9 @@ pub fn mean_score(learner: &dyn Learner, x: &[&[f32]], t: &[&[f32]], spec: &Outp
 }
 
 /// Chooses among `candidates` for one link on the last [`HELD_OUT_SHARE`] of `data`, then
-/// trains the winner on all of it. With fewer than [`MIN_PAIRS_TO_CHOOSE`] pairs the last
+/// trains the winner on all of it. The last candidate is the default (the paper's MLP in
+/// [`Candidate::all`]): another replaces it only when right on at least one more held-out
+/// frame; ties between the others go to the one that does best on the blocks before. With fewer than [`MIN_PAIRS_TO_CHOOSE`] pairs the last
 /// candidate (the paper's MLP on the head, in [`Candidate::all`]) is trained without a choice.
 pub fn choose(
     data: &LinkData<'_>,
@@ -196,7 +198,16 @@ pub fn choose(
             best = Some((c, s, tie, preds));
         }
     }
-    let (c, s, _, held_out_predictions) = best?;
+    let (mut c, mut s, _, mut held_out_predictions) = best?;
+    // The paper's MLP (the last candidate) stays unless another is right on at least one
+    // more held-out frame: a block of a few frames cannot tell smaller differences from noise.
+    let n_val = (n - cut) as f64;
+    if c != fallback
+        && let Some((fs, fp)) = held_out_of(fallback, data, cut, spec, params)
+        && s < fs + 1.0 / n_val - 1e-9
+    {
+        (c, s, held_out_predictions) = (fallback, fs, fp);
+    }
     let learner = c.fit(data.inputs(c.input()), &data.target, spec, params)?;
     Some(Chosen {
         learner,
@@ -205,6 +216,20 @@ pub fn choose(
         scores,
         held_out_predictions,
     })
+}
+
+/// The held-out score and predictions of `c` trained before the block.
+fn held_out_of(
+    c: Candidate,
+    data: &LinkData<'_>,
+    cut: usize,
+    spec: &OutputSpec,
+    params: &TrainParams,
+) -> Option<(f64, Vec<Vec<f32>>)> {
+    let x = data.inputs(c.input());
+    let l = c.fit(&x[..cut], &data.target[..cut], spec, params)?;
+    let s = mean_score(l.as_ref(), &x[cut..], &data.target[cut..], spec);
+    Some((s, x[cut..].iter().map(|v| l.predict(v)).collect()))
 }
 
 /// Contiguous blocks of the training frames before the held-out block that break ties.
