@@ -151,7 +151,7 @@ pub struct ModelConfig {
     pub oracle: Option<PathBuf>,
     /// The link view: how the model's raw output is encoded for the links that take it as
     /// input. Absent: the adapter family's default (see [`ViewConfig`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub view: Option<ViewConfig>,
 }
 
@@ -164,32 +164,32 @@ pub struct ViewConfig {
     /// Detectors: the classes (or groups, e.g. `vehicle`) counted at every threshold.
     /// Default: `person`, `vehicle` and the head's classes (COCO detectors; with a count of
     /// every other class after them), the one class of one-class detectors.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub classes: Option<Vec<String>>,
     /// Detectors: the score thresholds at which each class is counted, ascending, in (0, 1].
     /// Default `[0.1, 0.2, 0.3, 0.5, 0.7]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub thresholds: Option<Vec<f32>>,
     /// Detectors: bins of the histogram of detection scores between the lowest threshold and
     /// 1; 0 leaves it out. Default 9.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub score_bins: Option<usize>,
     /// Detectors: side of the occupancy grid (`grid` x `grid` cells counting box centres at
     /// the model's `min_score`); 0 leaves it out. Default 3.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub grid: Option<usize>,
     /// Detectors: bins of the histogram of box sizes (square root of the box's share of the
     /// frame, on a halving scale); 0 leaves it out. Default 4.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub size_bins: Option<usize>,
     /// `movenet_multipose`: append the 17 keypoint confidences summed over the detected
     /// people. Default true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub keypoints: Option<bool>,
     /// Classifiers: the class indices whose probabilities the view keeps, then the summed
     /// probability of the other classes (a compact form for large classifiers). Default:
     /// every class's probability.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub class_indices: Option<Vec<usize>>,
 }
 
@@ -359,7 +359,7 @@ pub enum HeadConfig {
     /// The class probability vector (classifiers); with `groups`, the probability of each
     /// group (summed over its classes), then of the classes no group lists (`other`).
     Probs {
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         groups: Vec<ClassGroup>,
     },
     /// The pooled feature vector (EfficientNet-Lite0: 1280 values).
@@ -373,7 +373,7 @@ pub enum HeadConfig {
     /// The top class as a one-hot vector; with `groups`, the top group (of the grouped
     /// probabilities, `other` last) as a one-hot vector over the groups.
     Label {
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        #[serde(default)]
         groups: Vec<ClassGroup>,
     },
 }
