@@ -163,7 +163,7 @@ impl MlpLearner {
         let ts: Vec<OutputValue> = t.iter().map(|r| OutputValue::Vector(r.to_vec())).collect();
         let xr: Vec<&OutputValue> = xs.iter().collect();
         let tr: Vec<&OutputValue> = ts.iter().collect();
-        let mut rng = StdRng::seed_from_u64(params.seed ^ 0x6d6c_70);
+        let mut rng = StdRng::seed_from_u64(params.seed ^ 0x006d_6c70);
         let mut net = LinkNet::new(&src, target, params, &xr, &tr, &mut rng)?;
         net.fit(&xr, &tr, params, &mut rng)?;
         Ok(Self { net, input })

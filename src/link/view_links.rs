@@ -150,9 +150,9 @@ impl ViewLinks {
                 };
                 let mut total = 0.0;
                 for subset in &subsets {
-                    for f in cut..n {
+                    for (f, frame) in frames.iter().enumerate().skip(cut) {
                         let present: Vec<(usize, &[f32])> =
-                            subset.iter().map(|&i| (i, frames[f][i].view)).collect();
+                            subset.iter().map(|&i| (i, frame[i].view)).collect();
                         if let Some(pred) = jl.predict(&present) {
                             total += score(&specs[j], &OutputValue::Vector(pred), &exact(f));
                         }
