@@ -9,7 +9,7 @@ use mlink::adapt::aggregate::{
 };
 use mlink::adapt::edge::{federated_round, pull_global};
 use mlink::adapt::export::{ExportError, export_link, import_link, link_id};
-use mlink::link::{LinkBundle, TrainParams};
+use mlink::link::{LinkBundle, Sample, TrainParams};
 use mlink::output::{OutputSpec, OutputValue, TaskKind};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -25,7 +25,7 @@ fn models() -> Vec<(String, OutputSpec)> {
 }
 
 /// Aligned samples of the two models on one site (`bias` shifts the site's target).
-fn samples(seed: u64, n: usize, bias: f32) -> Vec<Vec<Option<OutputValue>>> {
+fn samples(seed: u64, n: usize, bias: f32) -> Vec<Sample> {
     let mut rng = StdRng::seed_from_u64(seed);
     let g = Normal::new(2.0f32, 1.0).unwrap();
     (0..n)
@@ -34,15 +34,12 @@ fn samples(seed: u64, n: usize, bias: f32) -> Vec<Vec<Option<OutputValue>>> {
                 .map(|_| g.sample(&mut rng).max(0.0).round())
                 .collect();
             let y = x[0] + 0.5 * x[1] + bias;
-            vec![
-                Some(OutputValue::Vector(x)),
-                Some(OutputValue::Vector(vec![y])),
-            ]
+            Sample::complete([OutputValue::Vector(x), OutputValue::Vector(vec![y])])
         })
         .collect()
 }
 
-fn bundle(data: &[Vec<Option<OutputValue>>], epochs: usize) -> LinkBundle {
+fn bundle(data: &[Sample], epochs: usize) -> LinkBundle {
     let p = TrainParams {
         epochs,
         seed: 4,

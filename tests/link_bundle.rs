@@ -1,12 +1,12 @@
 //! Link bundles: ensembles over source subsets, persistence, corruption and model checks.
 
-use mlink::link::{BundleError, LinkBundle, TrainParams};
+use mlink::link::{BundleError, LinkBundle, Sample, TrainParams};
 use mlink::output::{OutputSpec, OutputValue, TaskKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 type Models = Vec<(String, OutputSpec)>;
-type Samples = Vec<Vec<Option<OutputValue>>>;
+type Samples = Vec<Sample>;
 
 /// Three models: a target class, a good source (the class with little noise) and a noisy
 /// source (the class most of the time, otherwise random).
@@ -38,11 +38,11 @@ fn data() -> (Models, Samples) {
             } else {
                 rng.random_range(0..n)
             };
-            vec![
-                Some(one_hot(c, &mut rng)),
-                Some(one_hot((good + 1) % n, &mut rng)),
-                Some(one_hot((noisy + 2) % n, &mut rng)),
-            ]
+            Sample::complete([
+                one_hot(c, &mut rng),
+                one_hot((good + 1) % n, &mut rng),
+                one_hot((noisy + 2) % n, &mut rng),
+            ])
         })
         .collect();
     (models, samples)
@@ -186,7 +186,7 @@ fn trains_from_a_trace_file() {
             camera: "c".into(),
             seq: n as u64,
             time_s: n as f64 / 10.0,
-            outputs: s.clone(),
+            outputs: s.outputs.clone(),
             views: vec![],
             frame_features: vec![],
         })
@@ -217,10 +217,10 @@ fn count_samples(n: usize, miss: f64, seed: u64) -> Samples {
             } else {
                 truth
             };
-            vec![
-                Some(OutputValue::Vector(vec![seen])),
-                Some(OutputValue::Vector(vec![truth + 1.0])),
-            ]
+            Sample::complete([
+                OutputValue::Vector(vec![seen]),
+                OutputValue::Vector(vec![truth + 1.0]),
+            ])
         })
         .collect()
 }
@@ -297,7 +297,7 @@ fn noisy_region_samples(n: usize, seed: u64) -> (Samples, Vec<bool>) {
                 0.0
             };
             let y = vec![2.0 * x[0] - x[1] + noise, x[2]];
-            vec![Some(OutputValue::Vector(x)), Some(OutputValue::Vector(y))]
+            Sample::complete([OutputValue::Vector(x), OutputValue::Vector(y)])
         })
         .collect();
     (samples, hard)
@@ -355,10 +355,10 @@ fn fine_tune_and_rescore_follows_a_shifted_link_and_score_on_agrees() {
         (0..n)
             .map(|_| {
                 let a = rng.random_range(0..=10) as f32;
-                vec![
-                    Some(OutputValue::Vector(vec![a])),
-                    Some(OutputValue::Vector(vec![a + offset])),
-                ]
+                Sample::complete([
+                    OutputValue::Vector(vec![a]),
+                    OutputValue::Vector(vec![a + offset]),
+                ])
             })
             .collect()
     };
@@ -414,7 +414,7 @@ fn fine_tune_and_rescore_follows_a_shifted_link_and_score_on_agrees() {
 #[test]
 fn federated_and_adaptation_hooks_reject_samples_that_do_not_fit_the_models() {
     let (_, samples, mut b) = train();
-    let short: Samples = vec![samples[0][..2].to_vec()];
+    let short: Samples = vec![Sample::new(samples[0].outputs[..2].to_vec())];
     let e = b.fine_tune(&short, 1).unwrap_err().to_string();
     assert!(e.contains("sample 0 has 2 outputs for 3 models"), "{e}");
     let mut wrong = samples[..4].to_vec();
@@ -429,13 +429,13 @@ fn federated_and_adaptation_hooks_reject_samples_that_do_not_fit_the_models() {
         let e = e.to_string();
         assert!(e.contains("sample 3") && e.contains("\"noisy\""), "{e}");
     }
-    let tokens = vec![vec![
+    let tokens = vec![Sample::new(vec![
         Some(OutputValue::Tokens(vec![1, 2])),
         samples[0][1].clone(),
         samples[0][2].clone(),
-    ]];
+    ])];
     assert!(b.link_gradient(1, 0, &tokens).is_err());
-    let none: Samples = vec![vec![samples[0][0].clone(), None, None]];
+    let none: Samples = vec![Sample::new(vec![samples[0][0].clone(), None, None])];
     let e = b.train_round(2, 0, &none, 1).unwrap_err().to_string();
     assert!(e.contains("both model 2 and model 0"), "{e}");
     assert!(b.link_gradient(0, 0, &samples).is_err());

@@ -24,8 +24,8 @@ use super::edge::{EdgeError, federated_round, pull_global};
 use super::export::export_link;
 use super::fusion::{Fusion, FusionParams, FusionSample};
 use crate::link::trace::{TraceHeader, TraceRecord};
-use crate::link::{LinkBundle, TrainParams};
-use crate::output::{OutputForm, OutputSpec, OutputValue, metric_name, score};
+use crate::link::{LinkBundle, Sample, TrainParams};
+use crate::output::{OutputForm, OutputSpec, metric_name, try_mean_score};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -207,7 +207,7 @@ impl CrossDomainReport {
     }
 }
 
-type Samples = Vec<Vec<Option<OutputValue>>>;
+type Samples = Vec<Sample>;
 
 /// Splits the aligned (source, target) pairs of the trace into named domains.
 fn split_domains(
@@ -218,7 +218,7 @@ fn split_domains(
     n: usize,
 ) -> Result<(DomainSplit, Vec<(String, Samples)>), CrossDomainError> {
     let pair = |r: &TraceRecord| match (&r.outputs[si], &r.outputs[ti]) {
-        (Some(a), Some(b)) => Some(vec![Some(a.clone()), Some(b.clone())]),
+        (Some(a), Some(b)) => Some(Sample::complete([a.clone(), b.clone()])),
         _ => None,
     };
     let mut cameras: Vec<&str> = Vec::new();
@@ -252,7 +252,7 @@ fn split_domains(
             }
             let mut order: Vec<&TraceRecord> = records.iter().collect();
             order.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
-            let aligned: Vec<(f64, Vec<Option<OutputValue>>)> = order
+            let aligned: Vec<(f64, Sample)> = order
                 .iter()
                 .filter_map(|r| pair(r).map(|p| (r.time_s, p)))
                 .collect();
@@ -286,13 +286,13 @@ fn mean_link_score(
         .link(0, 1)
         .ok_or(crate::link::LinkError::NoLink { from: 0, target: 1 })?
         .net;
-    let mut sum = 0.0;
-    for s in test {
-        if let (Some(x), Some(y)) = (&s[0], &s[1]) {
-            sum += score(spec, &net.predict(x)?, y);
-        }
-    }
-    Ok(sum / test.len().max(1) as f64)
+    let mean = try_mean_score(
+        spec,
+        test.iter()
+            .filter_map(|s| s.pair(0, 1))
+            .map(|(x, y)| Ok::<_, crate::link::LinkError>((net.predict(x)?, y))),
+    )?;
+    Ok(mean.map_or(0.0, |m| m.score))
 }
 
 fn random_token(rng: &mut StdRng) -> Token {
@@ -529,13 +529,13 @@ pub fn evaluate(
     let mut fparams = cfg.fusion.clone();
     fparams.seed ^= cfg.params.seed;
     let fusion = Fusion::fit(&spec, &members, &fit, &fparams)?;
-    let mut sum = 0.0;
-    for s in &test {
-        if let (Some(x), Some(y)) = (&s[0], &s[1]) {
-            sum += score(&spec, &fusion.predict(&members, &[Some(x), Some(x)])?, y);
-        }
-    }
-    let fused = sum / test.len().max(1) as f64;
+    let fused = try_mean_score(
+        &spec,
+        test.iter().filter_map(|s| s.pair(0, 1)).map(|(x, y)| {
+            Ok::<_, super::fusion::FusionError>((fusion.predict(&members, &[Some(x), Some(x)])?, y))
+        }),
+    )?
+    .map_or(0.0, |m| m.score);
     let w = fusion.mean_weights();
     progress(&format!("fused link: {fused:.4}"));
 

@@ -7,8 +7,7 @@
 
 use super::aggregate::{AggregatorClient, ClientError, GlobalLink, LocalUpdate, UpdateAccepted};
 use super::export::{ExportError, check_spec, link_id, model_index};
-use crate::link::LinkBundle;
-use crate::output::OutputValue;
+use crate::link::{LinkBundle, Sample};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,14 +57,14 @@ pub fn federated_round(
     bundle: &mut LinkBundle,
     source: &str,
     target: &str,
-    local_samples: &[Vec<Option<OutputValue>>],
+    local_samples: &[Sample],
     client: &AggregatorClient,
     epochs: usize,
 ) -> Result<RoundReport, EdgeError> {
     let (i, j) = (model_index(bundle, source)?, model_index(bundle, target)?);
     let n_samples = local_samples
         .iter()
-        .filter(|s| matches!((s.get(i), s.get(j)), (Some(Some(_)), Some(Some(_)))))
+        .filter(|s| s.pair(i, j).is_some())
         .count() as u64;
     if n_samples == 0 {
         return Err(EdgeError::NoSamples {

@@ -20,7 +20,7 @@
 
 use crate::link::LinkNet;
 use crate::link::ensemble::{Ensemble, EnsembleSample};
-use crate::output::{OutputForm, OutputSpec, OutputValue, score};
+use crate::output::{OutputForm, OutputSpec, OutputValue, try_mean_score};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -159,25 +159,26 @@ impl Fusion {
         targets: &[&OutputValue],
         only: Option<usize>,
     ) -> Result<f64, FusionError> {
-        let (mut sum, mut n) = (0.0, 0usize);
-        for ((parts, _), exact) in data.iter().zip(targets) {
+        let usable = data.iter().zip(targets).filter_map(|((parts, _), exact)| {
             let present: Vec<(usize, &[f32])> = parts
                 .iter()
                 .enumerate()
                 .filter(|(k, _)| only.is_none_or(|m| m == *k))
                 .filter_map(|(k, z)| z.as_deref().map(|z| (k, z)))
                 .collect();
-            if present.is_empty() {
-                continue;
-            }
-            let v = self
-                .ensemble
-                .predict(self.spec.task, &present)
-                .map_err(|source| FusionError::Link { member: 0, source })?;
-            sum += score(&self.spec, &OutputValue::Vector(v), exact);
-            n += 1;
-        }
-        Ok(if n == 0 { 0.0 } else { sum / n as f64 })
+            (!present.is_empty()).then_some((present, *exact))
+        });
+        let mean = try_mean_score(
+            &self.spec,
+            usable.map(|(present, exact)| {
+                let v = self
+                    .ensemble
+                    .predict(self.spec.task, &present)
+                    .map_err(|source| FusionError::Link { member: 0, source })?;
+                Ok((OutputValue::Vector(v), exact))
+            }),
+        )?;
+        Ok(mean.map_or(0.0, |m| m.score))
     }
 
     /// The fused prediction from the members' inputs (absent members are left out and the

@@ -16,7 +16,9 @@ use super::labels::{Labels, LabelsError};
 use crate::link::net::{LinkNet, TrainParams};
 use crate::link::norm::Norm;
 use crate::link::trace::{TraceHeader, TraceRecord};
-use crate::output::{OutputForm, OutputSpec, OutputValue, TaskKind, metric_name, score};
+use crate::output::{
+    OutputForm, OutputSpec, OutputValue, Predicted, TaskKind, metric_name, try_mean_score,
+};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -284,17 +286,12 @@ fn holdout_split(n: usize, holdout: f64, seed: u64) -> (Vec<usize>, Vec<usize>) 
     (idx, hold)
 }
 
-fn mean_score(
+/// The mean score of the pairs, 0 without any.
+fn mean_score<'a, P: Predicted>(
     spec: &OutputSpec,
-    pairs: impl Iterator<Item = Result<(OutputValue, OutputValue), OracleError>>,
+    pairs: impl Iterator<Item = Result<(P, &'a OutputValue), OracleError>>,
 ) -> Result<f64, OracleError> {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for p in pairs {
-        let (pred, exact) = p?;
-        sum += score(spec, &pred, &exact);
-        n += 1;
-    }
-    Ok(if n == 0 { 0.0 } else { sum / n as f64 })
+    Ok(try_mean_score(spec, pairs)?.map_or(0.0, |m| m.score))
 }
 
 impl OracleLink {
@@ -334,7 +331,7 @@ impl OracleLink {
                 spec,
                 idx.iter().map(|&n| {
                     let (input, exact) = &frames.pairs[n];
-                    Ok((net.predict(input)?, exact.clone()))
+                    Ok((net.predict(input)?, exact))
                 }),
             )
         };
@@ -344,7 +341,10 @@ impl OracleLink {
         let raw_holdout_score = if comparable {
             Some(mean_score(
                 spec,
-                hold_idx.iter().map(|&n| Ok(frames.pairs[n].clone())),
+                hold_idx.iter().map(|&n| {
+                    let (raw, exact) = &frames.pairs[n];
+                    Ok((raw, exact))
+                }),
             )?)
         } else {
             None

@@ -14,7 +14,7 @@ use crate::adapt::aggregate::client::AggregatorClient;
 use crate::adapt::aggregate::tokens::Token;
 use crate::adapt::edge::federated_round;
 use crate::config::AggregatorConfig;
-use crate::link::LinkBundle;
+use crate::link::{LinkBundle, Sample};
 use crate::metrics::Metrics;
 use crate::output::OutputValue;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -65,7 +65,7 @@ impl Federation {
     }
 
     /// One round for every shared link on `samples`; returns how many rounds were accepted.
-    fn rounds(&self, bundle: &mut LinkBundle, samples: &[Vec<Option<OutputValue>>]) -> usize {
+    fn rounds(&self, bundle: &mut LinkBundle, samples: &[Sample]) -> usize {
         let mut accepted = 0;
         for (source, target) in &self.links {
             match federated_round(
@@ -124,12 +124,12 @@ impl Trainer {
             .name("link trainer".into())
             .spawn(move || {
                 let mut rng = StdRng::seed_from_u64(seed ^ 0x000a_111e);
-                let mut reservoir: Vec<Vec<Option<OutputValue>>> = Vec::new();
+                let mut reservoir: Vec<Sample> = Vec::new();
                 let mut seen = 0usize;
                 let mut federation: Option<Federation> = None;
                 for batch in rx {
-                    let new: Vec<Vec<Option<OutputValue>>> =
-                        batch.rows.into_iter().map(|r| r.into_iter().map(Some).collect()).collect();
+                    let new: Vec<Sample> =
+                        batch.rows.into_iter().map(Sample::complete).collect();
                     let mut samples = reservoir.clone();
                     samples.extend(new.iter().cloned());
                     let started = std::time::Instant::now();

@@ -7,7 +7,7 @@
 //! `(n * measured + PRIOR_SAMPLES * validation) / (n + PRIOR_SAMPLES)`.
 
 use crate::link::LinkBundle;
-use crate::output::{OutputSpec, OutputValue, score};
+use crate::output::{OutputSpec, OutputValue, mean_score};
 use crate::schedule::{LinkScores, ModelSet};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -109,19 +109,14 @@ fn measure(
     sources: &[usize],
     target: usize,
 ) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut total = 0.0;
-    for row in samples {
+    // A prediction that fails scores 0.
+    let predictions = samples.iter().map(|row| {
         let inputs: Vec<(usize, &OutputValue)> =
             sources.iter().map(|&i| (to_bundle[i], &row[i])).collect();
-        total += match bundle.predict(to_bundle[target], &inputs) {
-            Ok(p) => score(&specs[target], &p.value, &row[target]),
-            Err(_) => 0.0,
-        };
-    }
-    Some(total / samples.len() as f64)
+        let predicted = bundle.predict(to_bundle[target], &inputs).ok();
+        (predicted.map(|p| p.value), &row[target])
+    });
+    mean_score(&specs[target], predictions).map(|m| m.score)
 }
 
 impl LinkScores for ProfiledScores<'_> {

@@ -24,7 +24,7 @@ use crate::adapt::oracle::OracleLink;
 use crate::config::{self, AdaptationPolicy, CameraConfig, CostConfig, Pipeline};
 use crate::frame::Frame;
 use crate::ingest::IngestManager;
-use crate::link::{LinkBundle, TrainParams};
+use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::metrics::Metrics;
 use crate::models;
 use crate::output::{OutputSpec, OutputValue};
@@ -812,10 +812,10 @@ impl Worker {
             .cloned()
             .zip(self.specs.iter().cloned())
             .collect();
-        let samples: Vec<Vec<Option<OutputValue>>> = self
+        let samples: Vec<Sample> = self
             .warm_samples
             .iter()
-            .map(|r| r.iter().cloned().map(Some).collect())
+            .map(|r| Sample::complete(r.iter().cloned()))
             .collect();
         let params = TrainParams::from_config(&self.cfg.links);
         let split = self.cfg.links.validation_split;

@@ -8,7 +8,7 @@
 use super::EvalError;
 use super::problem::{FrameRow, Problem};
 use crate::link::view_links::{Combiner, ModelInput, ViewLinks};
-use crate::link::{LinkBundle, TrainParams};
+use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::output::{OutputSpec, OutputValue};
 use serde::Serialize;
 
@@ -175,9 +175,9 @@ pub fn train(
         .iter()
         .map(|m| (m.id.clone(), m.spec.clone()))
         .collect();
-    let rows: Vec<Vec<Option<OutputValue>>> = samples
+    let rows: Vec<Sample> = samples
         .iter()
-        .map(|s| s.iter().cloned().map(Some).collect())
+        .map(|s| Sample::complete(s.iter().cloned()))
         .collect();
     let params = TrainParams {
         seed,

@@ -1,8 +1,8 @@
 //! The link speed figures shared by `benches/links.rs` and `mlink bench links`: the workloads
 //! are built here once so both measure the same thing.
 
-use super::LinkBundle;
 use super::net::{LinkNet, TrainParams};
+use super::{LinkBundle, Sample};
 use crate::output::{OutputSpec, OutputValue, TaskKind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -45,8 +45,8 @@ pub fn six_source_bundle() -> (LinkBundle, Vec<(usize, OutputValue)>) {
     let spec = OutputSpec::vector(80, TaskKind::SingleLabel);
     let models: Vec<(String, OutputSpec)> =
         (0..7).map(|i| (format!("m{i}"), spec.clone())).collect();
-    let samples: Vec<Vec<Option<OutputValue>>> = (0..64)
-        .map(|_| (0..7).map(|_| Some(probs(80, &mut rng))).collect())
+    let samples: Vec<Sample> = (0..64)
+        .map(|_| Sample::complete((0..7).map(|_| probs(80, &mut rng))))
         .collect();
     let p = TrainParams {
         epochs: 1,

@@ -5,7 +5,9 @@
 //! - [`net`]: one link g_ij; the architecture follows the output forms (vec2vec in [`mlp`],
 //!   hand-written; seq2vec, vec2seq and seq2seq in [`seq`], candle).
 //! - [`ensemble`]: h_{A,j}, weights over any subset of sources.
-//! - [`bundle`]: the trained set for one pipeline, its training, prediction and persistence.
+//! - [`sample`]: one aligned sample (every model's output on a frame), what links train on.
+//! - [`bundle`]: the trained set for one pipeline, its training, prediction, scoring,
+//!   federated operations and persistence.
 //! - [`view_links`]: links that learn from few samples over the sources' link views: per link
 //!   a learner ([`ridge`], [`knn`], the paper's MLP, ...; [`learner`]) chosen on a held-out
 //!   block in time ([`choose`]), per target the best link or a [`joint`] multi-source link.
@@ -26,12 +28,14 @@ pub mod net;
 pub mod norm;
 pub mod optim;
 pub mod ridge;
+pub mod sample;
 pub mod seq;
 pub mod trace;
 pub mod view_links;
 
 pub use bundle::{BundleError, LinkBundle, LinkScore, Prediction, ScoreMatrix};
 pub use net::{Arch, LinkNet, TrainParams};
+pub use sample::Sample;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {

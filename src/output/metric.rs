@@ -2,6 +2,8 @@
 //! validation, ensembles, the scheduler and the evaluation reports all use.
 
 use super::{OutputForm, OutputSpec, OutputValue, TaskKind};
+use std::borrow::Borrow;
+use std::convert::Infallible;
 
 /// The name of the metric [`score`] computes for a task (for reports).
 pub fn metric_name(task: TaskKind) -> &'static str {
@@ -87,17 +89,74 @@ fn vector_score(task: TaskKind, p: &[f32], e: &[f32]) -> f64 {
     }
 }
 
-/// The mean [`score`] over pairs (0 for no pairs would be misleading, so `None`).
+/// A mean [`score`] and the number of samples it was measured on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MeanScore {
+    pub score: f64,
+    pub samples: usize,
+}
+
+/// A prediction as [`mean_score`] takes it: a value, or none for a prediction that could not
+/// be made (it scores 0, like a value of the wrong form).
+pub trait Predicted {
+    fn predicted(&self) -> Option<&OutputValue>;
+}
+
+impl Predicted for OutputValue {
+    fn predicted(&self) -> Option<&OutputValue> {
+        Some(self)
+    }
+}
+
+impl<T: Predicted + ?Sized> Predicted for &T {
+    fn predicted(&self) -> Option<&OutputValue> {
+        (**self).predicted()
+    }
+}
+
+impl<T: Predicted> Predicted for Option<T> {
+    fn predicted(&self) -> Option<&OutputValue> {
+        self.as_ref().and_then(Predicted::predicted)
+    }
+}
+
+/// The mean [`score`] of predictions against exact outputs over samples, stopping at the first
+/// error (a prediction that failed). None without any sample: 0 would read as "always wrong".
+pub fn try_mean_score<P: Predicted, X: Borrow<OutputValue>, E>(
+    spec: &OutputSpec,
+    pairs: impl IntoIterator<Item = Result<(P, X), E>>,
+) -> Result<Option<MeanScore>, E> {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for pair in pairs {
+        let (predicted, exact) = pair?;
+        if let Some(p) = predicted.predicted() {
+            sum += score(spec, p, exact.borrow());
+        }
+        n += 1;
+    }
+    Ok((n > 0).then(|| MeanScore {
+        score: sum / n as f64,
+        samples: n,
+    }))
+}
+
+/// [`try_mean_score`] of predictions that cannot fail.
+pub fn mean_score<P: Predicted, X: Borrow<OutputValue>>(
+    spec: &OutputSpec,
+    pairs: impl IntoIterator<Item = (P, X)>,
+) -> Option<MeanScore> {
+    match try_mean_score(spec, pairs.into_iter().map(Ok::<_, Infallible>)) {
+        Ok(m) => m,
+        Err(never) => match never {},
+    }
+}
+
+/// The mean [`score`] over pairs (None for no pairs).
 pub fn evaluate<'a>(
     spec: &OutputSpec,
     pairs: impl IntoIterator<Item = (&'a OutputValue, &'a OutputValue)>,
 ) -> Option<f64> {
-    let (mut sum, mut n) = (0.0, 0usize);
-    for (p, e) in pairs {
-        sum += score(spec, p, e);
-        n += 1;
-    }
-    (n > 0).then(|| sum / n as f64)
+    mean_score(spec, pairs).map(|m| m.score)
 }
 
 pub fn argmax(v: &[f32]) -> usize {
@@ -252,5 +311,29 @@ mod tests {
         // class 0: positive ranked first -> AP 1; class 1: positives ranked 1st and 2nd -> AP 1.
         assert_eq!(mean_average_precision(&p, &e), Some(1.0));
         assert!((entropy(&[0.5, 0.5]) - std::f64::consts::LN_2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn mean_score_counts_missing_predictions_as_zero_and_stops_at_errors() {
+        let c = OutputSpec::vector(1, TaskKind::Count);
+        let (two, three) = (v(&[2.0]), v(&[3.0]));
+        let m = mean_score(
+            &c,
+            [(Some(&two), &two), (None, &two), (Some(&three), &three)],
+        );
+        assert_eq!(
+            m,
+            Some(MeanScore {
+                score: 2.0 / 3.0,
+                samples: 3
+            })
+        );
+        assert_eq!(
+            mean_score(&c, Vec::<(&OutputValue, &OutputValue)>::new()),
+            None
+        );
+        let failed = try_mean_score(&c, [Ok((two.clone(), &two)), Err("no link")]);
+        assert_eq!(failed, Err("no link"));
+        assert_eq!(evaluate(&c, [(&two, &three)]), Some(0.0));
     }
 }

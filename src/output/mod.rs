@@ -10,8 +10,8 @@ mod metric;
 
 pub use loss::{Activation, activate, loss_and_grad, token_loss_and_grad};
 pub use metric::{
-    argmax as metric_argmax, average_precision, box_iou, entropy, evaluate, mean_average_precision,
-    metric_name, score, strip_end, wer,
+    MeanScore, Predicted, argmax as metric_argmax, average_precision, box_iou, entropy, evaluate,
+    mean_average_precision, mean_score, metric_name, score, strip_end, try_mean_score, wer,
 };
 
 /// What a model's output means, which decides the link's output activation, its training loss

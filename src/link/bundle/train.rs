@@ -1,0 +1,278 @@
+//! Training a bundle: every link and ensemble from aligned samples, and fine-tuning on new
+//! samples (online adaptation).
+
+use super::{Link, LinkBundle, TargetEnsemble, TrainingMeta, check_model_count};
+use crate::link::LinkError;
+use crate::link::ensemble::Ensemble;
+use crate::link::net::{Arch, LinkNet, TrainParams};
+use crate::link::sample::{Sample, check_samples, pairs_of};
+use crate::link::trace::{TraceHeader, TraceRecord};
+use crate::output::{OutputForm, OutputSpec, OutputValue, try_mean_score};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Splits sample indices into training and validation, deterministically from the seed.
+fn split(n: usize, validation_split: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_5011));
+    let n_val = ((n as f64) * validation_split.clamp(0.0, 0.9)).round() as usize;
+    let val = idx.split_off(n - n_val.min(n));
+    (idx, val)
+}
+
+/// Runs `f` over `0..n` on `threads` worker threads (a shared counter hands out the work).
+fn parallel<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, n.max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = f(i);
+                    if let Ok(mut g) = results.lock() {
+                        g[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every index is processed"))
+        .collect()
+}
+
+impl LinkBundle {
+    /// Trains every link and ensemble from aligned samples (`samples[n][m]`: model m's output
+    /// on frame n, or None). `threads` workers train links in parallel; `progress` is called
+    /// with a short description after each finished link or ensemble.
+    pub fn train(
+        models: &[(String, OutputSpec)],
+        samples: &[Sample],
+        params: &TrainParams,
+        validation_split: f64,
+        threads: usize,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Self, LinkError> {
+        let k = models.len();
+        check_model_count(k)?;
+        check_samples(models.iter().map(|(id, spec)| (id.as_str(), spec)), samples)?;
+        let (train_idx, val_idx) = split(samples.len(), validation_split, params.seed);
+        let pairs: Vec<(usize, usize)> = (0..k)
+            .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
+            .collect();
+        let trained = parallel(pairs.len(), threads, |p| {
+            let (i, j) = pairs[p];
+            let r = train_link(models, samples, &train_idx, &val_idx, i, j, params);
+            progress(&format!("link {} -> {}", models[i].0, models[j].0));
+            r
+        });
+        let mut links: Vec<Option<Link>> = (0..k * k).map(|_| None).collect();
+        for r in trained {
+            let l = r?;
+            let at = l.source * k + l.target;
+            links[at] = Some(l);
+        }
+        let mut bundle = LinkBundle {
+            models: models
+                .iter()
+                .map(|(id, spec)| super::BundleModel {
+                    id: id.clone(),
+                    spec: spec.clone(),
+                })
+                .collect(),
+            links,
+            ensembles: Vec::new(),
+            meta: TrainingMeta {
+                params: params.clone(),
+                validation_split,
+                train_samples: train_idx.len(),
+                validation_samples: val_idx.len(),
+                trained_unix_s: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                source: String::new(),
+            },
+            cache: Mutex::new(HashMap::new()),
+        };
+        let ens = parallel(k, threads, |j| {
+            let r = bundle.train_ensemble(j, samples, &train_idx, &val_idx);
+            progress(&format!("ensemble -> {}", models[j].0));
+            r
+        });
+        bundle.ensembles = ens.into_iter().collect::<Result<_, _>>()?;
+        Ok(bundle)
+    }
+
+    /// Trains from trace records (the header's models, in order).
+    pub fn train_from_trace(
+        header: &TraceHeader,
+        records: &[TraceRecord],
+        params: &TrainParams,
+        validation_split: f64,
+        threads: usize,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Self, LinkError> {
+        let models: Vec<(String, OutputSpec)> = header
+            .models
+            .iter()
+            .map(|m| (m.id.clone(), m.spec.clone()))
+            .collect();
+        let samples: Vec<Sample> = records
+            .iter()
+            .map(|r| Sample::new(r.outputs.clone()))
+            .collect();
+        let mut b = Self::train(
+            &models,
+            &samples,
+            params,
+            validation_split,
+            threads,
+            progress,
+        )?;
+        b.meta.source = header.source.clone();
+        Ok(b)
+    }
+
+    /// Fits the ensemble of target j on the training samples and scores its source subsets on
+    /// the validation samples.
+    fn train_ensemble(
+        &self,
+        j: usize,
+        samples: &[Sample],
+        train_idx: &[usize],
+        val_idx: &[usize],
+    ) -> Result<TargetEnsemble, LinkError> {
+        let k = self.models.len();
+        let spec = &self.models[j].spec;
+        let sources: Vec<usize> = (0..k).filter(|&i| i != j).collect();
+        let dim = match spec.form {
+            OutputForm::Vector { len } => len,
+            OutputForm::Sequence { .. } => 0,
+        };
+        let mut ensemble = Ensemble::new(j, sources.clone(), dim);
+        if dim > 0 {
+            let mut data = Vec::new();
+            for &n in train_idx {
+                let Some(OutputValue::Vector(t)) = samples[n].output(j) else {
+                    continue;
+                };
+                let parts = sources
+                    .iter()
+                    .map(|&i| match samples[n].output(i) {
+                        Some(v) => self.link(i, j).map(|l| l.net.logits(v)).transpose(),
+                        None => Ok(None),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if parts.iter().filter(|p| p.is_some()).count() >= 2 {
+                    data.push((parts, t.clone()));
+                }
+            }
+            let p = &self.meta.params;
+            let mut rng = StdRng::seed_from_u64(p.seed ^ (0xe5e0 + j as u64));
+            ensemble.fit(
+                spec.task,
+                &data,
+                p.epochs,
+                p.batch_size,
+                p.learning_rate as f32,
+                &mut rng,
+            );
+        }
+        let mut te = TargetEnsemble {
+            ensemble,
+            subset_scores: BTreeMap::new(),
+        };
+        let validation: Vec<&Sample> = val_idx.iter().map(|&n| &samples[n]).collect();
+        te.subset_scores = self.subset_scores(&te, j, &validation)?;
+        Ok(te)
+    }
+
+    /// Continues training every link on new aligned samples for `epochs` epochs (online
+    /// adaptation), and retrains the loss heads of the links it changed. Scores are left as
+    /// they are; [`fine_tune_and_rescore`](Self::fine_tune_and_rescore) refreshes them.
+    pub fn fine_tune(&mut self, samples: &[Sample], epochs: usize) -> Result<(), LinkError> {
+        self.check_samples(samples)?;
+        let k = self.models.len();
+        let mut p = self.meta.params.clone();
+        p.epochs = epochs;
+        for (at, slot) in self.links.iter_mut().enumerate() {
+            let Some(l) = slot else { continue };
+            let (i, j) = (at / k, at % k);
+            let (x, t) = pairs_of(samples, i, j);
+            if x.is_empty() {
+                continue;
+            }
+            let mut rng = StdRng::seed_from_u64(p.seed ^ at as u64 ^ 0xf1e7);
+            l.net.fit(&x, &t, &p, &mut rng)?;
+            if l.loss_head.is_some() {
+                l.loss_head = l.net.fit_loss_head(&x, &t, &p, &mut rng)?;
+            }
+        }
+        self.clear_cache();
+        Ok(())
+    }
+
+    /// [`fine_tune`](Self::fine_tune) on `train`, then refreshes the validation scores on the
+    /// held-out `validation` samples: each link's p(g_ij) (links without validation pairs keep
+    /// theirs) and every ensemble's subset scores, so the scheduler sees the adapted links.
+    pub fn fine_tune_and_rescore(
+        &mut self,
+        train: &[Sample],
+        validation: &[Sample],
+        epochs: usize,
+    ) -> Result<(), LinkError> {
+        self.check_samples(validation)?;
+        self.fine_tune(train, epochs)?;
+        self.rescore(validation)
+    }
+}
+
+/// Trains link i -> j on the training samples where both models ran and scores it on the
+/// validation samples where both ran.
+fn train_link(
+    models: &[(String, OutputSpec)],
+    samples: &[Sample],
+    train_idx: &[usize],
+    val_idx: &[usize],
+    i: usize,
+    j: usize,
+    p: &TrainParams,
+) -> Result<Link, LinkError> {
+    let (x, t) = pairs_of(train_idx.iter().map(|&n| &samples[n]), i, j);
+    let (vx, vt) = pairs_of(val_idx.iter().map(|&n| &samples[n]), i, j);
+    let mut rng = StdRng::seed_from_u64(
+        p.seed ^ ((i as u64) << 32 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    let (src, dst) = (&models[i].1, &models[j].1);
+    let mut net = LinkNet::new(src, dst, p, &x, &t, &mut rng)?;
+    net.fit(&x, &t, p, &mut rng)?;
+    let loss_head = net.fit_loss_head(&x, &t, p, &mut rng)?;
+    let score = try_mean_score(
+        dst,
+        vx.iter()
+            .zip(&vt)
+            .map(|(a, b)| Ok::<_, LinkError>((net.predict(a)?, *b))),
+    )?
+    .map(|m| m.score);
+    Ok(Link {
+        source: i,
+        target: j,
+        arch: Arch::of(src, dst),
+        net,
+        score,
+        train_pairs: x.len(),
+        validation_pairs: vx.len(),
+        loss_head,
+    })
+}
