@@ -10,7 +10,8 @@
 //!   federated operations and persistence.
 //! - [`view_links`]: links that learn from few samples over the sources' link views: per link
 //!   a learner ([`ridge`], [`knn`], the paper's MLP, ...; [`learner`]) chosen on a held-out
-//!   block in time ([`choose`]), per target the best link or a [`joint`] multi-source link.
+//!   block in time ([`choose`]), per target the best link or a [`joint`] multi-source link;
+//!   [`temporal`] inputs (the sources' recent views, the target's last exact output).
 //!
 //! Pure Rust: no GStreamer, no ONNX Runtime.
 
@@ -30,6 +31,7 @@ pub mod optim;
 pub mod ridge;
 pub mod sample;
 pub mod seq;
+pub mod temporal;
 pub mod trace;
 pub mod view_links;
 
