@@ -44,6 +44,15 @@ log "eval vtest (three counters, half the trace trains the links)"
 log "eval faces"
 "$MLINK" eval data/traces/faces.trace --budget-mb 15 --budget-mb 27 --report out/report-faces
 
+# Building and traffic-file: their traces are committed (traces/, recorded from
+# pipelines/building.yaml and pipelines/traffic-file.yaml on the committed footage).
+log "eval building"
+"$MLINK" eval traces/building.trace --report out/report-building
+log "eval building (the paper's links)"
+"$MLINK" eval traces/building.trace --links paper --report out/report-building-paper
+log "eval traffic-file"
+"$MLINK" eval traces/traffic-file.trace --report out/report-traffic-file
+
 # The paper's Fig. 10: 10 models, 200 random instances per budget.
 for d in normal beta; do
   log "simulate ($d)"

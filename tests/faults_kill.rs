@@ -63,6 +63,7 @@ fn trace_header() -> TraceHeader {
             memory_mb: None,
             latency_ms: None,
             crops_from: None,
+            view: vec![],
         }],
         frame_feature_names: vec![],
         source: "kill test".into(),
@@ -76,6 +77,7 @@ fn trace_record(seq: u64) -> TraceRecord {
         time_s: seq as f64,
         outputs: vec![Some(OutputValue::Vector(vec![seq as f32, 1.0]))],
         frame_features: vec![],
+        views: vec![],
     }
 }
 

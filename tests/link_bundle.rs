@@ -185,6 +185,7 @@ fn trains_from_a_trace_file() {
                 memory_mb: None,
                 latency_ms: None,
                 crops_from: None,
+                view: vec![],
             })
             .collect(),
         frame_feature_names: vec![],
@@ -197,6 +198,7 @@ fn trains_from_a_trace_file() {
             seq: n as u64,
             time_s: n as f64 / 10.0,
             outputs: s.outputs.clone(),
+            views: vec![],
             frame_features: vec![],
         })
         .unwrap();

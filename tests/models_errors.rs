@@ -92,7 +92,7 @@ fn a_model_that_does_not_fit_its_adapter_says_why() {
         &models_dir(),
         "gender.onnx",
         AdapterKind::EfficientnetLite,
-        HeadConfig::Probs,
+        HeadConfig::Probs { groups: vec![] },
     );
     assert!(e.to_string().contains("[N, 1280]"), "{e}");
 }
@@ -103,7 +103,7 @@ fn a_head_that_does_not_fit_the_family_is_rejected_without_loading() {
         "m",
         "centernet.onnx",
         AdapterKind::Centernet,
-        HeadConfig::Probs,
+        HeadConfig::Probs { groups: vec![] },
     );
     let e = mlink::models::head_spec(&cfg, &models_dir()).unwrap_err();
     assert!(e.to_string().contains("probs"), "{e}");
@@ -111,7 +111,7 @@ fn a_head_that_does_not_fit_the_family_is_rejected_without_loading() {
         "g",
         "gender.onnx",
         AdapterKind::FaceAttribute,
-        HeadConfig::Probs,
+        HeadConfig::Probs { groups: vec![] },
     );
     let spec = mlink::models::head_spec(&cfg, &models_dir()).unwrap();
     assert_eq!(

@@ -109,7 +109,7 @@ fn blazeface_finds_the_face_and_gender_says_male() {
         "gender",
         "gender.onnx",
         AdapterKind::FaceAttribute,
-        HeadConfig::Probs,
+        HeadConfig::Probs { groups: vec![] },
     );
     gcfg.crops_from = Some("faces".into());
     let mut gender = load(&gcfg);
@@ -126,7 +126,7 @@ fn blazeface_finds_the_face_and_gender_says_male() {
         "age",
         "age.onnx",
         AdapterKind::FaceAttribute,
-        HeadConfig::Label,
+        HeadConfig::Label { groups: vec![] },
     );
     acfg.crops_from = Some("faces".into());
     let mut age = load(&acfg);
@@ -142,7 +142,7 @@ fn efficientnet_classifies_the_fox_squirrel() {
         "cls",
         "efficientnet-lite0.onnx",
         AdapterKind::EfficientnetLite,
-        HeadConfig::Label,
+        HeadConfig::Label { groups: vec![] },
     ));
     let v = count_of(&m.infer(frame, None).unwrap().value);
     assert_eq!(v.iter().position(|&x| x == 1.0), Some(335));

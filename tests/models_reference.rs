@@ -46,7 +46,7 @@ fn adapter_of(model: &str) -> (AdapterKind, &'static str, HeadConfig) {
         "efficientnet-lite0" => (
             AdapterKind::EfficientnetLite,
             "efficientnet-lite0.onnx",
-            HeadConfig::Label,
+            HeadConfig::Label { groups: vec![] },
         ),
         other => panic!("unknown model {other}"),
     }

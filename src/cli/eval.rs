@@ -2,13 +2,14 @@
 
 use crate::config::SelectionPolicy;
 use crate::control::Decision;
+use crate::eval::linker::LinkLearners;
 use crate::eval::{
     Method, Period, Problem, Replay, ReplayConfig, budget_label, default_budgets, evaluate,
     render_text, write_report,
 };
 use crate::link::LinkBundle;
 use crate::link::trace::{TraceError, TraceHeader, TraceReader, TraceRecord};
-use crate::schedule::{Budget, Cost, Costs, StandaloneRule};
+use crate::schedule::{Budget, Cost, Costs};
 use anyhow::{Context, bail};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -52,13 +53,14 @@ pub struct Args {
     /// memory, as the engine charges it, and 0.05 ms).
     #[arg(long, value_name = "MB:MS")]
     pub link_cost: Option<String>,
-    /// Which models Standalone runs: `min-time` (the paper's: least time cost first) or
-    /// `budget-share` (the most models that fit, cheapest in budget share first).
-    #[arg(long, value_enum, default_value = "min-time")]
-    pub standalone: StandaloneArg,
     /// A model's cost as ID=MB:MS, overriding the trace header (repeatable).
     #[arg(long = "cost", value_name = "ID=MB:MS")]
     pub costs: Vec<String>,
+    /// Which links are trained: `chosen` (per link the best of the paper's MLP and small-sample
+    /// learners on the link views, chosen on a held-out block of the training part; joint
+    /// multi-source links) or `paper` (the paper's MLP links on the heads and ensemble).
+    #[arg(long, value_enum, default_value_t = LinkLearners::Chosen)]
+    pub links: LinkLearners,
     /// Evaluate only these recorded models (comma-separated ids; default: all).
     #[arg(long, value_name = "ID,ID,...", value_delimiter = ',')]
     pub models: Vec<String>,
@@ -81,12 +83,6 @@ pub struct Args {
     /// format of `mlink run --decisions`).
     #[arg(long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum StandaloneArg {
-    MinTime,
-    BudgetShare,
 }
 
 fn parse_cost(s: &str) -> anyhow::Result<Cost> {
@@ -154,11 +150,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => ReplayConfig::default().link_cost,
         },
         link_memory_from_links: args.link_cost.is_none(),
-        standalone: match args.standalone {
-            StandaloneArg::MinTime => StandaloneRule::MinTime,
-            StandaloneArg::BudgetShare => StandaloneRule::BudgetShare,
-        },
         seed: args.seed,
+        links: args.links,
     };
     let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();
     budgets.extend(args.budget_ms.iter().map(|&b| Budget::time(b)));

@@ -1,5 +1,6 @@
 //! `mlink record PIPELINE --out TRACE`: every model exact on every sampled frame of the
-//! pipeline's cameras, plus the frame-difference features of the Reducto baseline, into a trace.
+//! pipeline's cameras (its head's output and its link view), plus the frame-difference
+//! features of the Reducto baseline, into a trace (format version 2).
 //! File cameras are read once (their `on_end` is ignored). Interrupting (Ctrl-C) finishes the
 //! trace with the frames recorded so far; a crash leaves `TRACE.partial`, readable up to its
 //! last complete record.
@@ -55,6 +56,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|m| crate::models::head_spec(m, &base))
         .collect::<Result<Vec<_>, _>>()?;
+    let views = cfg
+        .models
+        .iter()
+        .map(|m| crate::models::view_names(m, &base))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let feature_names: Vec<String> = if cfg!(feature = "opencv") {
         ["pixel", "area", "edge", "corner"]
@@ -70,12 +76,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .zip(&specs)
             .zip(&costs)
-            .map(|((m, spec), c)| TraceModel {
+            .zip(views)
+            .map(|(((m, spec), c), view)| TraceModel {
                 id: m.id.clone(),
                 spec: spec.clone(),
                 memory_mb: Some(c.memory_mb),
                 latency_ms: Some(c.ms_per_frame),
                 crops_from: m.crops_from.clone(),
+                view,
             })
             .collect(),
         frame_feature_names: feature_names,
@@ -169,6 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .pts_ns
                 .map_or(t0.elapsed().as_secs_f64(), |p| p as f64 / 1e9),
             outputs: out.values,
+            views: out.views,
             frame_features,
         })?;
         frames += 1;

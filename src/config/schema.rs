@@ -74,6 +74,20 @@ pub fn json_schema() -> Value {
                     "head": {"$ref": "#/$defs/head"},
                     "crops_from": {"type": "string", "description": "Id of a detector model whose boxes this model runs on."},
                     "oracle": {"type": "string", "description": "An oracle link file (from `mlink adapt`) applied to the model's exact output."},
+                    "view": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "description": "The link view: a fixed-length encoding of the raw output that links take as input; absent fields take the family's default.",
+                        "properties": {
+                            "classes": {"type": "array", "items": {"type": "string"}, "description": "Detectors: classes or groups counted at every threshold."},
+                            "thresholds": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}, "description": "Detectors: ascending score thresholds."},
+                            "score_bins": {"type": "integer", "minimum": 0, "maximum": 16},
+                            "grid": {"type": "integer", "minimum": 0, "maximum": 16},
+                            "size_bins": {"type": "integer", "minimum": 0, "maximum": 16},
+                            "keypoints": {"type": "boolean"},
+                            "class_indices": {"type": "array", "items": {"type": "integer", "minimum": 0}, "description": "Classifiers: class probabilities kept (then the rest's mass)."}
+                        }
+                    },
                     "cost": {
                         "description": "`auto` to profile at start-up, or the declared cost.",
                         "default": "auto",
@@ -204,12 +218,15 @@ fn head_variant(kind: HeadKind, class_names: &[&str]) -> Value {
     for &f in kind.fields() {
         let schema = match f {
             "classes" => {
-                json!({"type": "array", "items": {"enum": class_names}, "description": "COCO-80 class names or `vehicle`; `face` or `person` for one-class models, which may leave it out."})
+                json!({"type": "array", "items": {"enum": class_names}, "description": "COCO-80 class names or the groups `vehicle` and `object` (every class but person); `face` or `person` for one-class models, which may leave it out."})
+            }
+            "groups" => {
+                json!({"type": "array", "description": "Named groups of class indices; the classes no group lists form `other`.", "items": {"type": "object", "additionalProperties": false, "required": ["name", "classes"], "properties": {"name": {"type": "string", "minLength": 1}, "classes": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}}})
             }
             _ => json!({"type": "integer", "minimum": 1}),
         };
         props.insert(f.into(), schema);
-        if f != "classes" {
+        if f != "classes" && f != "groups" {
             required.push(f);
         }
     }

@@ -149,6 +149,165 @@ pub struct ModelConfig {
     /// engine serves `link(model(x))`: the model adapted to this site's ground truth.
     #[serde(default)]
     pub oracle: Option<PathBuf>,
+    /// The link view: how the model's raw output is encoded for the links that take it as
+    /// input. Absent: the adapter family's default (see [`ViewConfig`]).
+    #[serde(default)]
+    pub view: Option<ViewConfig>,
+}
+
+/// A model's link view: a fixed-length encoding of its raw black-box output (more of it than
+/// the head) that links take as input. Every field is optional; an absent field takes the
+/// adapter family's default. Detector fields are refused for classifiers and the reverse.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewConfig {
+    /// Detectors: the classes (or groups, e.g. `vehicle`) counted at every threshold.
+    /// Default: `person`, `vehicle` and the head's classes (COCO detectors; with a count of
+    /// every other class after them), the one class of one-class detectors.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Detectors: the score thresholds at which each class is counted, ascending, in (0, 1].
+    /// Default `[0.1, 0.2, 0.3, 0.5, 0.7]`.
+    #[serde(default)]
+    pub thresholds: Option<Vec<f32>>,
+    /// Detectors: bins of the histogram of detection scores between the lowest threshold and
+    /// 1; 0 leaves it out. Default 9.
+    #[serde(default)]
+    pub score_bins: Option<usize>,
+    /// Detectors: side of the occupancy grid (`grid` x `grid` cells counting box centres at
+    /// the model's `min_score`); 0 leaves it out. Default 3.
+    #[serde(default)]
+    pub grid: Option<usize>,
+    /// Detectors: bins of the histogram of box sizes (square root of the box's share of the
+    /// frame, on a halving scale); 0 leaves it out. Default 4.
+    #[serde(default)]
+    pub size_bins: Option<usize>,
+    /// `movenet_multipose`: append the 17 keypoint confidences summed over the detected
+    /// people. Default true.
+    #[serde(default)]
+    pub keypoints: Option<bool>,
+    /// Classifiers: the class indices whose probabilities the view keeps, then the summed
+    /// probability of the other classes (a compact form for large classifiers). Default:
+    /// every class's probability.
+    #[serde(default)]
+    pub class_indices: Option<Vec<usize>>,
+}
+
+/// Default score thresholds of a detector's link view.
+pub const DEFAULT_VIEW_THRESHOLDS: [f32; 5] = [0.1, 0.2, 0.3, 0.5, 0.7];
+/// Default bins of a detector view's score histogram.
+pub const DEFAULT_VIEW_SCORE_BINS: usize = 9;
+/// Default side of a detector view's occupancy grid.
+pub const DEFAULT_VIEW_GRID: usize = 3;
+/// Default bins of a detector view's box-size histogram.
+pub const DEFAULT_VIEW_SIZE_BINS: usize = 4;
+/// Largest histogram or grid side a view accepts (keeps views small).
+pub const MAX_VIEW_BINS: usize = 16;
+
+impl ViewConfig {
+    /// Checks the view against its model's family (without the model file): fields that the
+    /// family does not use, thresholds, bin counts, class names and indices. Returns
+    /// (field, message) pairs.
+    pub fn check(&self, adapter: AdapterKind) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let detector = adapter.is_detector() || adapter == AdapterKind::MovenetMultipose;
+        let set = |name: &'static str, present: bool| present.then_some(name);
+        let detector_fields = [
+            set("classes", self.classes.is_some()),
+            set("thresholds", self.thresholds.is_some()),
+            set("score_bins", self.score_bins.is_some()),
+            set("grid", self.grid.is_some()),
+            set("size_bins", self.size_bins.is_some()),
+        ];
+        if !detector {
+            for f in detector_fields.into_iter().flatten() {
+                out.push((
+                    f,
+                    format!(
+                        "`{f}` is a detector view field; `{}` is a classifier (it takes `class_indices`)",
+                        adapter.name()
+                    ),
+                ));
+            }
+        }
+        if self.keypoints.is_some() && adapter != AdapterKind::MovenetMultipose {
+            out.push((
+                "keypoints",
+                format!(
+                    "only movenet_multipose has keypoints, not `{}`",
+                    adapter.name()
+                ),
+            ));
+        }
+        if let Some(ix) = &self.class_indices {
+            if detector {
+                out.push((
+                    "class_indices",
+                    format!(
+                        "`class_indices` is a classifier view field; `{}` is a detector (it takes `classes`)",
+                        adapter.name()
+                    ),
+                ));
+            } else {
+                if ix.is_empty() {
+                    out.push(("class_indices", "list at least one class index".into()));
+                }
+                if adapter == AdapterKind::EfficientnetLite
+                    && let Some(bad) = ix.iter().find(|&&c| c >= IMAGENET_CLASSES)
+                {
+                    out.push((
+                        "class_indices",
+                        format!("class {bad} does not exist (ImageNet classes are 0 to 999)"),
+                    ));
+                }
+                let mut seen = std::collections::HashSet::new();
+                if let Some(dup) = ix.iter().find(|c| !seen.insert(**c)) {
+                    out.push(("class_indices", format!("class {dup} is listed twice")));
+                }
+            }
+        }
+        if let Some(t) = &self.thresholds {
+            if t.is_empty() {
+                out.push(("thresholds", "list at least one threshold".into()));
+            }
+            if t.iter().any(|v| !(*v > 0.0 && *v <= 1.0)) {
+                out.push(("thresholds", "every threshold must be in (0, 1]".into()));
+            }
+            if t.windows(2).any(|w| w[0] >= w[1]) {
+                out.push(("thresholds", "thresholds must be strictly ascending".into()));
+            }
+        }
+        for (f, v) in [
+            ("score_bins", self.score_bins),
+            ("grid", self.grid),
+            ("size_bins", self.size_bins),
+        ] {
+            if let Some(v) = v
+                && v > MAX_VIEW_BINS
+            {
+                out.push((f, format!("at most {MAX_VIEW_BINS}, found {v}")));
+            }
+        }
+        if let Some(classes) = &self.classes {
+            if classes.is_empty() {
+                out.push(("classes", "list at least one class".into()));
+            }
+            for c in classes {
+                let known = if adapter.is_coco_detector() {
+                    coco_class_indices(c).is_some()
+                } else {
+                    adapter.single_class() == Some(c.as_str())
+                };
+                if !known {
+                    out.push((
+                        "classes",
+                        format!("`{c}` is not a class `{}` detects", adapter.name()),
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 fn default_min_score() -> f32 {
@@ -197,8 +356,12 @@ pub enum HeadConfig {
         rows: usize,
         cols: usize,
     },
-    /// The class probability vector (classifiers).
-    Probs,
+    /// The class probability vector (classifiers); with `groups`, the probability of each
+    /// group (summed over its classes), then of the classes no group lists (`other`).
+    Probs {
+        #[serde(default)]
+        groups: Vec<ClassGroup>,
+    },
     /// The pooled feature vector (EfficientNet-Lite0: 1280 values).
     Features,
     /// Boxes of the given classes as a token sequence over a `grid` x `grid` quantisation.
@@ -207,8 +370,66 @@ pub enum HeadConfig {
         grid: usize,
         max_boxes: usize,
     },
-    /// The top class as a one-hot vector.
-    Label,
+    /// The top class as a one-hot vector; with `groups`, the top group (of the grouped
+    /// probabilities, `other` last) as a one-hot vector over the groups.
+    Label {
+        #[serde(default)]
+        groups: Vec<ClassGroup>,
+    },
+}
+
+/// A named group of a classifier's classes (0-based class indices), so that a label head can
+/// report a handful of meaningful classes (e.g. ImageNet classes grouped into scene kinds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassGroup {
+    pub name: String,
+    pub classes: Vec<usize>,
+}
+
+/// ImageNet-1k classes (EfficientNet-Lite0's output).
+pub const IMAGENET_CLASSES: usize = 1000;
+
+/// The name of the implicit group of the classes that no group lists.
+pub const OTHER_GROUP: &str = "other";
+
+/// Checks a classifier head's groups against its `classes` classes: named (not `other`),
+/// names unique, each listing at least one existing class, no class in two groups.
+pub fn check_class_groups(groups: &[ClassGroup], classes: usize) -> Result<(), String> {
+    let mut owner: std::collections::HashMap<usize, &str> = std::collections::HashMap::new();
+    for (g, group) in groups.iter().enumerate() {
+        if group.name.is_empty() || group.name == OTHER_GROUP {
+            return Err(format!(
+                "groups[{g}]: a group needs a name other than `{OTHER_GROUP}` (the classes no \
+                 group lists form `{OTHER_GROUP}`)"
+            ));
+        }
+        if groups[..g].iter().any(|o| o.name == group.name) {
+            return Err(format!(
+                "groups[{g}]: the name `{}` is used twice",
+                group.name
+            ));
+        }
+        if group.classes.is_empty() {
+            return Err(format!("groups[{g}] (`{}`) lists no classes", group.name));
+        }
+        for &c in &group.classes {
+            if c >= classes {
+                return Err(format!(
+                    "groups[{g}] (`{}`): class {c} does not exist (the model has classes 0 to {})",
+                    group.name,
+                    classes.saturating_sub(1)
+                ));
+            }
+            if let Some(first) = owner.insert(c, &group.name) {
+                return Err(format!(
+                    "groups[{g}]: class {c} is in group `{first}` and in group `{}`",
+                    group.name
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The kinds of output head, as written in `head.kind`.
@@ -255,7 +476,8 @@ impl HeadKind {
             HeadKind::Count | HeadKind::ClassCounts => &["classes"],
             HeadKind::Occupancy => &["classes", "rows", "cols"],
             HeadKind::Boxes => &["classes", "grid", "max_boxes"],
-            HeadKind::Probs | HeadKind::Features | HeadKind::Label => &[],
+            HeadKind::Probs | HeadKind::Label => &["groups"],
+            HeadKind::Features => &[],
         }
     }
 }
@@ -266,10 +488,10 @@ impl HeadConfig {
             HeadConfig::Count { .. } => HeadKind::Count,
             HeadConfig::ClassCounts { .. } => HeadKind::ClassCounts,
             HeadConfig::Occupancy { .. } => HeadKind::Occupancy,
-            HeadConfig::Probs => HeadKind::Probs,
+            HeadConfig::Probs { .. } => HeadKind::Probs,
             HeadConfig::Features => HeadKind::Features,
             HeadConfig::Boxes { .. } => HeadKind::Boxes,
-            HeadConfig::Label => HeadKind::Label,
+            HeadConfig::Label { .. } => HeadKind::Label,
         }
     }
 
@@ -280,7 +502,15 @@ impl HeadConfig {
             | HeadConfig::ClassCounts { classes }
             | HeadConfig::Occupancy { classes, .. }
             | HeadConfig::Boxes { classes, .. } => classes,
-            HeadConfig::Probs | HeadConfig::Features | HeadConfig::Label => &[],
+            HeadConfig::Probs { .. } | HeadConfig::Features | HeadConfig::Label { .. } => &[],
+        }
+    }
+
+    /// The class groups of a classifier head (empty: no grouping).
+    pub fn groups(&self) -> &[ClassGroup] {
+        match self {
+            HeadConfig::Probs { groups } | HeadConfig::Label { groups } => groups,
+            _ => &[],
         }
     }
 }
@@ -301,6 +531,8 @@ struct HeadFields {
     grid: Option<usize>,
     #[serde(default)]
     max_boxes: Option<usize>,
+    #[serde(default)]
+    groups: Option<Vec<ClassGroup>>,
 }
 
 impl TryFrom<HeadFields> for HeadConfig {
@@ -314,6 +546,7 @@ impl TryFrom<HeadFields> for HeadConfig {
             ("cols", h.cols.is_some()),
             ("grid", h.grid.is_some()),
             ("max_boxes", h.max_boxes.is_some()),
+            ("groups", h.groups.is_some()),
         ];
         check_variant_fields("head", kind.name(), kind.fields(), &present)?;
         let need = |v: Option<usize>, name: &str| {
@@ -334,9 +567,13 @@ impl TryFrom<HeadFields> for HeadConfig {
                 grid: need(h.grid, "grid")?,
                 max_boxes: need(h.max_boxes, "max_boxes")?,
             },
-            HeadKind::Probs => HeadConfig::Probs,
+            HeadKind::Probs => HeadConfig::Probs {
+                groups: h.groups.unwrap_or_default(),
+            },
             HeadKind::Features => HeadConfig::Features,
-            HeadKind::Label => HeadConfig::Label,
+            HeadKind::Label => HeadConfig::Label {
+                groups: h.groups.unwrap_or_default(),
+            },
         })
     }
 }
@@ -888,10 +1125,25 @@ pub const COCO_CLASSES: [&str; 80] = [
 ];
 
 /// Class groups a COCO head may name instead of single classes.
-pub const COCO_GROUPS: [(&str, &[&str]); 1] = [(
-    "vehicle",
-    &["bicycle", "car", "motorcycle", "bus", "train", "truck"],
-)];
+pub const COCO_GROUPS: [(&str, &[&str]); 2] = [
+    (
+        "vehicle",
+        &["bicycle", "car", "motorcycle", "bus", "train", "truck"],
+    ),
+    // Every class but `person`: the things in a scene (an object count beside a person count).
+    ("object", &NON_PERSON_CLASSES),
+];
+
+/// The COCO-80 classes other than `person` (the group `object`).
+const NON_PERSON_CLASSES: [&str; 79] = {
+    let mut out = [""; 79];
+    let mut i = 0;
+    while i < 79 {
+        out[i] = COCO_CLASSES[i + 1];
+        i += 1;
+    }
+    out
+};
 
 /// The COCO class indices a head class name stands for (a class or a group); `None` when
 /// the name is neither.

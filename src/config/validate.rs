@@ -304,6 +304,11 @@ fn check_models(p: &Pipeline, base_dir: &Path, out: &mut Vec<Issue>) {
             }
         }
         check_head(m, i, out);
+        if let Some(view) = &m.view {
+            for (field, message) in view.check(m.adapter) {
+                out.push(Issue::new(at(&format!("view.{field}")), message));
+            }
+        }
         if let Some(source) = &m.crops_from {
             match p.models.iter().find(|o| &o.id == source) {
                 _ if source == &m.id => out.push(Issue::new(
@@ -384,7 +389,7 @@ fn check_head(m: &ModelConfig, i: usize, out: &mut Vec<Issue>) {
                 out.push(Issue::new(
                     format!("models[{i}].head.classes[{j}]"),
                     format!(
-                        "`{c}` is not a COCO-80 class or group{hint} (see COCO_CLASSES; groups: vehicle)"
+                        "`{c}` is not a COCO-80 class or group{hint} (see COCO_CLASSES; groups: vehicle, object)"
                     ),
                 ));
             }
@@ -426,6 +431,13 @@ fn check_head(m: &ModelConfig, i: usize, out: &mut Vec<Issue>) {
                 if *v < 1 {
                     out.push(Issue::new(at(name), "must be at least 1"));
                 }
+            }
+        }
+        HeadConfig::Probs { groups } | HeadConfig::Label { groups }
+            if !groups.is_empty() && m.adapter == AdapterKind::EfficientnetLite =>
+        {
+            if let Err(e) = check_class_groups(groups, IMAGENET_CLASSES) {
+                out.push(Issue::new(at("groups"), e));
             }
         }
         _ => {}

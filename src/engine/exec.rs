@@ -65,6 +65,8 @@ pub struct FrameOutputs {
     pub detections: Vec<Option<Vec<Detection>>>,
     /// Per model index: its inference time on this frame in ms, when it ran.
     pub model_ms: Vec<Option<f64>>,
+    /// Per model index: its link view when it ran (the encoding of its raw output).
+    pub views: Vec<Option<Vec<f32>>>,
     /// Inference time spent on this frame, in ms.
     pub inference_ms: f64,
     /// Per model index: why it failed on this frame ([`ModelPool::run_isolated`]).
@@ -77,6 +79,7 @@ impl FrameOutputs {
             values: vec![None; k],
             detections: vec![None; k],
             model_ms: vec![None; k],
+            views: vec![None; k],
             inference_ms: 0.0,
             errors: vec![None; k],
         }
@@ -296,6 +299,7 @@ impl ModelPool {
         };
         out.values[m] = Some(value);
         out.detections[m] = Some(inference.detections);
+        out.views[m] = Some(inference.view);
         Ok(())
     }
 

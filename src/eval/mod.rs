@@ -13,6 +13,7 @@ pub mod replay;
 pub mod report;
 pub mod stats;
 
+pub use linker::LinkLearners;
 pub use problem::{FrameRow, ModelInfo, Problem};
 pub use replay::{Method, Outcome, Period, Replay, ReplayConfig};
 pub use report::{

@@ -28,6 +28,9 @@ pub struct FrameRow {
     pub seq: u64,
     pub time_s: f64,
     pub outputs: Vec<OutputValue>,
+    /// Per model, its link view (trace format 2); the head's vector where the trace holds no
+    /// view (format 1), empty for a token-sequence head without one.
+    pub views: Vec<Vec<f32>>,
     pub features: Vec<f32>,
 }
 
@@ -42,6 +45,8 @@ pub struct Problem {
     pub source: String,
     /// Records left out because a model's output was missing.
     pub incomplete_records: usize,
+    /// Whether the trace recorded link views (else `views` repeat the heads).
+    pub has_views: bool,
 }
 
 impl Problem {
@@ -137,6 +142,15 @@ impl Problem {
                     EvalError::Invalid(format!("record {i}, model `{}`: {e}", m.id))
                 })?;
             }
+            let views: Vec<Vec<f32>> = outputs
+                .iter()
+                .enumerate()
+                .map(|(m, out)| match (r.views.get(m), out) {
+                    (Some(Some(v)), _) => v.clone(),
+                    (_, OutputValue::Vector(v)) => v.clone(),
+                    (_, OutputValue::Tokens(_)) => Vec::new(),
+                })
+                .collect();
             let camera = match cameras.iter().position(|c| *c == r.camera) {
                 Some(c) => c,
                 None => {
@@ -149,6 +163,7 @@ impl Problem {
                 seq: r.seq,
                 time_s: r.time_s,
                 outputs,
+                views,
                 features: r.frame_features,
             });
         }
@@ -160,6 +175,7 @@ impl Problem {
             frames,
             source: header.source.clone(),
             incomplete_records: incomplete,
+            has_views: header.models.iter().any(|m| !m.view.is_empty()),
         })
     }
 
@@ -188,6 +204,7 @@ impl Problem {
         self.models = keep_marked(std::mem::take(&mut self.models), &keep);
         for f in &mut self.frames {
             f.outputs = keep_marked(std::mem::take(&mut f.outputs), &keep);
+            f.views = keep_marked(std::mem::take(&mut f.views), &keep);
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! and the scores are averaged over models and frames: the paper's average output accuracy.
 
 use super::EvalError;
+use super::linker::{LinkLearners, Linker};
 use super::problem::Problem;
 use super::reducto::{self, DiffStep, Operating};
 use super::stats::mean;
@@ -24,7 +25,7 @@ use crate::control::{
 };
 use crate::link::LinkBundle;
 use crate::output::OutputValue;
-use crate::schedule::{self, Budget, Cost, Costs, ModelSet};
+use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -62,10 +63,11 @@ pub struct ReplayConfig {
     /// Replace `link_cost`'s memory by the trained links' mean parameter memory (the
     /// engine's rule); false keeps `link_cost` as given.
     pub link_memory_from_links: bool,
-    /// Which models Standalone runs (default: the paper's, least time cost first).
-    pub standalone: schedule::StandaloneRule,
     /// Seed of link training.
     pub seed: u64,
+    /// Which links serve the predictions (the controller's profiled scores come from the
+    /// paper's bundle either way: its predictor sees heads only).
+    pub links: LinkLearners,
 }
 
 impl Default for ReplayConfig {
@@ -79,8 +81,8 @@ impl Default for ReplayConfig {
             reducto_target: 0.9,
             link_cost: Cost::new(0.1, 0.05),
             link_memory_from_links: true,
-            standalone: schedule::StandaloneRule::MinTime,
             seed: 0,
+            links: LinkLearners::default(),
         }
     }
 }
@@ -168,6 +170,8 @@ pub struct Replay<'p> {
     links: LinkBundle,
     /// Trace model order is the bundle's.
     identity: Vec<usize>,
+    /// The few-sample links over the views (`--links chosen`), which serve the predictions.
+    chosen: Option<Box<dyn Linker>>,
     cache: RefCell<BTreeMap<(u64, usize), Vec<f64>>>,
 }
 
@@ -194,7 +198,15 @@ impl<'p> Replay<'p> {
             .map(|f| f.outputs.as_slice())
             .collect();
         let links = super::linker::train(problem, &samples, cfg.seed)?;
-        Self::build(problem, cfg, train, test, links)
+        let chosen = super::linker::train_chosen(
+            problem,
+            &problem.frames[train.clone()],
+            cfg.seed,
+            cfg.links,
+        );
+        let mut replay = Self::build(problem, cfg, train, test, links)?;
+        replay.chosen = chosen;
+        Ok(replay)
     }
 
     /// A replay with given links (a bundle trained elsewhere, over the trace's models in its
@@ -252,6 +264,7 @@ impl<'p> Replay<'p> {
             periods,
             links,
             identity,
+            chosen: None,
             cache: RefCell::new(BTreeMap::new()),
         })
     }
@@ -262,6 +275,14 @@ impl<'p> Replay<'p> {
             bundle: &self.links,
             to_bundle: &self.identity,
         }
+    }
+
+    /// What each chosen link learned with (see [`Linker::describe`]); empty with the paper's.
+    pub fn link_learners(&self) -> Vec<String> {
+        let ids: Vec<String> = self.problem.models.iter().map(|m| m.id.clone()).collect();
+        self.chosen
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.describe(&ids))
     }
 
     pub fn problem(&self) -> &Problem {
@@ -311,6 +332,7 @@ impl<'p> Replay<'p> {
             .filter(|i| mask >> i & 1 == 1)
             .map(|i| (i, &frame.outputs[i]))
             .collect();
+        let source_ids: Vec<usize> = sources.iter().map(|(i, _)| *i).collect();
         let scores: Vec<f64> = (0..self.k)
             .map(|j| {
                 if mask >> j & 1 == 1 {
@@ -318,7 +340,11 @@ impl<'p> Replay<'p> {
                 } else if sources.is_empty() {
                     0.0
                 } else {
-                    match self.predictor().predict(j, &sources) {
+                    let p = match &self.chosen {
+                        Some(c) => c.predict_frame(j, &source_ids, frame),
+                        None => self.predictor().predict(j, &sources),
+                    };
+                    match p {
                         Some(p) => {
                             super::score(&self.problem.models[j].spec, &p, &frame.outputs[j])
                         }
@@ -334,10 +360,13 @@ impl<'p> Replay<'p> {
     /// The score of the single link `source -> target` on frame `t`.
     fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
         let frame = &self.problem.frames[t];
-        match self
-            .predictor()
-            .predict(target, &[(source, &frame.outputs[source])])
-        {
+        let p = match &self.chosen {
+            Some(c) => c.predict_frame(target, &[source], frame),
+            None => self
+                .predictor()
+                .predict(target, &[(source, &frame.outputs[source])]),
+        };
+        match p {
             Some(p) => super::score(
                 &self.problem.models[target].spec,
                 &p,
@@ -504,7 +533,9 @@ impl<'p> Replay<'p> {
     /// Standalone: the cheapest models that fit, nothing predicted, no profiling.
     pub fn run_standalone(&self, budget: &Budget) -> Result<Outcome, EvalError> {
         let costs = Costs::models_only(self.problem.costs());
-        let sel = schedule::standalone_with(self.cfg.standalone, &costs, budget);
+        let scores = NoLinks(self.k);
+        let sel = schedule::select(SelectionPolicy::Standalone, &costs, budget, &scores)
+            .map_err(|e| EvalError::Schedule(e.to_string()))?;
         let mask = self.close_over_parents(mask_of(&sel.active), &costs, budget);
         let masks = vec![mask; self.periods.len()];
         let mut out = self.serve_with(&masks, None, &costs, String::new(), true);
@@ -823,6 +854,21 @@ pub struct ModelTuning {
     pub feature: usize,
     pub curve: Vec<Operating>,
     pub at_target: Operating,
+}
+
+/// Scores for the standalone policy, which does not use links.
+struct NoLinks(usize);
+
+impl LinkScores for NoLinks {
+    fn n_models(&self) -> usize {
+        self.0
+    }
+    fn link(&self, _: usize, _: usize) -> f64 {
+        0.0
+    }
+    fn ensemble(&self, _: &ModelSet, _: usize) -> f64 {
+        0.0
+    }
 }
 
 fn check_config(cfg: &ReplayConfig) -> Result<(), EvalError> {

@@ -7,6 +7,8 @@ use super::problem::Problem;
 use super::replay::{Method, Outcome, Replay, ReplayConfig};
 use super::stats::{discrete_scalar, lookup_ceiling, pearson, scalar_of};
 use crate::config::SelectionPolicy;
+use crate::link::choose::mean_score;
+use crate::link::ridge::Ridge;
 use crate::output::TaskKind;
 use crate::schedule::{Budget, Costs, ModelSet};
 use serde::Serialize;
@@ -75,6 +77,15 @@ pub struct LinkTable {
     pub scores: Vec<Vec<f64>>,
     pub ensembles: Vec<f64>,
     pub ceilings: Vec<Vec<Option<f64>>>,
+    /// `view_ceilings[i][j]`: the score on the same frames of a ridge map from `i`'s link view
+    /// to `j`'s output fitted on those frames (None without views, or for a sequence output):
+    /// what the richer link input allows a linear link at most, by the same in-sample rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub view_ceilings: Vec<Vec<Option<f64>>>,
+    /// What each link learned with (`mlink eval --links chosen`), e.g.
+    /// `persons -> poses: knn(k=3):view (held out 85.7%)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<String>,
 }
 
 /// Table II analog: Pearson correlations between the scalar views of model outputs over the
@@ -193,6 +204,12 @@ pub fn evaluate(
         scores: replay.link_matrix(&test),
         ensembles: replay.full_ensembles(&test),
         ceilings: ceilings(problem, &test),
+        view_ceilings: if problem.has_views {
+            view_ceilings(problem, &test)
+        } else {
+            Vec::new()
+        },
+        learners: replay.link_learners(),
     };
     let correlations = correlations(problem);
     let trace = TraceSummary {
@@ -224,6 +241,44 @@ pub fn evaluate(
         links,
         correlations,
     })
+}
+
+/// Ridge penalty of the view ceiling's in-sample linear map.
+const VIEW_CEILING_LAMBDA: f64 = 1.0;
+
+/// Per source and target, the in-sample ridge ceiling over the source's view (see
+/// [`LinkTable`]).
+fn view_ceilings(problem: &Problem, frames: &[usize]) -> Vec<Vec<Option<f64>>> {
+    let k = problem.n_models();
+    (0..k)
+        .map(|i| {
+            (0..k)
+                .map(|j| {
+                    let spec = &problem.models[j].spec;
+                    if i == j || frames.is_empty() {
+                        return None;
+                    }
+                    let x: Vec<&[f32]> = frames
+                        .iter()
+                        .map(|&t| problem.frames[t].views[i].as_slice())
+                        .collect();
+                    let t: Option<Vec<&[f32]>> = frames
+                        .iter()
+                        .map(|&t| match &problem.frames[t].outputs[j] {
+                            crate::output::OutputValue::Vector(v) => Some(v.as_slice()),
+                            crate::output::OutputValue::Tokens(_) => None,
+                        })
+                        .collect();
+                    let t = t?;
+                    if x.first().is_none_or(|v| v.is_empty()) {
+                        return None;
+                    }
+                    let fit = Ridge::fit(&x, &t, VIEW_CEILING_LAMBDA, spec.task)?;
+                    Some(mean_score(&fit, &x, &t, spec))
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Per source and target, the lookup-table ceiling over `frames` (see [`LinkTable`]).
@@ -528,6 +583,45 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
                 }
             }
             let _ = writeln!(s);
+        }
+    }
+
+    if r.links.view_ceilings.iter().flatten().any(Option::is_some) {
+        let _ = writeln!(
+            s,
+            "\nCeiling (%) of each link over the source's link view on the same frames: a ridge map (penalty \
+             {VIEW_CEILING_LAMBDA}) from the source's view to the target's output, fitted on the test frames themselves. \
+             A link from the view far below it is short of training data, or learns a non-linear map poorly.\n"
+        );
+        let _ = write!(s, "| target \\ source |");
+        for m in &r.links.models {
+            let _ = write!(s, " {m} |");
+        }
+        let _ = writeln!(s, "\n|---|{}", "---|".repeat(r.links.models.len()));
+        for (j, target) in r.links.models.iter().enumerate() {
+            let _ = write!(s, "| {target} |");
+            for i in 0..r.links.models.len() {
+                match r.links.view_ceilings[i][j] {
+                    Some(c) => {
+                        let _ = write!(s, " {} |", pct(c));
+                    }
+                    None => {
+                        let _ = write!(s, " - |");
+                    }
+                }
+            }
+            let _ = writeln!(s);
+        }
+    }
+
+    if !r.links.learners.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nLearner of each link, chosen on the last quarter of the training frames (held-out score), and how \
+             several sources are combined:\n"
+        );
+        for l in &r.links.learners {
+            let _ = writeln!(s, "- {l}");
         }
     }
 

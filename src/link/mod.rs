@@ -8,21 +8,32 @@
 //! - [`sample`]: one aligned sample (every model's output on a frame), what links train on.
 //! - [`bundle`]: the trained set for one pipeline, its training, prediction, scoring,
 //!   federated operations and persistence.
+//! - [`view_links`]: links that learn from few samples over the sources' link views: per link
+//!   a learner ([`ridge`], [`knn`], the paper's MLP, ...; [`learner`]) chosen on a held-out
+//!   block in time ([`choose`]), per target the best link or a [`joint`] multi-source link;
+//!   [`temporal`] inputs (the sources' recent views, the target's last exact output).
 //!
 //! Pure Rust: no GStreamer, no ONNX Runtime.
 
 pub mod bench;
 pub mod bundle;
+pub mod choose;
 pub mod ensemble;
 pub mod fast_seq;
+pub mod joint;
+pub mod knn;
+pub mod learner;
 pub mod loss_head;
 pub mod mlp;
 pub mod net;
 pub mod norm;
 pub mod optim;
+pub mod ridge;
 pub mod sample;
 pub mod seq;
+pub mod temporal;
 pub mod trace;
+pub mod view_links;
 
 pub use bundle::{BundleError, LinkBundle, LinkScore, Prediction, ScoreMatrix};
 pub use net::{Arch, LinkNet, TrainParams};

@@ -2,7 +2,7 @@
 //! read. One record per analysed frame: camera id, sequence number, time, every model's output
 //! (or its absence) and optional low-level frame features.
 //!
-//! # Encoding (version 1)
+//! # Encoding (version 2; version 1 is still read)
 //!
 //! All integers and floats are little-endian.
 //!
@@ -21,7 +21,13 @@
 //!
 //! A record payload is: camera (u16 length + UTF-8), seq u64, time_s f64, output count u32, then
 //! per output a tag u8 (0 absent, 1 vector, 2 tokens), element count u32 and the elements (f32
-//! or u32), then the feature count u32 and the features (f32).
+//! or u32); then (version 2) the view count u32 (0, or one per model) and per view a tag u8 (0
+//! absent, 1 present), element count u32 and the elements (f32); then the feature count u32
+//! and the features (f32).
+//!
+//! Version 2 adds the link views: each header model may name its view's entries (`view`), and
+//! a record may hold every model's view (the fixed-length encoding of its raw output that
+//! links take as input). A version 1 trace reads as one without views.
 //!
 //! The writer writes `PATH.partial` and renames it to `PATH` in [`TraceWriter::finish`], after
 //! the end mark. A recording that was interrupted therefore leaves `PATH.partial` without an end
@@ -39,7 +45,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The trace format version this build writes and the newest it reads.
-pub const TRACE_VERSION: u32 = 1;
+pub const TRACE_VERSION: u32 = 2;
 /// The first bytes of every trace file.
 pub const TRACE_MAGIC: [u8; 8] = *b"MLTRACE\0";
 /// The length value that marks the end of a complete trace.
@@ -77,6 +83,9 @@ pub struct TraceModel {
     /// The model whose boxes this model ran on (`crops_from`): it cannot run without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crops_from: Option<String>,
+    /// The names of the model's link view entries (version 2); empty: no view recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub view: Vec<String>,
 }
 
 /// One analysed frame.
@@ -87,6 +96,9 @@ pub struct TraceRecord {
     pub time_s: f64,
     /// One entry per header model, in header order; `None` when the model did not run.
     pub outputs: Vec<Option<OutputValue>>,
+    /// Per header model, its link view when it ran and has one (as long as the header's
+    /// `view` names); empty when the record holds no views (every version 1 record).
+    pub views: Vec<Option<Vec<f32>>>,
     /// Low-level features named by the header's `frame_feature_names` (same length; may be
     /// empty when the header names none).
     pub frame_features: Vec<f32>,
@@ -175,6 +187,27 @@ pub fn validate_record(
                 .map_err(|e| shape(format!("model {:?}: {e}", m.id)))?;
         }
     }
+    if !rec.views.is_empty() {
+        if rec.views.len() != header.models.len() {
+            return Err(shape(format!(
+                "{} views for {} models",
+                rec.views.len(),
+                header.models.len()
+            )));
+        }
+        for (m, view) in header.models.iter().zip(&rec.views) {
+            if let Some(v) = view
+                && v.len() != m.view.len()
+            {
+                return Err(shape(format!(
+                    "model {:?}: a view of {} values where the header names {}",
+                    m.id,
+                    v.len(),
+                    m.view.len()
+                )));
+            }
+        }
+    }
     if rec.frame_features.len() != header.frame_feature_names.len() {
         return Err(shape(format!(
             "{} frame features for {} names",
@@ -201,6 +234,8 @@ pub fn partial_path(path: &Path) -> PathBuf {
 /// Streams records to `PATH.partial`; [`finish`](Self::finish) seals and renames it to `PATH`.
 pub struct TraceWriter {
     header: TraceHeader,
+    /// The format version written (always [`TRACE_VERSION`] outside tests).
+    version: u32,
     path: PathBuf,
     partial: PathBuf,
     out: BufWriter<File>,
@@ -211,6 +246,10 @@ pub struct TraceWriter {
 impl TraceWriter {
     /// Starts a new trace at `path` (written as `PATH.partial` until finished).
     pub fn create(path: &Path, header: &TraceHeader) -> Result<Self, TraceError> {
+        Self::create_version(path, header, TRACE_VERSION)
+    }
+
+    fn create_version(path: &Path, header: &TraceHeader, version: u32) -> Result<Self, TraceError> {
         validate_header(header).map_err(|reason| TraceError::Header {
             path: path.to_owned(),
             reason,
@@ -229,7 +268,7 @@ impl TraceWriter {
         })?;
         let mut head = Vec::with_capacity(json.len() + 20);
         head.extend_from_slice(&TRACE_MAGIC);
-        head.extend_from_slice(&TRACE_VERSION.to_le_bytes());
+        head.extend_from_slice(&version.to_le_bytes());
         head.extend_from_slice(&(json.len() as u32).to_le_bytes());
         head.extend_from_slice(&json);
         head.extend_from_slice(&crc32(&json).to_le_bytes());
@@ -243,6 +282,7 @@ impl TraceWriter {
         let out = BufWriter::new(file);
         Ok(Self {
             header: header.clone(),
+            version,
             path: path.to_owned(),
             partial,
             out,
@@ -262,7 +302,17 @@ impl TraceWriter {
         let good_end = reader.offset;
         let records = reader.records;
         let header = reader.header.clone();
+        let version = reader.version;
         drop(reader);
+        if version != TRACE_VERSION {
+            return Err(TraceError::Header {
+                path: partial,
+                reason: format!(
+                    "the unfinished recording is trace format version {version}; this build \
+                     continues only version {TRACE_VERSION} recordings (record it again)"
+                ),
+            });
+        }
         let io = |source| TraceError::Io {
             path: partial.clone(),
             source,
@@ -275,6 +325,7 @@ impl TraceWriter {
         file.seek(SeekFrom::Start(good_end)).map_err(io)?;
         Ok(Self {
             header,
+            version,
             path: path.to_owned(),
             partial,
             out: BufWriter::new(file),
@@ -296,7 +347,7 @@ impl TraceWriter {
     pub fn append(&mut self, rec: &TraceRecord) -> Result<(), TraceError> {
         validate_record(&self.header, rec, self.records)?;
         self.buf.clear();
-        encode_record(rec, &mut self.buf);
+        encode_record(rec, self.version, &mut self.buf);
         if self.buf.len() as u64 >= MAX_RECORD_BYTES as u64 {
             return Err(TraceError::Shape {
                 record: self.records,
@@ -352,6 +403,8 @@ impl TraceWriter {
 /// Reads a trace record by record (a long trace never has to fit in memory).
 pub struct TraceReader {
     header: TraceHeader,
+    /// The file's format version (records of version 1 hold no views).
+    version: u32,
     path: PathBuf,
     input: BufReader<File>,
     /// Byte offset just after the last complete record read.
@@ -445,6 +498,7 @@ impl TraceReader {
         validate_header(&header).map_err(&header_err)?;
         Ok(Self {
             header,
+            version,
             path: path.to_owned(),
             input,
             offset: 20 + len as u64,
@@ -457,6 +511,11 @@ impl TraceReader {
 
     pub fn header(&self) -> &TraceHeader {
         &self.header
+    }
+
+    /// The file's format version.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// Whether the end mark has been reached (only known after the last record was read).
@@ -555,7 +614,7 @@ impl TraceReader {
         if crc != crc32(body) {
             return self.corrupt("checksum mismatch".into());
         }
-        let rec = match decode_record(body) {
+        let rec = match decode_record(body, self.version) {
             Ok(r) => r,
             Err(reason) => return self.corrupt(reason),
         };
@@ -619,7 +678,7 @@ fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<Fille
     Ok(Filled::Full)
 }
 
-fn encode_record(rec: &TraceRecord, out: &mut Vec<u8>) {
+fn encode_record(rec: &TraceRecord, version: u32, out: &mut Vec<u8>) {
     out.extend_from_slice(&(rec.camera.len() as u16).to_le_bytes());
     out.extend_from_slice(rec.camera.as_bytes());
     out.extend_from_slice(&rec.seq.to_le_bytes());
@@ -639,6 +698,22 @@ fn encode_record(rec: &TraceRecord, out: &mut Vec<u8>) {
                 out.push(2);
                 out.extend_from_slice(&(t.len() as u32).to_le_bytes());
                 for x in t {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+    }
+    let views: &[Option<Vec<f32>>] = if version >= 2 { &rec.views } else { &[] };
+    if version >= 2 {
+        out.extend_from_slice(&(views.len() as u32).to_le_bytes());
+    }
+    for view in views {
+        match view {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                for x in v {
                     out.extend_from_slice(&x.to_le_bytes());
                 }
             }
@@ -685,7 +760,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn decode_record(data: &[u8]) -> Result<TraceRecord, String> {
+fn decode_record(data: &[u8], version: u32) -> Result<TraceRecord, String> {
     let mut c = Cursor { data, pos: 0 };
     let cam_len = u16::from_le_bytes(c.array()?) as usize;
     let camera = std::str::from_utf8(c.take(cam_len)?)
@@ -718,6 +793,26 @@ fn decode_record(data: &[u8]) -> Result<TraceRecord, String> {
             t => return Err(format!("unknown output tag {t}")),
         });
     }
+    let mut views = Vec::new();
+    if version >= 2 {
+        let n = c.count(1)?;
+        views.reserve(n);
+        for _ in 0..n {
+            let tag = c.array::<1>()?[0];
+            views.push(match tag {
+                0 => None,
+                1 => {
+                    let len = c.count(4)?;
+                    let mut v = Vec::with_capacity(len);
+                    for _ in 0..len {
+                        v.push(f32::from_le_bytes(c.array()?));
+                    }
+                    Some(v)
+                }
+                t => return Err(format!("unknown view tag {t}")),
+            });
+        }
+    }
     let nf = c.count(4)?;
     let mut frame_features = Vec::with_capacity(nf);
     for _ in 0..nf {
@@ -734,6 +829,7 @@ fn decode_record(data: &[u8]) -> Result<TraceRecord, String> {
         seq,
         time_s,
         outputs,
+        views,
         frame_features,
     })
 }
@@ -780,6 +876,7 @@ mod tests {
                     memory_mb: Some(12.5),
                     latency_ms: None,
                     crops_from: None,
+                    view: vec!["a".into(), "b".into()],
                 },
                 TraceModel {
                     id: "cap".into(),
@@ -787,6 +884,7 @@ mod tests {
                     memory_mb: None,
                     latency_ms: Some(3.0),
                     crops_from: None,
+                    view: vec![],
                 },
             ],
             frame_feature_names: vec!["edge".into()],
@@ -807,8 +905,50 @@ mod tests {
                     Some(OutputValue::Tokens(vec![3, 4, 0]))
                 },
             ],
+            views: vec![Some(vec![i as f32, 1.0]), None],
             frame_features: vec![i as f32],
         }
+    }
+
+    #[test]
+    fn version_1_traces_read_without_views_and_views_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.trace");
+        let mut w = TraceWriter::create_version(&p, &header(), 1).unwrap();
+        for i in 0..3 {
+            w.append(&record(i)).unwrap();
+        }
+        w.finish().unwrap();
+        let reader = TraceReader::open(&p).unwrap();
+        assert_eq!(reader.version(), 1);
+        let recs: Vec<TraceRecord> = reader.collect::<Result<_, _>>().unwrap();
+        let expected: Vec<TraceRecord> = (0..3)
+            .map(|i| TraceRecord {
+                views: vec![],
+                ..record(i)
+            })
+            .collect();
+        assert_eq!(recs, expected);
+        // A v1 recording is not continued by a v2 writer.
+        let q = dir.path().join("cut.trace");
+        let mut w = TraceWriter::create_version(&q, &header(), 1).unwrap();
+        w.append(&record(0)).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let e = TraceWriter::resume(&q).err().unwrap().to_string();
+        assert!(e.contains("version 1"), "{e}");
+
+        let mut w = TraceWriter::create(&dir.path().join("v2"), &header()).unwrap();
+        let mut r = record(0);
+        r.views[0] = Some(vec![1.0]);
+        let e = w.append(&r).unwrap_err().to_string();
+        assert!(e.contains("view of 1 values"), "{e}");
+        let mut r = record(0);
+        r.views.pop();
+        assert!(w.append(&r).is_err());
+        let mut r = record(0);
+        r.views.clear();
+        w.append(&r).unwrap();
     }
 
     #[test]
@@ -910,7 +1050,7 @@ mod tests {
         std::fs::write(&foreign, &newer).unwrap();
         let e = TraceReader::open(&foreign).err().unwrap();
         assert!(
-            matches!(e, TraceError::NewerVersion { found: 2, .. }),
+            matches!(e, TraceError::NewerVersion { found: 3, .. }),
             "{e}"
         );
 

@@ -31,20 +31,20 @@ impl ClassVocabulary {
     /// The class ids one name of a head's `classes` list stands for.
     pub fn resolve(self, name: &str) -> Result<Vec<u32>, String> {
         let allowed = || match self {
-            ClassVocabulary::Coco => "a COCO-80 class name or `vehicle`".to_string(),
+            ClassVocabulary::Coco => {
+                "a COCO-80 class name or a group (`vehicle`, `object`)".to_string()
+            }
             ClassVocabulary::Person => "`person`".to_string(),
             ClassVocabulary::Face => "`face`".to_string(),
         };
         match self {
             ClassVocabulary::Coco => {
-                if name == "vehicle" {
-                    return Ok(VEHICLE_CLASSES
-                        .iter()
-                        .map(|v| coco_id(v).unwrap_or(0))
-                        .collect());
+                if let Some(ids) = crate::config::coco_class_indices(name) {
+                    return Ok(ids.into_iter().map(|i| i as u32).collect());
                 }
                 coco_id(name).map(|i| vec![i]).ok_or_else(|| {
-                    let hint = closest(name, COCO_CLASSES.iter().copied().chain(["vehicle"]));
+                    let groups = crate::config::COCO_GROUPS.iter().map(|(g, _)| *g);
+                    let hint = closest(name, COCO_CLASSES.iter().copied().chain(groups));
                     format!("unknown class {name:?}: expected {}{hint}", allowed())
                 })
             }
@@ -117,5 +117,8 @@ mod tests {
         assert!(e.contains("did you mean \"person\""), "{e}");
         assert!(ClassVocabulary::Face.resolve("person").is_err());
         assert_eq!(ClassVocabulary::Person.resolve("person").unwrap(), vec![0]);
+        let objects = ClassVocabulary::Coco.resolve("object").unwrap();
+        assert_eq!(objects.len(), 79);
+        assert!(!objects.contains(&0) && objects.contains(&79));
     }
 }

@@ -10,6 +10,10 @@
 //! | `boxes` | token sequence | Sequence | 4 tokens per box, then the end token |
 //! | `label` | vector of the classes | SingleLabel | one-hot top class |
 //!
+//! `probs` and `label` with `groups`: the class probabilities summed per group (the classes no
+//! group lists form a last group, `other`, unless every class is listed); `label` is then the
+//! one-hot top group.
+//!
 //! Occupancy is a Count task: each cell holds a number of objects, so the count metric
 //! (|predicted - exact| < 0.5 per cell) and a linear output fit it.
 //!
@@ -28,14 +32,16 @@ use super::adapters::{AdapterOutput, vocabulary};
 use super::classes::ClassVocabulary;
 use super::onnx_info::read_signature;
 use super::postprocess::{Detection, argmax};
-use crate::config::{AdapterKind, HeadConfig, ModelConfig};
+use super::views::View;
+use crate::config::{
+    AdapterKind, ClassGroup, HeadConfig, ModelConfig, OTHER_GROUP, check_class_groups,
+};
 use crate::output::{OutputSpec, OutputValue, TaskKind};
 use std::path::Path;
 
 /// Length of EfficientNet-Lite0's feature vector.
 pub const FEATURES_LEN: usize = 1280;
-/// ImageNet-1k classes.
-pub const IMAGENET_CLASSES: usize = 1000;
+pub use crate::config::IMAGENET_CLASSES;
 
 /// A head bound to its model: class ids resolved, output spec fixed.
 #[derive(Clone, Debug)]
@@ -53,14 +59,77 @@ enum HeadKind {
         rows: usize,
         cols: usize,
     },
-    Probs(usize),
+    Probs(Classes),
     Features,
     Boxes {
         ids: Vec<u32>,
         grid: usize,
         max_boxes: usize,
     },
-    Label(usize),
+    Label(Classes),
+}
+
+/// A classifier head's classes: the model's class count and, when the head groups them, the
+/// group of every class.
+#[derive(Clone, Debug)]
+struct Classes {
+    n: usize,
+    /// `group_of[class]`: the group index (len `n`); empty without grouping.
+    group_of: Vec<usize>,
+    /// Group names, `other` last when present.
+    names: Vec<String>,
+}
+
+impl Classes {
+    fn new(n: usize, groups: &[ClassGroup]) -> Result<Self, String> {
+        if groups.is_empty() {
+            return Ok(Self {
+                n,
+                group_of: vec![],
+                names: vec![],
+            });
+        }
+        check_class_groups(groups, n)?;
+        let mut group_of = vec![usize::MAX; n];
+        let mut names = Vec::with_capacity(groups.len() + 1);
+        for (g, group) in groups.iter().enumerate() {
+            for &c in &group.classes {
+                group_of[c] = g;
+            }
+            names.push(group.name.clone());
+        }
+        if group_of.contains(&usize::MAX) {
+            let other = names.len();
+            for g in &mut group_of {
+                if *g == usize::MAX {
+                    *g = other;
+                }
+            }
+            names.push(OTHER_GROUP.to_string());
+        }
+        Ok(Self { n, group_of, names })
+    }
+
+    /// Length of the head's vector: the groups, or the classes.
+    fn len(&self) -> usize {
+        if self.names.is_empty() {
+            self.n
+        } else {
+            self.names.len()
+        }
+    }
+
+    /// Class probabilities summed per group (unchanged without grouping).
+    fn fold(&self, probs: Vec<f32>) -> Vec<f32> {
+        if self.names.is_empty() {
+            return probs;
+        }
+        let mut out = vec![0.0; self.names.len()];
+        for (p, &g) in probs.iter().zip(&self.group_of) {
+            out[g] += p;
+        }
+        out
+    }
 }
 
 fn head_name(h: &HeadConfig) -> &'static str {
@@ -68,10 +137,10 @@ fn head_name(h: &HeadConfig) -> &'static str {
         HeadConfig::Count { .. } => "count",
         HeadConfig::ClassCounts { .. } => "class_counts",
         HeadConfig::Occupancy { .. } => "occupancy",
-        HeadConfig::Probs => "probs",
+        HeadConfig::Probs { .. } => "probs",
         HeadConfig::Features => "features",
         HeadConfig::Boxes { .. } => "boxes",
-        HeadConfig::Label => "label",
+        HeadConfig::Label { .. } => "label",
     }
 }
 
@@ -157,8 +226,12 @@ impl Head {
                     max_boxes: *max_boxes,
                 }
             }
-            HeadConfig::Probs => HeadKind::Probs(classifier("probs")?),
-            HeadConfig::Label => HeadKind::Label(classifier("label")?),
+            HeadConfig::Probs { groups } => {
+                HeadKind::Probs(Classes::new(classifier("probs")?, groups).map_err(&err)?)
+            }
+            HeadConfig::Label { groups } => {
+                HeadKind::Label(Classes::new(classifier("label")?, groups).map_err(&err)?)
+            }
             HeadConfig::Features => {
                 if adapter != AdapterKind::EfficientnetLite {
                     return Err(err(format!(
@@ -174,8 +247,8 @@ impl Head {
             HeadKind::Occupancy { rows, cols, .. } => {
                 OutputSpec::vector(rows * cols, TaskKind::Count)
             }
-            HeadKind::Probs(n) | HeadKind::Label(n) => {
-                OutputSpec::vector(*n, TaskKind::SingleLabel)
+            HeadKind::Probs(c) | HeadKind::Label(c) => {
+                OutputSpec::vector(c.len(), TaskKind::SingleLabel)
             }
             HeadKind::Features => OutputSpec::vector(FEATURES_LEN, TaskKind::Regression),
             HeadKind::Boxes {
@@ -240,15 +313,17 @@ impl Head {
                 tokens.push(*grid as u32);
                 OutputValue::Tokens(tokens)
             }
-            HeadKind::Probs(n) | HeadKind::Label(n) => {
+            HeadKind::Probs(c) | HeadKind::Label(c) => {
+                let n = c.n;
                 let probs = match out {
                     AdapterOutput::Classes { probs, .. } => {
-                        mean(probs, *n).unwrap_or_else(|| vec![1.0 / *n as f32; *n])
+                        mean(probs, n).unwrap_or_else(|| vec![1.0 / n as f32; n])
                     }
-                    AdapterOutput::Detections(_) => vec![1.0 / *n as f32; *n],
+                    AdapterOutput::Detections(_) => vec![1.0 / n as f32; n],
                 };
+                let probs = c.fold(probs);
                 if matches!(self.kind, HeadKind::Label(_)) && out_has_images(out) {
-                    let mut onehot = vec![0.0; *n];
+                    let mut onehot = vec![0.0; probs.len()];
                     if let Some(i) = argmax(&probs) {
                         onehot[i] = 1.0;
                     }
@@ -294,9 +369,30 @@ fn mean(rows: &[Vec<f32>], len: usize) -> Option<Vec<f32>> {
 /// Face-attribute classifiers read their class count from the ONNX file's declared output
 /// (hence `base_dir`, the folder model paths are relative to: the pipeline file's folder).
 pub fn head_spec(cfg: &ModelConfig, base_dir: &Path) -> Result<OutputSpec, ModelError> {
-    let num_classes = match cfg.adapter {
+    let num_classes = declared_classes(cfg, base_dir)?;
+    Ok(Head::new(&cfg.id, cfg.adapter, &cfg.head, num_classes)?.spec)
+}
+
+/// The names of a model's link view entries, from its configuration without creating a
+/// session (like [`head_spec`]).
+pub fn view_names(cfg: &ModelConfig, base_dir: &Path) -> Result<Vec<String>, ModelError> {
+    let num_classes = declared_classes(cfg, base_dir)?;
+    Ok(View::new(
+        &cfg.id,
+        cfg.adapter,
+        cfg.view.as_ref(),
+        &cfg.head,
+        num_classes,
+    )?
+    .names()
+    .to_vec())
+}
+
+/// A classifier's class count as its family or ONNX file declares it (None for detectors).
+fn declared_classes(cfg: &ModelConfig, base_dir: &Path) -> Result<Option<usize>, ModelError> {
+    Ok(match cfg.adapter {
         AdapterKind::EfficientnetLite => Some(IMAGENET_CLASSES),
-        AdapterKind::FaceAttribute if matches!(cfg.head, HeadConfig::Probs | HeadConfig::Label) => {
+        AdapterKind::FaceAttribute => {
             let path = base_dir.join(&cfg.path);
             let sig = read_signature(&path)?;
             let classes = sig
@@ -312,10 +408,8 @@ pub fn head_spec(cfg: &ModelConfig, base_dir: &Path) -> Result<OutputSpec, Model
                 })?;
             Some(classes as usize)
         }
-        AdapterKind::FaceAttribute => Some(0),
         _ => None,
-    };
-    Ok(Head::new(&cfg.id, cfg.adapter, &cfg.head, num_classes)?.spec)
+    })
 }
 
 #[cfg(test)]
@@ -389,10 +483,20 @@ mod tests {
 
     #[test]
     fn classifier_heads_average_crops_and_handle_none() {
-        let probs =
-            Head::new("g", AdapterKind::FaceAttribute, &HeadConfig::Probs, Some(2)).unwrap();
-        let label =
-            Head::new("g", AdapterKind::FaceAttribute, &HeadConfig::Label, Some(2)).unwrap();
+        let probs = Head::new(
+            "g",
+            AdapterKind::FaceAttribute,
+            &HeadConfig::Probs { groups: vec![] },
+            Some(2),
+        )
+        .unwrap();
+        let label = Head::new(
+            "g",
+            AdapterKind::FaceAttribute,
+            &HeadConfig::Label { groups: vec![] },
+            Some(2),
+        )
+        .unwrap();
         let two = AdapterOutput::Classes {
             probs: vec![vec![0.2, 0.8], vec![0.4, 0.6]],
             features: vec![],
@@ -417,7 +521,15 @@ mod tests {
 
     #[test]
     fn heads_that_do_not_fit_the_family_are_rejected() {
-        assert!(Head::new("m", AdapterKind::Centernet, &HeadConfig::Probs, None).is_err());
+        assert!(
+            Head::new(
+                "m",
+                AdapterKind::Centernet,
+                &HeadConfig::Probs { groups: vec![] },
+                None
+            )
+            .is_err()
+        );
         assert!(
             Head::new(
                 "m",

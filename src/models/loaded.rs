@@ -7,6 +7,7 @@ use super::onnx_info::{IoInfo, read_signature};
 use super::postprocess::Detection;
 use super::preprocess::Region;
 use super::runtime::{cuda_available, environment, init_runtime};
+use super::views::View;
 use crate::config::{AdapterKind, ModelConfig};
 use crate::frame::Frame;
 use crate::metrics::Metrics;
@@ -42,6 +43,8 @@ pub struct Inference {
     /// Per-image class probabilities (classifier families: one row per crop, or one for the
     /// frame).
     pub probs: Vec<Vec<f32>>,
+    /// The link view of the run (see [`View`]).
+    pub view: Vec<f32>,
     pub timing: Timing,
 }
 
@@ -52,6 +55,7 @@ pub struct LoadedModel {
     session: Session,
     adapter: Adapter,
     head: Head,
+    view: View,
     executions: prometheus::IntCounter,
     latency: prometheus::Histogram,
 }
@@ -136,6 +140,13 @@ impl LoadedModel {
             });
         }
         let head = Head::new(&cfg.id, cfg.adapter, &cfg.head, adapter.num_classes())?;
+        let view = View::new(
+            &cfg.id,
+            cfg.adapter,
+            cfg.view.as_ref(),
+            &cfg.head,
+            adapter.num_classes(),
+        )?;
         metrics
             .model_loads
             .with_label_values(&[cfg.id.as_str()])
@@ -153,6 +164,7 @@ impl LoadedModel {
             session,
             adapter,
             head,
+            view,
         })
     }
 
@@ -174,6 +186,10 @@ impl LoadedModel {
 
     pub fn spec(&self) -> &OutputSpec {
         self.head.spec()
+    }
+
+    pub fn view(&self) -> &View {
+        &self.view
     }
 
     /// Runs the model on `frame`, or on crops of `crops` (another model's detections) when the
@@ -202,13 +218,27 @@ impl LoadedModel {
             ),
         };
         let t2 = Instant::now();
+        let min_score = self.cfg.min_score;
+        // The view may need weaker detections than the head: decode down to its lowest
+        // threshold, then keep the head's own for everything else.
+        let decode_score = self
+            .view
+            .min_score()
+            .map_or(min_score, |v| v.min(min_score));
         let out = if raw.is_empty() {
             AdapterOutput::Classes {
                 probs: vec![],
                 features: vec![],
             }
         } else {
-            self.adapter.decode(frame, &raw, self.cfg.min_score)
+            self.adapter.decode(frame, &raw, decode_score)
+        };
+        let view = self.view.apply(&out, frame.width, frame.height, min_score);
+        let out = match out {
+            AdapterOutput::Detections(d) if decode_score < min_score => {
+                AdapterOutput::Detections(d.into_iter().filter(|d| d.score >= min_score).collect())
+            }
+            other => other,
         };
         let value = self.head.apply(&out, frame.width, frame.height);
         let (detections, probs) = match out {
@@ -222,6 +252,7 @@ impl LoadedModel {
             value,
             detections,
             probs,
+            view,
             timing,
         })
     }

@@ -20,12 +20,14 @@ pub mod postprocess;
 pub mod preprocess;
 mod registry;
 mod runtime;
+mod views;
 
 pub use adapters::{Adapter, AdapterOutput, FACE_CROP_MARGIN, RawTensor, face_region};
 pub use cost::{ModelCost, profile_model, release_freed_memory, rss_bytes, synthetic_frame};
 pub use error::ModelError;
-pub use heads::{Head, head_spec};
+pub use heads::{Head, head_spec, view_names};
 pub use loaded::{Inference, LoadedModel, Timing};
 pub use postprocess::{Detection, Keypoint};
 pub use registry::ModelRegistry;
 pub use runtime::{RuntimeInfo, environment, init_runtime};
+pub use views::View;

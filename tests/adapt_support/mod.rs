@@ -14,6 +14,7 @@ pub fn model(id: &str, spec: OutputSpec) -> TraceModel {
         memory_mb: None,
         latency_ms: None,
         crops_from: None,
+        view: vec![],
     }
 }
 
@@ -26,6 +27,7 @@ pub fn record(camera: &str, seq: u64, outputs: Vec<Option<Vec<f32>>>) -> TraceRe
             .into_iter()
             .map(|o| o.map(OutputValue::Vector))
             .collect(),
+        views: vec![],
         frame_features: Vec::new(),
     }
 }

@@ -136,6 +136,11 @@ fn trace_header() -> TraceHeader {
         memory_mb: Some(12.5),
         latency_ms: Some(3.0),
         crops_from: None,
+        view: if id == "detector" {
+            vec!["count@0.3".into(), "cell0".into()]
+        } else {
+            vec![]
+        },
     };
     TraceHeader {
         models: vec![
@@ -160,6 +165,7 @@ fn trace_record(seq: u64) -> TraceRecord {
             Some(OutputValue::Tokens(vec![1, (seq % 7) as u32, 7])),
         ],
         frame_features: vec![0.1, s / 100.0],
+        views: vec![Some(vec![s, 0.5]), None, None],
     }
 }
 
@@ -306,6 +312,11 @@ impl Format for Trace {
                 time_s: 1.0,
                 outputs: header.models.iter().map(|m| value_of(&m.spec)).collect(),
                 frame_features: vec![0.0; header.frame_feature_names.len().min(1 << 16)],
+                views: header
+                    .models
+                    .iter()
+                    .map(|m| (!m.view.is_empty()).then(|| vec![0.0; m.view.len().min(1 << 16)]))
+                    .collect(),
             };
             let appended = w.append(&rec).is_ok();
             w.finish().map_err(|e| e.to_string())?;

@@ -86,6 +86,7 @@ pub fn model(id: &str, file: &str, adapter: AdapterKind, head: HeadConfig) -> Mo
         min_score: 0.3,
         threads: 1,
         oracle: None,
+        view: None,
     }
 }
 

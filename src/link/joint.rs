@@ -1,0 +1,155 @@
+//! A joint multi-source link (beside the paper's weighted ensemble): one learner over the
+//! concatenated views of every source of a target, each preceded by a presence flag. Sources
+//! that did not run are zero (after standardising each source's view, zero is its training
+//! mean) with the flag 0. Training copies every frame with random subsets of its sources
+//! dropped, so one trained link serves any subset without retraining.
+
+use super::learner::{Learner, MlpLearner, Standardise};
+use super::net::TrainParams;
+use super::ridge::Ridge;
+use crate::output::OutputSpec;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Copies of each training frame with random source drop-out (besides the complete one).
+pub const DROPOUT_COPIES: usize = 6;
+
+/// The learner inside a joint link.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum JointKind {
+    /// The paper's MLP over the joint input.
+    Mlp,
+    /// A ridge map over the joint input.
+    Ridge(f64),
+}
+
+pub struct JointLink {
+    kind: JointKind,
+    /// Model indices of the sources, in input order.
+    sources: Vec<usize>,
+    norms: Vec<Standardise>,
+    learner: Box<dyn Learner>,
+}
+
+impl JointLink {
+    /// Trains on `views[f][s]` (frame f, source s in `sources` order) and `targets[f]`.
+    pub fn fit(
+        kind: JointKind,
+        sources: &[usize],
+        views: &[Vec<&[f32]>],
+        targets: &[&[f32]],
+        spec: &OutputSpec,
+        params: &TrainParams,
+    ) -> Option<Self> {
+        if views.is_empty() || sources.is_empty() {
+            return None;
+        }
+        let norms: Vec<Standardise> = (0..sources.len())
+            .map(|s| Standardise::fit(&views.iter().map(|f| f[s]).collect::<Vec<_>>()))
+            .collect();
+        let mut rng = StdRng::seed_from_u64(params.seed ^ 0x101a_7000 ^ sources.len() as u64);
+        let mut x: Vec<Vec<f32>> = Vec::new();
+        let mut t: Vec<&[f32]> = Vec::new();
+        let all = vec![true; sources.len()];
+        for (f, target) in views.iter().zip(targets) {
+            x.push(encode(&norms, f, &all));
+            t.push(target);
+            for _ in 0..DROPOUT_COPIES {
+                let mut present: Vec<bool> =
+                    (0..sources.len()).map(|_| rng.random_bool(0.5)).collect();
+                if !present.contains(&true) {
+                    let keep = rng.random_range(0..sources.len());
+                    present[keep] = true;
+                }
+                x.push(encode(&norms, f, &present));
+                t.push(target);
+            }
+        }
+        let xr: Vec<&[f32]> = x.iter().map(|v| v.as_slice()).collect();
+        let learner: Box<dyn Learner> = match kind {
+            JointKind::Mlp => Box::new(MlpLearner::fit(&xr, &t, spec, params, "joint").ok()?),
+            JointKind::Ridge(l) => Box::new(Ridge::fit(&xr, &t, l, spec.task)?),
+        };
+        Some(Self {
+            kind,
+            sources: sources.to_vec(),
+            norms,
+            learner,
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self.kind {
+            JointKind::Mlp => "joint(mlp)".into(),
+            JointKind::Ridge(l) => format!("joint(ridge l={l})"),
+        }
+    }
+
+    /// The prediction from the views of the sources present (`(model index, view)`); sources
+    /// it does not know are ignored, None when none is known.
+    pub fn predict(&self, present: &[(usize, &[f32])]) -> Option<Vec<f32>> {
+        let mut views: Vec<&[f32]> = Vec::with_capacity(self.sources.len());
+        let mut mask = Vec::with_capacity(self.sources.len());
+        for (s, m) in self.sources.iter().enumerate() {
+            match present.iter().find(|(i, _)| i == m) {
+                Some((_, v)) if v.len() == self.norms[s].len() => {
+                    views.push(v);
+                    mask.push(true);
+                }
+                _ => {
+                    views.push(&[]);
+                    mask.push(false);
+                }
+            }
+        }
+        if !mask.contains(&true) {
+            return None;
+        }
+        Some(self.learner.predict(&encode(&self.norms, &views, &mask)))
+    }
+}
+
+/// Flag, then the standardised view (zeros when absent), per source.
+fn encode(norms: &[Standardise], views: &[&[f32]], present: &[bool]) -> Vec<f32> {
+    let mut x = Vec::with_capacity(norms.iter().map(|n| n.len() + 1).sum());
+    for ((n, v), &p) in norms.iter().zip(views).zip(present) {
+        if p {
+            x.push(1.0);
+            x.extend(n.apply(v).into_iter().map(|z| z as f32));
+        } else {
+            x.push(0.0);
+            x.extend(std::iter::repeat_n(0.0, n.len()));
+        }
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::TaskKind;
+
+    #[test]
+    fn any_subset_of_sources_predicts_without_retraining() {
+        // Two sources that each carry the target count (source 1 adds noise-free offset 1).
+        let a: Vec<[f32; 2]> = (0..30).map(|i| [(i % 4) as f32, 0.5]).collect();
+        let b: Vec<[f32; 1]> = (0..30).map(|i| [(i % 4) as f32 + 1.0]).collect();
+        let t: Vec<[f32; 1]> = (0..30).map(|i| [(i % 4) as f32]).collect();
+        let views: Vec<Vec<&[f32]>> = (0..30).map(|f| vec![&a[f][..], &b[f][..]]).collect();
+        let targets: Vec<&[f32]> = t.iter().map(|v| &v[..]).collect();
+        let spec = OutputSpec::vector(1, TaskKind::Count);
+        let j = JointLink::fit(
+            JointKind::Ridge(0.1),
+            &[3, 5],
+            &views,
+            &targets,
+            &spec,
+            &TrainParams::default(),
+        )
+        .unwrap();
+        assert_eq!(j.predict(&[(3, &[2.0, 0.5])]), Some(vec![2.0]));
+        assert_eq!(j.predict(&[(5, &[4.0])]), Some(vec![3.0]));
+        assert_eq!(j.predict(&[(3, &[1.0, 0.5]), (5, &[2.0])]), Some(vec![1.0]));
+        assert_eq!(j.predict(&[(7, &[1.0])]), None);
+    }
+}
