@@ -33,11 +33,9 @@ fn traces() {
     check("trace");
 }
 
-/// Ignored until the bundle loader checks the manifest against the tensors and the specs: a
-/// manifest whose ensemble `dims` is 2147483647 makes loading allocate 8 GiB (the fuzzer
-/// refuses the allocation and aborts). Run it with `--run-ignored all`.
+/// The bundle loader checks the manifest against the tensors and the specs before it
+/// allocates (an ensemble `dims` of 2147483647 once made loading allocate 8 GiB).
 #[test]
-#[ignore = "the bundle loader trusts the manifest's ensemble dims (unbounded allocation)"]
 fn link_bundles() {
     check("bundle");
 }
