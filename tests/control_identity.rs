@@ -3,6 +3,8 @@
 //! `mlink eval` on the trace make the same sequence of (frame, active set, cause) decisions.
 //! Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
 
+mod pipeline_support;
+
 use mlink::control::Decision;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +38,8 @@ fn pipeline(dir: &Path) -> PathBuf {
     let m = root().join("models");
     let footage = root().join("data/footage/vtest.avi");
     assert!(footage.exists(), "run scripts/setup.sh first");
+    let model_entries =
+        pipeline_support::model_entries(&m, &["centernet", "nanodet", "efficientnet"]);
     let text = format!(
         r#"version: 1
 cameras:
@@ -43,30 +47,14 @@ cameras:
     uri: {footage}
     sampling: {{ fps: 2 }}
 models:
-  - id: centernet
-    path: {m}/centernet.onnx
-    adapter: centernet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 25, latency_ms: 90 }}
-  - id: nanodet
-    path: {m}/nanodet.onnx
-    adapter: nanodet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 20, latency_ms: 42 }}
-  - id: efficientnet
-    path: {m}/efficientnet-lite0.onnx
-    adapter: efficientnet_lite
-    head: {{ kind: label }}
-    cost: {{ memory_mb: 20, latency_ms: 15 }}
-scheduler:
+{model_entries}scheduler:
   budget: {{ memory_mb: 30 }}
   period_s: 4
   profiling_ratio: 0.3
 metrics:
   listen: null
 "#,
-        footage = footage.display(),
-        m = m.display()
+        footage = footage.display()
     );
     let p = dir.join("pipeline.yaml");
     std::fs::write(&p, text).unwrap();

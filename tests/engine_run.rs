@@ -3,6 +3,8 @@
 //! re-selection every period; /metrics over real HTTP; hot reload; Ctrl-C; RTSP with a server
 //! restart. Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
 
+mod pipeline_support;
+
 use mlink::engine::record::{OutputRecord, Provenance};
 use mlink::engine::{self, RunOptions, RunSummary};
 use std::collections::BTreeMap;
@@ -34,27 +36,13 @@ fn pipeline(dir: &Path, cameras: &str, budget_mb: f64, metrics_port: u16, extra:
             "models/{f} is missing: run scripts/setup.sh"
         );
     }
+    let model_entries = pipeline_support::model_entries(&m, &["centernet", "nanodet", "movenet"]);
     let text = format!(
         r#"version: 1
 cameras:
 {cameras}
 models:
-  - id: centernet
-    path: {m}/centernet.onnx
-    adapter: centernet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 25, latency_ms: 90 }}
-  - id: nanodet
-    path: {m}/nanodet.onnx
-    adapter: nanodet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 20, latency_ms: 42 }}
-  - id: movenet
-    path: {m}/movenet-multipose.onnx
-    adapter: movenet_multipose
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 25, latency_ms: 226 }}
-links:
+{model_entries}links:
   warmup_samples: 12
   epochs: 30
   seed: 3
@@ -68,8 +56,7 @@ sinks:
     path: out.jsonl
 metrics:
   listen: 127.0.0.1:{metrics_port}
-"#,
-        m = m.display()
+"#
     );
     let p = dir.join("pipeline.yaml");
     write_atomically(&p, &text);

@@ -2,6 +2,8 @@
 //! engine keeps serving predictions from the links it holds, a pipeline edit is still applied,
 //! and SIGINT stops it cleanly. Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
 
+mod pipeline_support;
+
 use mlink::engine::record::OutputRecord;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -32,6 +34,7 @@ fn pipeline_text(comment: &str) -> String {
         f.exists(),
         "data/footage/vtest.avi is missing: run scripts/setup.sh"
     );
+    let model_entries = pipeline_support::model_entries(&m, &["centernet", "nanodet"]);
     format!(
         r#"version: 1
 # {comment}
@@ -41,17 +44,7 @@ cameras:
     sampling: {{ fps: 5 }}
     on_end: loop
 models:
-  - id: centernet
-    path: {m}/centernet.onnx
-    adapter: centernet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 25, latency_ms: 90 }}
-  - id: nanodet
-    path: {m}/nanodet.onnx
-    adapter: nanodet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 20, latency_ms: 42 }}
-links:
+{model_entries}links:
   warmup_samples: 12
   epochs: 20
   seed: 3
@@ -66,7 +59,6 @@ metrics:
   listen: 127.0.0.1:{port}
 "#,
         f = f.display(),
-        m = m.display(),
         port = free_port()
     )
 }

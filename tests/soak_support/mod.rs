@@ -8,6 +8,9 @@
 //! (2 cameras, 2 minutes).
 #![allow(dead_code)]
 
+#[path = "../pipeline_support/mod.rs"]
+mod pipeline_support;
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -145,28 +148,14 @@ fn pipeline(cfg: &SoakConfig, ports: &[u16], metrics_port: u16) -> String {
             )
         })
         .collect();
-    let m = cfg.models_dir.display();
+    let model_entries =
+        pipeline_support::model_entries(&cfg.models_dir, &["centernet", "nanodet", "movenet"]);
     format!(
         r#"version: 1
 cameras:
 {cameras}
 models:
-  - id: centernet
-    path: {m}/centernet.onnx
-    adapter: centernet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 25, latency_ms: 90 }}
-  - id: nanodet
-    path: {m}/nanodet.onnx
-    adapter: nanodet
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 20, latency_ms: 42 }}
-  - id: movenet
-    path: {m}/movenet-multipose.onnx
-    adapter: movenet_multipose
-    head: {{ kind: count, classes: [person] }}
-    cost: {{ memory_mb: 25, latency_ms: 226 }}
-links:
+{model_entries}links:
   warmup_samples: 30
   seed: 7
 scheduler:
