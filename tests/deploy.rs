@@ -321,6 +321,9 @@ fn exported_series() -> BTreeSet<String> {
     touch(&m.link_training_runs);
     touch(&m.sink_records);
     touch(&m.sink_dropped);
+    touch(&m.empty_selections);
+    touch(&m.model_failures);
+    touch(&m.predicted_accuracy);
     m.render()
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
