@@ -511,3 +511,113 @@ fn counter(c: &prometheus::IntCounterVec, label: &str) -> u64 {
     c.get_metric_with_label_values(&[label])
         .map_or(0, |c| c.get())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::record::{Provenance, RECORD_VERSION};
+    use crate::output::OutputValue;
+    use crate::schedule::ModelSet;
+
+    fn pipeline() -> Pipeline {
+        let text = "version: 1\ncameras:\n  - id: a\n    uri: test:ball\n  - id: b\n    uri: test:smpte\nmodels:\n  - id: det\n    path: x.onnx\n    adapter: centernet\n    head: { kind: count, classes: [person] }\n    cost: { memory_mb: 1, latency_ms: 1 }\n  - id: cls\n    path: y.onnx\n    adapter: centernet\n    head: { kind: count, classes: [car] }\n    cost: { memory_mb: 1, latency_ms: 1 }\nscheduler:\n  budget: { memory_mb: 1 }\n";
+        crate::config::parse_str(text, "p.yaml").unwrap()
+    }
+
+    fn record(camera: &str, model: &str, provenance: Provenance) -> OutputRecord {
+        OutputRecord {
+            v: RECORD_VERSION,
+            camera: camera.into(),
+            seq: 0,
+            pts_s: None,
+            time: 0.0,
+            model: model.into(),
+            provenance,
+            value: Some(OutputValue::Vector(vec![2.0])),
+        }
+    }
+
+    fn detection() -> Detection {
+        Detection {
+            class: 0,
+            score: 0.9,
+            x1: 1.0,
+            y1: 1.0,
+            x2: 5.0,
+            y2: 5.0,
+            keypoints: vec![],
+        }
+    }
+
+    #[test]
+    fn the_board_keeps_one_frame_per_camera_and_the_latest_outputs() {
+        let cfg = pipeline();
+        let board = StatusBoard::new(Path::new("p.yaml"), &cfg, Arc::new(Metrics::new()));
+        let v = board.view();
+        let ids: Vec<&str> = v.cameras.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(matches!(board.latest("a"), Some(None)), "no frame yet");
+        assert!(board.latest("nope").is_none());
+        for seq in 0..3u64 {
+            let f = Frame::new("a".into(), seq, None, 4, 4, vec![seq as u8; 48].into()).unwrap();
+            let exact = record("a", "det", Provenance::Exact { profiling: false });
+            let predicted = record(
+                "a",
+                "cls",
+                Provenance::Predicted {
+                    sources: vec!["det".into()],
+                    score: 0.7,
+                    uncertainty: 0.1,
+                },
+            );
+            board.frame_served(&f, &[Some(vec![detection()]), None], &[exact, predicted]);
+        }
+        let (frame, boxes) = board.latest("a").unwrap().unwrap();
+        assert_eq!(frame.seq, 2, "only the latest frame is kept");
+        assert_eq!(boxes.len(), 1);
+        let v = board.view();
+        let a = &v.cameras[0];
+        assert_eq!(a.frames, 3);
+        assert_eq!(a.outputs.len(), 2);
+        assert_eq!(a.outputs[1].model, "cls");
+        assert!(matches!(a.outputs[1].provenance, Provenance::Predicted { .. }));
+        assert_eq!(a.boxes[0].model, "det");
+        assert_eq!(a.boxes[0].count, 1);
+        assert_eq!(v.snapshots_encoded, 0);
+        assert!(!v.mutations_enabled, "no token configured");
+
+        // A camera dropped from the configuration leaves the board.
+        board.cameras_configured(&cfg.cameras[1..]);
+        let ids: Vec<String> = board.view().cameras.into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, ["b"]);
+    }
+
+    #[test]
+    fn selections_fill_the_link_matrix_and_the_history() {
+        let cfg = pipeline();
+        let board = StatusBoard::new(Path::new("p.yaml"), &cfg, Arc::new(Metrics::new()));
+        let ids = vec!["det".to_string(), "cls".to_string()];
+        let sel = Selected {
+            from: ModelSet::empty(2),
+            to: ModelSet::from_indices(2, [0]),
+            cause: Cause::Trained,
+            at: Some(10),
+            frames_seen: 11,
+            objective: 0.8,
+            reason: "best set".into(),
+            expected: Some(0.6),
+            link_matrix: vec![vec![1.0, 0.6], vec![0.4, 1.0]],
+            ensembles: vec![1.0, 0.6],
+            measured: vec![None, Some(0.55)],
+            predict: true,
+        };
+        board.selected(&sel, &ids);
+        let l = board.links();
+        assert_eq!(l.scores, vec![vec![None, Some(0.6)], vec![Some(0.4), None]]);
+        let v = board.view();
+        assert_eq!(v.active, ["det"]);
+        assert_eq!(v.models[1].measured_accuracy, Some(0.55));
+        assert_eq!(v.reselections.len(), 1);
+        assert_eq!(v.reselections[0]["cause"], "trained");
+    }
+}
