@@ -346,9 +346,15 @@ impl StatusBoard {
         });
     }
 
-    /// Hook: the controller's phase and next re-selection, after each frame.
+    /// Hook: the controller's phase, active set and next re-selection, after each frame (the
+    /// active set also changes without a selection, e.g. while links are trained).
     pub fn controller(&self, ctl: &Controller, video_s: f64) {
         let mut s = self.lock();
+        s.active = ctl
+            .active()
+            .iter()
+            .filter_map(|m| s.models.get(m).cloned())
+            .collect();
         s.phase = ctl.phase_label();
         s.next = ctl.next_reselection();
         s.video_s = Some(video_s);

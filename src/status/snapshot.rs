@@ -10,7 +10,7 @@ use crate::models::Detection;
 const QUALITY: u8 = 80;
 
 /// Width of the drawn box outlines, in pixels.
-const LINE_PX: u32 = 2;
+const LINE_PX: u32 = 3;
 
 /// Encodes `frame` as JPEG; with `boxes` (model index, its detections) the boxes are drawn on
 /// a copy first (the engine's buffer is never written).

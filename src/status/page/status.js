@@ -150,7 +150,7 @@ function renderLinks(links) {
     ...links.models.map((_, j) => el("td", { class: "num" },
       i === j ? "·" : num(links.scores[i] && links.scores[i][j])))));
   if (links.ensembles.length) {
-    rows.push(el("tr", {}, el("th", {}, "ensemble"),
+    rows.push(el("tr", {}, el("th", {}, "ensemble of the active set"),
       ...links.ensembles.map((s) => el("td", { class: "num" }, num(s)))));
   }
   body.replaceChildren(...rows);
