@@ -53,14 +53,18 @@ fn status_page_renders_every_camera_and_model_in_chromium() {
     };
     let e = start_engine(MODELS);
     // Links trained and serving: the page then shows exact and predicted outputs.
-    e.wait_for("the engine to serve with links", Duration::from_secs(300), |e| {
-        e.status()["phase"] == "serving"
-            && e.camera("cam").is_some_and(|c| {
-                c["outputs"]
-                    .as_array()
-                    .is_some_and(|o| o.iter().any(|r| r["how"] == "predicted"))
-            })
-    });
+    e.wait_for(
+        "the engine to serve with links",
+        Duration::from_secs(300),
+        |e| {
+            e.status()["phase"] == "serving"
+                && e.camera("cam").is_some_and(|c| {
+                    c["outputs"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().any(|r| r["how"] == "predicted"))
+                })
+        },
+    );
     let url = format!("http://{}/", e.addr);
     let profile = tempfile::tempdir().unwrap();
     let dom = chromium(&bin, profile.path(), &url, &["--dump-dom"]);
@@ -78,9 +82,18 @@ fn status_page_renders_every_camera_and_model_in_chromium() {
             "model `{m}` missing from the rendered page:\n{dom}"
         );
     }
-    assert!(dom.contains("/api/v1/cameras/cam/snapshot.jpg?overlay=1"), "no snapshot image");
-    assert!(dom.contains(r#"class="how-predicted""#), "no predicted output shown");
-    assert!(dom.contains(r#"class="how-exact""#), "no exact output shown");
+    assert!(
+        dom.contains("/api/v1/cameras/cam/snapshot.jpg?overlay=1"),
+        "no snapshot image"
+    );
+    assert!(
+        dom.contains(r#"class="how-predicted""#),
+        "no predicted output shown"
+    );
+    assert!(
+        dom.contains(r#"class="how-exact""#),
+        "no exact output shown"
+    );
     assert!(!dom.contains("cannot reach the engine"), "{dom}");
 
     let shot = profile.path().join("status-page.png");
@@ -90,12 +103,16 @@ fn status_page_renders_every_camera_and_model_in_chromium() {
         &url,
         &[
             &format!("--screenshot={}", shot.display()),
-            "--window-size=1280,1100",
+            "--window-size=1280,840",
         ],
     );
     let png = std::fs::read(&shot).expect("chromium wrote no screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    assert!(png.len() > 10_000, "a {} byte screenshot is blank", png.len());
+    assert!(
+        png.len() > 10_000,
+        "a {} byte screenshot is blank",
+        png.len()
+    );
     if std::env::var_os("MLINK_UPDATE_SCREENSHOT").is_some() {
         let docs = status_support::root().join("docs/img/status-page.png");
         std::fs::copy(&shot, &docs).unwrap();

@@ -76,7 +76,9 @@ impl PeriodClock {
     pub fn next_period(&self) -> Option<NextPeriod> {
         let origin = self.origin?;
         Some(match self.length {
-            PeriodLength::Seconds(len) => NextPeriod::AtVideoS(origin + (self.index + 1) as f64 * len),
+            PeriodLength::Seconds(len) => {
+                NextPeriod::AtVideoS(origin + (self.index + 1) as f64 * len)
+            }
             PeriodLength::Frames(len) => {
                 NextPeriod::InFrames(len.max(1).saturating_sub(self.frames_in_period))
             }

@@ -144,14 +144,12 @@ pub(super) fn apply_edit(
     let failure = match reload(d, path, base, ingest, cameras, capture) {
         Err(e) => Some(e),
         Ok(failed) => match &edit.expect_camera {
-            Some(id) if !cameras.contains_key(id) => Some(
-                failed
-                    .iter()
-                    .find(|(c, _)| c == id)
-                    .map_or_else(|| format!("camera `{id}` did not start"), |(_, e)| {
-                        format!("camera `{id}` cannot start: {e}")
-                    }),
-            ),
+            Some(id) if !cameras.contains_key(id) => {
+                Some(failed.iter().find(|(c, _)| c == id).map_or_else(
+                    || format!("camera `{id}` did not start"),
+                    |(_, e)| format!("camera `{id}` cannot start: {e}"),
+                ))
+            }
             _ => None,
         },
     };

@@ -78,7 +78,14 @@ pub(super) fn start_metrics(
                 let serve = async {
                     match listener {
                         Some(l) => {
-                            if let Err(e) = crate::metrics::serve(l, metrics, crate::status::api::router(status), stopped).await {
+                            if let Err(e) = crate::metrics::serve(
+                                l,
+                                metrics,
+                                crate::status::api::router(status),
+                                stopped,
+                            )
+                            .await
+                            {
                                 tracing::warn!(error = %e, "metrics server stopped");
                             }
                         }

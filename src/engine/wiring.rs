@@ -34,13 +34,8 @@ pub fn run(
     let base = config::base_dir(pipeline_path);
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(StatusBoard::new(pipeline_path, &cfg, metrics.clone()));
-    let metrics_server = signals::start_metrics(
-        &cfg,
-        &opts,
-        metrics.clone(),
-        status.clone(),
-        stop.clone(),
-    )?;
+    let metrics_server =
+        signals::start_metrics(&cfg, &opts, metrics.clone(), status.clone(), stop.clone())?;
     models::init_runtime()?;
 
     let (oracles, specs) = startup::output_specs(&cfg, &base)?;

@@ -69,15 +69,25 @@ pub fn add_camera(
     let parsed = parse_camera(camera)?;
     let mut doc = parse(text)?;
     let cams = cameras(&mut doc)?;
-    if cams.iter().any(|c| camera_id(c) == Some(parsed.id.as_str())) {
+    if cams
+        .iter()
+        .any(|c| camera_id(c) == Some(parsed.id.as_str()))
+    {
         return Err(EditError::Conflict(format!(
             "a camera `{}` exists already: remove it first to change it",
             parsed.id
         )));
     }
-    let entry = serde_yaml_ng::to_value(camera)
-        .map_err(|e| EditError::BadRequest(format!("cannot convert the camera: {e}")))?;
-    cams.push(entry);
+    // `id` and `uri` first, as a person writes them; the other fields after, as given.
+    let mut entry = serde_yaml_ng::Mapping::new();
+    let fields = camera.as_object().into_iter().flatten();
+    let (first, rest): (Vec<_>, Vec<_>) = fields.partition(|(k, _)| *k == "id" || *k == "uri");
+    for (k, v) in first.into_iter().chain(rest) {
+        let v = serde_yaml_ng::to_value(v)
+            .map_err(|e| EditError::BadRequest(format!("cannot convert `{k}`: {e}")))?;
+        entry.insert(Value::String(k.clone()), v);
+    }
+    cams.push(Value::Mapping(entry));
     finish(text, &doc, file)
 }
 
@@ -141,7 +151,11 @@ mod tests {
         let (text, file) = pipeline(dir.path());
         config::validate_str(&text, &file).expect("the fixture is valid");
         let added = add_camera(&text, &file, &json!({"id": "two", "uri": "test:smpte"})).unwrap();
-        assert!(added.starts_with("# The header.\n# Second line.\n"), "{added}");
+        assert!(
+            added.starts_with("# The header.\n# Second line.\n"),
+            "{added}"
+        );
+        assert!(added.contains("- id: two\n  uri: test:smpte\n"), "{added}");
         let p = config::validate_str(&added, &file).unwrap();
         let ids: Vec<&str> = p.cameras.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["one", "two"]);
@@ -158,12 +172,22 @@ mod tests {
         let (text, file) = pipeline(dir.path());
         let e = add_camera(&text, &file, &json!({"id": "one", "uri": "test:ball"}));
         assert!(matches!(e, Err(EditError::Conflict(_))), "{e:?}");
-        let e = add_camera(&text, &file, &json!({"id": "x", "uri": "test:ball", "fps": 3}));
-        assert!(matches!(&e, Err(EditError::BadRequest(m)) if m.contains("fps")), "{e:?}");
+        let e = add_camera(
+            &text,
+            &file,
+            &json!({"id": "x", "uri": "test:ball", "fps": 3}),
+        );
+        assert!(
+            matches!(&e, Err(EditError::BadRequest(m)) if m.contains("fps")),
+            "{e:?}"
+        );
         let e = add_camera(&text, &file, &json!(["not", "an", "object"]));
         assert!(matches!(e, Err(EditError::BadRequest(_))), "{e:?}");
         let e = add_camera(&text, &file, &json!({"id": "x", "uri": "missing.avi"}));
-        assert!(matches!(&e, Err(EditError::Invalid(m)) if m.join(" ").contains("uri")), "{e:?}");
+        assert!(
+            matches!(&e, Err(EditError::Invalid(m)) if m.join(" ").contains("uri")),
+            "{e:?}"
+        );
         let e = add_camera(&text, &file, &json!({"id": "bad id", "uri": "test:ball"}));
         assert!(matches!(e, Err(EditError::Invalid(_))), "{e:?}");
         let e = remove_camera(&text, &file, "nope");

@@ -273,7 +273,8 @@ impl StatusBoard {
     /// no longer configured leave the board.
     pub fn cameras_configured(&self, cameras: &[CameraConfig]) {
         let mut s = self.lock();
-        s.cameras.retain(|id, _| cameras.iter().any(|c| &c.id == id));
+        s.cameras
+            .retain(|id, _| cameras.iter().any(|c| &c.id == id));
         for c in cameras {
             let cam = s.cameras.entry(c.id.clone()).or_default();
             if cam.uri != c.uri {
@@ -586,7 +587,10 @@ mod tests {
         assert_eq!(a.frames, 3);
         assert_eq!(a.outputs.len(), 2);
         assert_eq!(a.outputs[1].model, "cls");
-        assert!(matches!(a.outputs[1].provenance, Provenance::Predicted { .. }));
+        assert!(matches!(
+            a.outputs[1].provenance,
+            Provenance::Predicted { .. }
+        ));
         assert_eq!(a.boxes[0].model, "det");
         assert_eq!(a.boxes[0].count, 1);
         assert_eq!(v.snapshots_encoded, 0);

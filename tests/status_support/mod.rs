@@ -63,7 +63,7 @@ pub fn start_engine(models: &[&str]) -> Engine {
 version: 1
 cameras:
   - id: cam
-    uri: {f}
+    uri: vtest.avi
     sampling: {{ fps: 5 }}
     on_end: loop
 models:
@@ -82,10 +82,11 @@ metrics:
   listen: 127.0.0.1:{port}
   api_token_env: {TOKEN_ENV}
 "#,
-        f = vtest().display()
     );
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = dir.path().join("pipeline.yaml");
+    // The footage beside the pipeline file: a relative URI, as operators write them.
+    std::os::unix::fs::symlink(vtest(), dir.path().join("vtest.avi")).unwrap();
+    let pipeline = dir.path().join("vtest.yaml");
     std::fs::write(&pipeline, text).unwrap();
     let log = std::fs::File::create(dir.path().join("engine.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_mlink"))
@@ -128,12 +129,8 @@ impl Answer {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The message of a JSON error answer (and that it is one).
@@ -251,10 +248,7 @@ impl Engine {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        panic!(
-            "timed out waiting for {what}; engine log:\n{}",
-            self.log()
-        );
+        panic!("timed out waiting for {what}; engine log:\n{}", self.log());
     }
 
     /// Camera `id` in the status answer, if listed.
