@@ -168,8 +168,8 @@ async fn snapshot_jpg(
     }
 }
 
-/// Refuses a mutating call without the configured bearer token.
-fn authorize(board: &StatusBoard, headers: &HeaderMap) -> Result<(), Response> {
+/// The refusal of a mutating call without the configured bearer token (None: allowed).
+fn refusal(board: &StatusBoard, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &board.token else {
         let why = match &board.token_env {
             Some(var) => format!(
@@ -180,7 +180,7 @@ fn authorize(board: &StatusBoard, headers: &HeaderMap) -> Result<(), Response> {
                      `metrics.api_token_env`"
                 .to_string(),
         };
-        return Err(error(StatusCode::FORBIDDEN, why));
+        return Some(error(StatusCode::FORBIDDEN, why));
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -188,7 +188,7 @@ fn authorize(board: &StatusBoard, headers: &HeaderMap) -> Result<(), Response> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
         _ => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -196,7 +196,7 @@ fn authorize(board: &StatusBoard, headers: &HeaderMap) -> Result<(), Response> {
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
     }
 }
@@ -221,7 +221,7 @@ fn edit_error(e: EditError) -> Response {
 }
 
 async fn add_camera(State(s): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authorize(&s.board, &headers) {
+    if let Some(r) = refusal(&s.board, &headers) {
         return r;
     }
     let camera: serde_json::Value = match serde_json::from_slice(&body) {
@@ -258,7 +258,7 @@ async fn add_camera(State(s): Shared, headers: HeaderMap, body: Bytes) -> Respon
 }
 
 async fn remove_camera(State(s): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = authorize(&s.board, &headers) {
+    if let Some(r) = refusal(&s.board, &headers) {
         return r;
     }
     let _one_at_a_time = s.edits.lock().await;

@@ -105,6 +105,9 @@ struct SelectionEntry {
     reason: String,
 }
 
+/// A camera's latest frame and the boxes drawn on its overlay, by model index.
+type LatestFrame = (Frame, Vec<(usize, Vec<Detection>)>);
+
 /// The page's data (`GET /api/v1/status`).
 #[derive(Clone, Debug, Serialize)]
 pub struct StatusView {
@@ -507,7 +510,7 @@ impl StatusBoard {
 
     /// The latest frame of a camera and the boxes to draw on it (None: unknown camera;
     /// Some(None): no frame yet).
-    fn latest(&self, camera: &str) -> Option<Option<(Frame, Vec<(usize, Vec<Detection>)>)>> {
+    fn latest(&self, camera: &str) -> Option<Option<LatestFrame>> {
         let s = self.lock();
         let c = s.cameras.get(camera)?;
         Some(c.latest.clone().map(|f| (f, c.detections.clone())))
