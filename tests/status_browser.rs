@@ -2,8 +2,9 @@
 //! scripts/setup.sh) loads `/` from `mlink run` on vtest.avi, runs the page's JavaScript
 //! against the JSON API, and the rendered DOM must show every camera and every model; a
 //! screenshot is taken too (with `MLINK_UPDATE_SCREENSHOT=1` it replaces
-//! docs/img/status-page.png). Outside CI a missing chromium skips the test loudly; in CI it
-//! fails. Needs `scripts/setup.sh` (models, footage, ONNX Runtime, chromium).
+//! docs/img/status-page.png), and a camera added through the API then shows on the page.
+//! Outside CI a missing chromium skips the test loudly; in CI it fails. Needs
+//! `scripts/setup.sh` (models, footage, ONNX Runtime, chromium).
 
 mod status_support;
 mod tools_support;
@@ -118,4 +119,36 @@ fn status_page_renders_every_camera_and_model_in_chromium() {
         std::fs::copy(&shot, &docs).unwrap();
         eprintln!("wrote {}", docs.display());
     }
+
+    // A camera added through the API appears on the page once it delivers frames.
+    let added = e.send(
+        "POST",
+        "/api/v1/cameras",
+        &[
+            (
+                "Authorization",
+                &format!("Bearer {}", status_support::TOKEN),
+            ),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"id": "gate", "uri": "vtest.avi", "sampling": {"fps": 2}, "on_end": "loop"}"#,
+    );
+    assert_eq!(
+        added.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&added.body)
+    );
+    e.wait_for("frames of the added camera", Duration::from_secs(60), |e| {
+        e.camera("gate")
+            .is_some_and(|c| c["frames"].as_u64() > Some(0))
+    });
+    let dom = chromium(&bin, profile.path(), &url, &["--dump-dom"]);
+    for cam in ["cam", "gate"] {
+        assert!(
+            dom.contains(&format!(r#"data-camera="{cam}""#)),
+            "camera `{cam}` missing from the rendered page:\n{dom}"
+        );
+    }
+    assert!(dom.contains("/api/v1/cameras/gate/snapshot.jpg?overlay=1"));
 }
