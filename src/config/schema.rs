@@ -204,7 +204,8 @@ pub fn json_schema() -> Value {
                 "type": "object",
                 "additionalProperties": false,
                 "properties": {
-                    "listen": {"type": ["string", "null"], "default": "127.0.0.1:9464", "description": "IP:PORT to serve /metrics on; null disables it."}
+                    "listen": {"type": ["string", "null"], "default": "127.0.0.1:9464", "description": "IP:PORT to serve /metrics, the status page and the /api/v1 API on; null disables it."},
+                    "api_token_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "description": "Environment variable holding the bearer token of the camera API's mutating calls; absent: they are refused."}
                 }
             }
         }

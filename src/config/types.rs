@@ -962,12 +962,18 @@ pub struct MetricsConfig {
     /// Address to serve `/metrics` on; `null` disables it.
     #[serde(default = "default_listen")]
     pub listen: Option<String>,
+    /// Name of the environment variable holding the bearer token that the camera API's
+    /// mutating calls (`POST /api/v1/cameras`, `DELETE /api/v1/cameras/{id}`) require;
+    /// absent: those calls are refused.
+    #[serde(default)]
+    pub api_token_env: Option<String>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            api_token_env: None,
         }
     }
 }

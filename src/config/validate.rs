@@ -58,6 +58,19 @@ pub fn check(p: &Pipeline, base_dir: &Path) -> Vec<Issue> {
             format!("`{listen}` is not a socket address: write IP:PORT, e.g. `127.0.0.1:9464`"),
         ));
     }
+    if let Some(name) = &p.metrics.api_token_env
+        && (name.is_empty()
+            || name.starts_with(|c: char| c.is_ascii_digit())
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        out.push(Issue::new(
+            "metrics.api_token_env",
+            format!(
+                "`{name}` is not an environment variable name: use letters, digits and `_`, \
+                 not starting with a digit (e.g. `MLINK_API_TOKEN`)"
+            ),
+        ));
+    }
     out
 }
 

@@ -478,6 +478,25 @@ impl Controller {
         self.frames_seen
     }
 
+    /// The phase's name, as the status page shows it.
+    pub fn phase_label(&self) -> &'static str {
+        match &self.phase {
+            Phase::AllExact => "all_exact",
+            Phase::Warmup { .. } => "warmup",
+            Phase::Training { .. } => "training",
+            Phase::Serving(_) => "serving",
+        }
+    }
+
+    /// When the next periodic re-selection is due (None outside serving, or before its
+    /// first frame).
+    pub fn next_reselection(&self) -> Option<super::NextPeriod> {
+        match &self.phase {
+            Phase::Serving(s) => s.period.clock.next_period(),
+            _ => None,
+        }
+    }
+
     /// Samples gathered in warm-up so far.
     pub fn warmup_samples(&self) -> usize {
         match &self.phase {

@@ -21,7 +21,7 @@ pub use controller::{
     Command, ControlError, Controller, Decision, Event, FrameId, Labelling, Phase, Purpose,
     Selected, Settings,
 };
-pub use period::{PeriodClock, PeriodLength};
+pub use period::{NextPeriod, PeriodClock, PeriodLength};
 pub use scores::{BundleLinks, Predictor, ProfiledScores, Row, close_over_parents, mean_score};
 
 /// Why the active set was (re-)selected.

@@ -71,6 +71,20 @@ impl PeriodClock {
         }
     }
 
+    /// When the current period ends: the video time of the next period's first frame, or the
+    /// frames still to come in this one (None before the first frame).
+    pub fn next_period(&self) -> Option<NextPeriod> {
+        let origin = self.origin?;
+        Some(match self.length {
+            PeriodLength::Seconds(len) => {
+                NextPeriod::AtVideoS(origin + (self.index + 1) as f64 * len)
+            }
+            PeriodLength::Frames(len) => {
+                NextPeriod::InFrames(len.max(1).saturating_sub(self.frames_in_period))
+            }
+        })
+    }
+
     /// Advances to a frame at video time `time_s`.
     pub fn on_frame(&mut self, time_s: f64) -> Tick {
         let (new_period, index) = match (self.origin, self.length) {
@@ -106,6 +120,16 @@ impl PeriodClock {
             profile_frames: wanted.max(self.min_frames),
         }
     }
+}
+
+/// Where the next period starts, in the clock's unit.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextPeriod {
+    /// At this video time (seconds).
+    AtVideoS(f64),
+    /// After this many more frames.
+    InFrames(u64),
 }
 
 /// A spacing in video time or in frames, measured from a mark.

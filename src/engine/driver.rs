@@ -17,6 +17,7 @@ use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::metrics::Metrics;
 use crate::output::{OutputSpec, OutputValue};
 use crate::schedule::ModelSet;
+use crate::status::StatusBoard;
 use crossbeam_channel::Receiver;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub(super) struct Driver {
     /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
     pub predicted_accuracy: Vec<Option<f64>>,
     pub summary: RunSummary,
+    /// What the status page shows, when the engine serves one.
+    pub status: Option<Arc<StatusBoard>>,
 }
 
 impl Driver {
@@ -99,6 +102,7 @@ impl Driver {
             frame_link_ms: None,
             failed_now: Vec::new(),
             summary,
+            status: None,
         }
     }
 
@@ -151,6 +155,9 @@ impl Driver {
             link_ms: self.frame_link_ms,
         };
         self.send(cost, None)?;
+        if let Some(board) = &self.status {
+            board.controller(&self.ctl, time_s);
+        }
         if self.ctl.budget().ms_per_frame.is_some()
             && let Some(ms) = self.ctl.measured_ms_per_frame()
         {
@@ -363,6 +370,9 @@ impl Driver {
             tracing::info!(cause, active = ?names, objective = sel.objective, reason = %sel.reason, "selected the active models");
         }
         self.decisions.push(sel.decision(&self.ids));
+        if let Some(board) = &self.status {
+            board.selected(sel, &self.ids);
+        }
         Ok(())
     }
 
@@ -378,6 +388,9 @@ impl Driver {
                     Some(v.clone()),
                 ));
             }
+        }
+        if let Some(board) = &self.status {
+            board.frame_served(frame, &out.detections, &batch);
         }
         self.sinks.send(batch);
         self.observe_frame(frame);
@@ -500,6 +513,9 @@ impl Driver {
                     batch.push(self.record(frame, m, Provenance::Unavailable { reason }, None));
                 }
             }
+        }
+        if let Some(board) = &self.status {
+            board.frame_served(frame, &out.detections, &batch);
         }
         self.sinks.send(batch);
         self.observe_frame(frame);

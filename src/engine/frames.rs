@@ -52,7 +52,8 @@ pub(super) fn run_loop(
             let now = reload::mtime(pipeline_path);
             if now != last_mtime {
                 last_mtime = now;
-                reload::reload(
+                // Errors and cameras that cannot start are logged where they arise.
+                let _ = reload::reload(
                     d,
                     pipeline_path,
                     base,
@@ -61,6 +62,21 @@ pub(super) fn run_loop(
                     opts.capture.as_ref(),
                 );
             }
+        }
+        // Camera edits from the status API, through the same reload path.
+        while let Some(edit) = d.status.as_ref().and_then(|b| b.next_mutation()) {
+            let result = reload::apply_edit(
+                d,
+                pipeline_path,
+                base,
+                &ingest,
+                &mut cameras,
+                opts.capture.as_ref(),
+                &edit,
+            );
+            // The file watcher must not apply the same edit a second time.
+            last_mtime = reload::mtime(pipeline_path);
+            let _ = edit.reply.send(result);
         }
         if let Err(e) = d.poll_background() {
             break Err(e);

@@ -39,16 +39,19 @@ pub(super) fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str>
     fields
 }
 
+type Capture = std::sync::Arc<std::sync::Mutex<Vec<super::record::OutputRecord>>>;
+
 /// Applies an edited pipeline file (see the module), or rejects it whole when it is invalid
-/// or changes what needs a restart.
+/// or changes what needs a restart (the error says why). Applied, it returns the cameras that
+/// could not start, with the reason.
 pub(super) fn reload(
     d: &mut Driver,
     path: &Path,
     base: &Path,
     ingest: &IngestManager,
     cameras: &mut Cameras,
-    capture: Option<&std::sync::Arc<std::sync::Mutex<Vec<super::record::OutputRecord>>>>,
-) {
+    capture: Option<&Capture>,
+) -> Result<Vec<(String, String)>, String> {
     let new = match config::load_and_validate(path) {
         Ok(p) => p,
         Err(errors) => {
@@ -56,7 +59,8 @@ pub(super) fn reload(
                 tracing::error!("rejected pipeline edit: {e}");
             }
             d.summary.reloads_rejected += 1;
-            return;
+            let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            return Err(format!("invalid pipeline: {}", all.join("; ")));
         }
     };
     let restart = needs_restart(&d.cfg, &new);
@@ -67,7 +71,10 @@ pub(super) fn reload(
              configuration is kept"
         );
         d.summary.reloads_rejected += 1;
-        return;
+        return Err(format!(
+            "these fields apply only at a restart: {}",
+            restart.join(", ")
+        ));
     }
     let sinks = if new.sinks != d.cfg.sinks {
         let built = new
@@ -85,13 +92,13 @@ pub(super) fn reload(
             Err(e) => {
                 tracing::error!(error = %e, "rejected pipeline edit: a sink cannot be built");
                 d.summary.reloads_rejected += 1;
-                return;
+                return Err(format!("a sink cannot be built: {e}"));
             }
         }
     } else {
         None
     };
-    apply_cameras(&d.cfg, &new, base, ingest, cameras);
+    let failed = apply_cameras(&d.cfg, &new, base, ingest, cameras);
     if let Some(s) = sinks {
         d.sinks.flush();
         d.sinks = SinkSet::new(s, d.metrics.clone());
@@ -110,16 +117,63 @@ pub(super) fn reload(
         tracing::error!(error = %e, "re-selection after the edit failed");
     }
     d.summary.reloads_applied += 1;
+    if let Some(board) = &d.status {
+        board.cameras_configured(&d.cfg.cameras);
+    }
     tracing::info!("pipeline file reloaded");
+    Ok(failed)
 }
 
+/// Applies a camera edit from the API through the hot-reload path: the validated text is
+/// written to the pipeline file atomically and reloaded. A rejected reload, or an added camera
+/// that cannot start, puts the previous file back (and reloads it), so a refused edit changes
+/// neither the file nor the running cameras.
+pub(super) fn apply_edit(
+    d: &mut Driver,
+    path: &Path,
+    base: &Path,
+    ingest: &IngestManager,
+    cameras: &mut Cameras,
+    capture: Option<&Capture>,
+    edit: &crate::status::Mutation,
+) -> Result<(), String> {
+    let old = std::fs::read(path)
+        .map_err(|e| format!("cannot read the pipeline file {}: {e}", path.display()))?;
+    crate::fsutil::write_atomic(path, edit.text.as_bytes())
+        .map_err(|e| format!("cannot write the pipeline file {}: {e}", path.display()))?;
+    let failure = match reload(d, path, base, ingest, cameras, capture) {
+        Err(e) => Some(e),
+        Ok(failed) => match &edit.expect_camera {
+            Some(id) if !cameras.contains_key(id) => {
+                Some(failed.iter().find(|(c, _)| c == id).map_or_else(
+                    || format!("camera `{id}` did not start"),
+                    |(_, e)| format!("camera `{id}` cannot start: {e}"),
+                ))
+            }
+            _ => None,
+        },
+    };
+    let Some(failure) = failure else {
+        return Ok(());
+    };
+    if let Err(e) = crate::fsutil::write_atomic(path, &old) {
+        tracing::error!(error = %e, "cannot put the previous pipeline file back");
+    } else if let Err(e) = reload(d, path, base, ingest, cameras, capture) {
+        tracing::error!(error = %e, "the previous pipeline file no longer applies");
+    }
+    Err(failure)
+}
+
+/// Stops the cameras removed or changed and starts the added or changed ones; returns those
+/// that could not start, with the reason.
 fn apply_cameras(
     old: &Pipeline,
     new: &Pipeline,
     base: &Path,
     ingest: &IngestManager,
     cameras: &mut Cameras,
-) {
+) -> Vec<(String, String)> {
+    let mut failed = Vec::new();
     let old: BTreeMap<&str, &CameraConfig> =
         old.cameras.iter().map(|c| (c.id.as_str(), c)).collect();
     let wanted: BTreeMap<&str, &CameraConfig> =
@@ -140,8 +194,12 @@ fn apply_cameras(
                     cameras.insert(id.to_string(), ((*cam).clone(), rx));
                     tracing::info!(camera = %id, "camera added");
                 }
-                Err(e) => tracing::error!(camera = %id, error = %e, "cannot add camera"),
+                Err(e) => {
+                    tracing::error!(camera = %id, error = %e, "cannot add camera");
+                    failed.push((id.to_string(), e.to_string()));
+                }
             }
         }
     }
+    failed
 }

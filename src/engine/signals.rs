@@ -1,5 +1,5 @@
-//! The `/metrics` endpoint's thread, which also turns SIGINT and SIGTERM into the engine's
-//! stop flag.
+//! The `/metrics` endpoint's thread (with the status page and its API), which also turns
+//! SIGINT and SIGTERM into the engine's stop flag.
 
 use super::{EngineError, RunOptions};
 use crate::config::Pipeline;
@@ -14,6 +14,7 @@ pub(super) fn start_metrics(
     cfg: &Pipeline,
     opts: &RunOptions,
     metrics: Arc<Metrics>,
+    status: Arc<crate::status::StatusBoard>,
     stop: Arc<AtomicBool>,
 ) -> Result<Option<(String, std::thread::JoinHandle<()>)>, EngineError> {
     let listen = opts
@@ -42,7 +43,7 @@ pub(super) fn start_metrics(
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string());
     if let Some(a) = &bound {
-        tracing::info!("metrics at http://{a}/metrics");
+        tracing::info!("metrics at http://{a}/metrics, status page at http://{a}/");
     }
     let handle = std::thread::Builder::new()
         .name("metrics".into())
@@ -77,7 +78,14 @@ pub(super) fn start_metrics(
                 let serve = async {
                     match listener {
                         Some(l) => {
-                            if let Err(e) = crate::metrics::serve(l, metrics, stopped).await {
+                            if let Err(e) = crate::metrics::serve(
+                                l,
+                                metrics,
+                                crate::status::api::router(status),
+                                stopped,
+                            )
+                            .await
+                            {
                                 tracing::warn!(error = %e, "metrics server stopped");
                             }
                         }

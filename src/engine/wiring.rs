@@ -11,6 +11,7 @@ use crate::control::{Cause, Controller, Settings, TrainingPolicy};
 use crate::metrics::Metrics;
 use crate::models;
 use crate::schedule::{Budget, Cost, Costs, ModelSet};
+use crate::status::StatusBoard;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,9 @@ pub fn run(
     let cfg = config::load_and_validate(pipeline_path).map_err(EngineError::Config)?;
     let base = config::base_dir(pipeline_path);
     let metrics = Arc::new(Metrics::new());
-    let metrics_server = signals::start_metrics(&cfg, &opts, metrics.clone(), stop.clone())?;
+    let status = Arc::new(StatusBoard::new(pipeline_path, &cfg, metrics.clone()));
+    let metrics_server =
+        signals::start_metrics(&cfg, &opts, metrics.clone(), status.clone(), stop.clone())?;
     models::init_runtime()?;
 
     let (oracles, specs) = startup::output_specs(&cfg, &base)?;
@@ -112,6 +115,7 @@ pub fn run(
         links_path,
         summary,
     );
+    d.status = Some(status);
     if opts.unbounded {
         // Every model fits: no links needed, every output exact.
         d.pool.transition(&ModelSet::full(d.ids.len()))?;

@@ -253,10 +253,12 @@ pub fn global() -> Arc<Metrics> {
     GLOBAL.get_or_init(|| Arc::new(Metrics::new())).clone()
 }
 
-/// Serves `GET /metrics` (and `GET /healthz`) on `listener` until `shutdown` resolves.
+/// Serves `GET /metrics` (and `GET /healthz`), and the routes of `extra` (the status page
+/// and its API), on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    extra: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::{Router, routing::get};
@@ -276,7 +278,8 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(extra);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
