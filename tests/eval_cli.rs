@@ -31,6 +31,7 @@ fn write_trace(path: &Path, n: usize) {
             .map(|s| s.to_string())
             .collect(),
         source: "synthetic".into(),
+        thumbnail: None,
     };
     let mut w = TraceWriter::create(path, &header).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
@@ -53,6 +54,7 @@ fn write_trace(path: &Path, n: usize) {
             outputs,
             views: vec![],
             frame_features: vec![moved; 4],
+            thumbnail: None,
         })
         .unwrap();
     }
