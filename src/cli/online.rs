@@ -28,10 +28,11 @@ pub struct Args {
     /// Initial training frames at least.
     #[arg(long, default_value_t = 10)]
     pub min_init_frames: usize,
-    /// Share of each segment labelled exactly by profiling.
+    /// Labelling budget as a share of each segment (Periodic profiles twice it; the others
+    /// profile it and label as many frames again on demand).
     #[arg(long, default_value_t = 0.01)]
     pub label_fraction: f64,
-    /// Uncertainty above which a frame is labelled (default: the initial frames' median).
+    /// Uncertainty above which a frame is labelled (default: the upper quartile on the initial frames).
     #[arg(long)]
     pub uncertainty_threshold: Option<f64>,
     #[arg(long, default_value_t = 0)]

@@ -19,7 +19,7 @@ use super::problem::Problem;
 use super::stats::mean;
 use crate::config::SelectionPolicy;
 use crate::control::{
-    self, BundleLinks, Command, Controller, Event, Labelling, PeriodLength, Settings,
+    self, BundleLinks, Command, Controller, Event, Labelling, PeriodLength, Purpose, Settings,
 };
 use crate::engine::online::{FINE_TUNE_EPOCHS, RESERVOIR};
 use crate::link::{LinkBundle, Sample};
@@ -69,10 +69,12 @@ pub struct OnlineConfig {
     /// `min_init_frames`.
     pub init_fraction: f64,
     pub min_init_frames: usize,
-    /// Share of each segment's frames labelled by profiling (paper: the 1% budget).
+    /// The labelling budget as a share of each segment's frames (paper: 1%), twice over:
+    /// Periodic profiles twice the share; the others profile the share and label as many
+    /// frames again on demand.
     pub label_fraction: f64,
     /// Uncertainty above which a served frame is queued for labelling (the Uncertainty
-    /// policy); `None`: the initial training frames' median uncertainty.
+    /// policy); `None`: the upper quartile of the initial training frames' uncertainties.
     pub uncertainty_threshold: Option<f64>,
     pub seed: u64,
 }
@@ -84,7 +86,8 @@ pub struct PolicyResult {
     /// Per segment, the target's mean score on its served frames.
     pub segments: Vec<f64>,
     pub average: f64,
-    /// Frames labelled exactly (profiling and queued), the initial frames excluded.
+    /// Frames labelled exactly (profiled and labelled on demand), the initial frames
+    /// excluded.
     pub labelled: usize,
     pub trainings: usize,
 }
@@ -157,7 +160,7 @@ pub fn compare(problem: &Problem, cfg: &OnlineConfig) -> Result<OnlineReport, Ev
                 })
                 .collect();
             u.sort_by(f64::total_cmp);
-            u.get(u.len() / 2).copied().unwrap_or(0.0)
+            u.get(u.len() * 3 / 4).copied().unwrap_or(0.0)
         }
     };
     let mut policies = Vec::new();
@@ -206,7 +209,14 @@ fn run_policy(
     let settings = Settings {
         policy: SelectionPolicy::Mlink,
         period: PeriodLength::Frames(seg_len as u64),
-        profiling_ratio: cfg.label_fraction,
+        // The same labelling budget for every policy: Periodic labels twice the profiling
+        // share on its profiling frames; the on-demand policies profile the share and label
+        // as many frames again on demand (see RunInTurns below).
+        profiling_ratio: if policy == OnlinePolicy::Periodic {
+            2.0 * cfg.label_fraction
+        } else {
+            cfg.label_fraction
+        },
         min_profile_frames: 1,
         max_kept_frames: control::controller::DEFAULT_MAX_KEPT_FRAMES,
         profile_window: 1,
@@ -260,7 +270,19 @@ fn run_policy(
     let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x000a_111e);
     let mut per_segment: Vec<Vec<f64>> = vec![Vec::new(); cfg.segments];
     let mut labelled = 0usize;
+    let mut profiled = 0usize;
+    let mut queued_labels = 0usize;
     let mut trainings = 0usize;
+    let segment_of = |t: usize| ((t - n_init) / seg_len).min(cfg.segments - 1);
+    let link_score = |bundle: &LinkBundle, t: usize| {
+        let f = &pair.frames[t];
+        bundle
+            .predict(dst, &[(src, &f.outputs[src])])
+            .ok()
+            .map_or(0.0, |p| {
+                super::score(&pair.models[dst].spec, &p.value, &f.outputs[dst])
+            })
+    };
     let mut pending: VecDeque<Event> = VecDeque::from([Event::LinksReady {
         cause: control::Cause::Startup,
     }]);
@@ -289,11 +311,7 @@ fn run_policy(
                     let f = &pair.frames[t];
                     let sources = [(src, &f.outputs[src])];
                     let p = bundle.predict(dst, &sources).ok();
-                    let score = p.as_ref().map_or(0.0, |p| {
-                        super::score(&pair.models[dst].spec, &p.value, &f.outputs[dst])
-                    });
-                    let segment = ((t - n_init) / seg_len).min(cfg.segments - 1);
-                    per_segment[segment].push(score);
+                    per_segment[segment_of(t)].push(link_score(&bundle, t));
                     let predicted_loss = match labelling {
                         Labelling::LossPrediction { .. } => bundle.predicted_loss(dst, &sources),
                         _ => None,
@@ -306,10 +324,11 @@ fn run_policy(
                 }
                 Command::Profile { frame, purpose } => {
                     labelled += 1;
-                    // A profiled frame is exact for both models.
+                    profiled += 1;
+                    // The link is scored on every frame, profiled ones included (there its
+                    // prediction is made but not served).
                     let t = frame as usize;
-                    let segment = ((t - n_init) / seg_len).min(cfg.segments - 1);
-                    per_segment[segment].push(1.0);
+                    per_segment[segment_of(t)].push(link_score(&bundle, t));
                     pending.push_back(Event::Measured {
                         purpose,
                         frames: 1,
@@ -319,11 +338,23 @@ fn run_policy(
                 Command::RunInTurns {
                     frames, purpose, ..
                 } => {
-                    labelled += frames.len();
+                    // The labelling budget: frames labelled on demand never outnumber the
+                    // profiled ones (the rest are reported measured without a sample).
+                    let taken = if purpose == Purpose::Label {
+                        let room = profiled.saturating_sub(queued_labels);
+                        let taken = frames.len().min(room);
+                        queued_labels += taken;
+                        taken
+                    } else {
+                        // Profiling frames (the set and the others do not fit together).
+                        profiled += frames.len();
+                        frames.len()
+                    };
+                    labelled += taken;
                     pending.push_back(Event::Measured {
                         purpose,
                         frames: frames.len(),
-                        samples: frames
+                        samples: frames[..taken]
                             .iter()
                             .map(|&t| pair.frames[t as usize].outputs.clone())
                             .collect(),
