@@ -94,7 +94,7 @@ struct Row {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.concurrency.iter().any(|&c| c == 0) || args.samples == 0 || args.epochs == 0 {
+    if args.concurrency.contains(&0) || args.samples == 0 || args.epochs == 0 {
         anyhow::bail!("concurrency, samples and epochs must be at least 1");
     }
     let mut rows = Vec::new();

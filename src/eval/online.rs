@@ -113,9 +113,8 @@ pub fn compare(problem: &Problem, cfg: &OnlineConfig) -> Result<OnlineReport, Ev
     if cfg.segments == 0 {
         return Err(EvalError::Invalid("at least one segment".into()));
     }
-    if !(cfg.init_fraction > 0.0 && cfg.init_fraction < 1.0)
-        || !(cfg.label_fraction > 0.0 && cfg.label_fraction < 1.0)
-    {
+    let share = |x: f64| x > 0.0 && x < 1.0;
+    if !share(cfg.init_fraction) || !share(cfg.label_fraction) {
         return Err(EvalError::Invalid(
             "the initial and labelling shares must be between 0 and 1".into(),
         ));
