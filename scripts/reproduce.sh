@@ -67,6 +67,9 @@ for t in poses scene; do
   "$MLINK" online traces/building-thumbnails.trace --source persons --target "$t" \
     --segments 5 --report "out/online-building-$t"
 done
+# The paper's link: vehicle count to person count on the traffic cameras.
+"$MLINK" online traces/traffic-file.trace --source vehicles --target pedestrians \
+  --segments 5 --report out/online-traffic
 log "Fig. 11: overheads"
 "$MLINK" train traces/building-thumbnails.trace --out out/building.links
 "$MLINK" bench overheads --bundle out/building.links
