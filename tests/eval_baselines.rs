@@ -192,3 +192,80 @@ fn mtl_needs_thumbnails() {
         .to_string();
     assert!(e.contains("--thumbnails"), "{e}");
 }
+
+#[test]
+fn distilled_students_learn_from_pixels_and_lose_to_a_perfect_link_on_pixels_that_show_nothing() {
+    let base = ReplayConfig {
+        period: Period::Frames(100),
+        profile_fraction: 0.05,
+        ..ReplayConfig::default()
+    };
+    let sizes = [0.1, 0.2];
+    let r = mlink::eval::kd::compare(&pixels(true), &base, &sizes, 1).unwrap();
+    // Target `label` (index 1): its student sees the count in the brightness.
+    let label = &r.targets[1];
+    assert_eq!(label.len(), 2);
+    assert!(label[1].student.0 > 0.9, "{label:?}");
+    assert!(label[0].train_frames < label[1].train_frames);
+
+    let r = mlink::eval::kd::compare(&pixels(false), &base, &sizes, 1).unwrap();
+    for row in &r.targets[1] {
+        let link = row.links[0].unwrap().0;
+        // The label is the count capped at 2: the link from the count is exact; the student
+        // on noise guesses.
+        assert!(link > 0.95, "{row:?}");
+        assert!(row.student.0 < link - 0.2, "{row:?}");
+    }
+}
+
+/// A class source and a class target that copies it for the first 20 frames and then shifts it
+/// by one class: links trained on the first frames are wrong on everything after.
+fn shifted_mapping() -> Problem {
+    let mut rng = StdRng::seed_from_u64(5);
+    let spec = OutputSpec::vector(3, TaskKind::SingleLabel);
+    let model = |id: &str| TraceModel {
+        spec: spec.clone(),
+        ..count_model(id, 10.0)
+    };
+    problem(vec![model("src"), model("dst")], None, 400, |t| {
+        let c: usize = rng.random_range(0..3);
+        let shifted = if t < 20 { c } else { (c + 1) % 3 };
+        let onehot = |k: usize| {
+            let mut v = vec![0.0; 3];
+            v[k] = 1.0;
+            OutputValue::Vector(v)
+        };
+        (vec![onehot(c), onehot(shifted)], None)
+    })
+}
+
+#[test]
+fn offline_init_loses_to_periodic_online_training_after_a_shift() {
+    use mlink::eval::online::{OnlineConfig, OnlinePolicy, compare};
+    let cfg = OnlineConfig {
+        source: 0,
+        target: 1,
+        segments: 5,
+        init_fraction: 0.01,
+        min_init_frames: 20,
+        label_fraction: 0.1,
+        uncertainty_threshold: None,
+        seed: 0,
+    };
+    let r = compare(&shifted_mapping(), &cfg).unwrap();
+    let of = |p: OnlinePolicy| r.policies.iter().find(|x| x.policy == p).unwrap();
+    let offline = of(OnlinePolicy::OfflineInit);
+    let periodic = of(OnlinePolicy::Periodic);
+    assert_eq!(offline.trainings, 0);
+    assert!(periodic.trainings >= 4, "{periodic:?}");
+    // After the shift the initial links are wrong on every frame; fine-tuning follows it.
+    assert!(offline.segments[4] < 0.1, "{offline:?}");
+    assert!(periodic.segments[4] > 0.9, "{periodic:?}");
+    // No policy labels more than the budget: twice the profiling share of every segment.
+    for p in &r.policies {
+        assert!(
+            p.labelled <= periodic.labelled,
+            "{p:?} against {periodic:?}"
+        );
+    }
+}
