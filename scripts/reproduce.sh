@@ -61,7 +61,7 @@ log "eval building with thumbnails (MTL, DRLS)"
 log "eval traffic-file with thumbnails (MTL, DRLS)"
 "$MLINK" eval traces/traffic-file-thumbnails.trace --report out/report-traffic-file-thumbnails
 log "Fig. 5: model links against distilled students"
-"$MLINK" kd traces/building-thumbnails.trace --report out/kd-building
+"$MLINK" kd traces/building-thumbnails.trace --repeats 1 --report out/kd-building
 log "Fig. 6: online training"
 for t in poses scene; do
   "$MLINK" online traces/building-thumbnails.trace --source persons --target "$t" \
