@@ -53,9 +53,30 @@ log "eval building (the paper's links)"
 log "eval traffic-file"
 "$MLINK" eval traces/traffic-file.trace --report out/report-traffic-file
 
+# The remaining baselines on the building trace recorded with 32x32 thumbnails: Table V with
+# MTL and DRLS, the distilled students of Fig. 5, the online training of Fig. 6 and the
+# overheads of Fig. 11 (a bundle trained on the same trace for the memory figure).
+log "eval building with thumbnails (MTL, DRLS)"
+"$MLINK" eval traces/building-thumbnails.trace --report out/report-building-thumbnails
+log "eval traffic-file with thumbnails (MTL, DRLS)"
+"$MLINK" eval traces/traffic-file-thumbnails.trace --report out/report-traffic-file-thumbnails
+log "Fig. 5: model links against distilled students"
+"$MLINK" kd traces/building-thumbnails.trace --repeats 1 --report out/kd-building
+log "Fig. 6: online training"
+for t in poses scene; do
+  "$MLINK" online traces/building-thumbnails.trace --source persons --target "$t" \
+    --segments 5 --report "out/online-building-$t"
+done
+# The paper's link: vehicle count to person count on the traffic cameras.
+"$MLINK" online traces/traffic-file.trace --source vehicles --target pedestrians \
+  --segments 5 --report out/online-traffic
+log "Fig. 11: overheads"
+"$MLINK" train traces/building-thumbnails.trace --out out/building.links
+"$MLINK" bench overheads --bundle out/building.links
+
 # The paper's Fig. 10: 10 models, 200 random instances per budget.
 for d in normal beta; do
   log "simulate ($d)"
   "$MLINK" simulate --instances 200 --dist "$d" --plot "out/fig10-$d.svg"
 done
-log "done: out/report-*/report.md, out/fig10-*.svg"
+log "done: out/report-*/report.md, out/kd-building, out/online-building-*, out/fig10-*.svg"

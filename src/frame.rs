@@ -51,6 +51,14 @@ impl Frame {
         })
     }
 
+    /// The frame shrunk to `width x height` packed RGB by averaging each output pixel's
+    /// source box (area resampling, which keeps the mean colour of every region; the boxes
+    /// of a side that is enlarged hold one source pixel each). Traces store it as the
+    /// frame's thumbnail.
+    pub fn thumbnail(&self, width: u32, height: u32) -> Vec<u8> {
+        downscale_rgb(&self.rgb, self.width, self.height, width, height)
+    }
+
     /// The RGB triple at (x, y); callers keep x < width and y < height.
     #[inline]
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
@@ -68,4 +76,69 @@ pub enum FrameError {
         expected: usize,
         got: usize,
     },
+}
+
+/// Area resampling of a packed RGB image (`src` holds `sw * sh * 3` bytes) to `dw x dh`; an
+/// empty source gives black.
+pub fn downscale_rgb(src: &[u8], sw: u32, sh: u32, dw: u32, dh: u32) -> Vec<u8> {
+    let (sw, sh, dw, dh) = (sw as usize, sh as usize, dw as usize, dh as usize);
+    let mut out = vec![0u8; dw * dh * 3];
+    if sw == 0 || sh == 0 || src.len() < sw * sh * 3 {
+        return out;
+    }
+    // Source range [lo, hi) of output index `i` along a side of `n` source and `m` output
+    // pixels; never empty.
+    let span = |i: usize, n: usize, m: usize| {
+        let lo = i * n / m;
+        let hi = ((i + 1) * n / m).max(lo + 1).min(n);
+        (lo.min(n - 1), hi)
+    };
+    for y in 0..dh {
+        let (y0, y1) = span(y, sh, dh);
+        for x in 0..dw {
+            let (x0, x1) = span(x, sw, dw);
+            let mut sum = [0u64; 3];
+            for row in y0..y1 {
+                let base = (row * sw + x0) * 3;
+                for px in src[base..base + (x1 - x0) * 3].chunks_exact(3) {
+                    sum[0] += u64::from(px[0]);
+                    sum[1] += u64::from(px[1]);
+                    sum[2] += u64::from(px[2]);
+                }
+            }
+            let n = ((y1 - y0) * (x1 - x0)) as u64;
+            let o = (y * dw + x) * 3;
+            for c in 0..3 {
+                out[o + c] = ((sum[c] + n / 2) / n) as u8;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod thumbnail_tests {
+    use super::*;
+
+    #[test]
+    fn area_resampling_averages_each_box() {
+        // 4x2 image: left half red (200, 0, 0), right half alternating 0 and 100 in green.
+        let mut rgb = Vec::new();
+        for _y in 0..2 {
+            for x in 0..4 {
+                if x < 2 {
+                    rgb.extend_from_slice(&[200, 0, 0]);
+                } else {
+                    rgb.extend_from_slice(&[0, if x == 2 { 0 } else { 100 }, 10]);
+                }
+            }
+        }
+        let f = Frame::new("c".into(), 0, None, 4, 2, rgb.into()).unwrap();
+        assert_eq!(f.thumbnail(2, 1), vec![200, 0, 0, 0, 50, 10]);
+        assert_eq!(f.thumbnail(4, 2).len(), 24);
+        assert_eq!(f.thumbnail(4, 2), f.rgb.to_vec());
+        // Enlarging a side repeats pixels instead of failing.
+        assert_eq!(f.thumbnail(8, 1).len(), 24);
+        assert_eq!(&f.thumbnail(8, 1)[..3], &[200, 0, 0]);
+    }
 }

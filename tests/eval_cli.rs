@@ -31,6 +31,7 @@ fn write_trace(path: &Path, n: usize) {
             .map(|s| s.to_string())
             .collect(),
         source: "synthetic".into(),
+        thumbnail: None,
     };
     let mut w = TraceWriter::create(path, &header).unwrap();
     let mut rng = StdRng::seed_from_u64(11);
@@ -53,6 +54,7 @@ fn write_trace(path: &Path, n: usize) {
             outputs,
             views: vec![],
             frame_features: vec![moved; 4],
+            thumbnail: None,
         })
         .unwrap();
     }
@@ -79,7 +81,7 @@ fn eval(trace: &Path, report: &Path, seed: u64, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-const METHODS: [&str; 5] = ["Standalone", "Reducto", "MLink", "Gain", "Optimal"];
+const METHODS: [&str; 6] = ["Standalone", "DRLS", "Reducto", "MLink", "Gain", "Optimal"];
 
 #[test]
 fn eval_writes_the_report_files_and_the_same_seed_gives_the_same_json() {
@@ -130,8 +132,8 @@ fn eval_writes_the_report_files_and_the_same_seed_gives_the_same_json() {
         .collect();
     assert_eq!(
         names,
-        ["standalone", "reducto", "mlink", "gain", "optimal"],
-        "methods in report.json"
+        ["standalone", "drls", "reducto", "mlink", "gain", "optimal"],
+        "methods in report.json (no MTL: the trace holds no thumbnails)"
     );
     // 15 MB holds `a` alone: Standalone scores one model of three.
     let standalone = &v["budgets"][0]["methods"][0];

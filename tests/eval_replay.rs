@@ -39,6 +39,7 @@ fn write_trace(path: &Path, models: &[Synth], n: usize, seed: u64) {
             .collect(),
         frame_feature_names: FEATURES.iter().map(|s| s.to_string()).collect(),
         source: "synthetic".into(),
+        thumbnail: None,
     };
     let mut w = TraceWriter::create(path, &header).unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -65,6 +66,7 @@ fn write_trace(path: &Path, models: &[Synth], n: usize, seed: u64) {
             outputs,
             views: vec![],
             frame_features: vec![moved + noise; 4],
+            thumbnail: None,
         })
         .unwrap();
     }
@@ -190,7 +192,13 @@ fn optimal_scores_at_least_as_well_as_every_budgeted_method() {
             .iter()
             .find(|m| m.method == Method::Optimal)
             .unwrap();
-        for m in b.methods.iter().filter(|m| m.method != Method::Reducto) {
+        // Reducto and DRLS are not bound to one set a period (DRLS chooses frame by frame),
+        // so the best fixed set does not bound them.
+        for m in b
+            .methods
+            .iter()
+            .filter(|m| !matches!(m.method, Method::Reducto | Method::Drls))
+        {
             assert!(
                 opt.outcome.accuracy + 1e-9 >= m.outcome.accuracy,
                 "{}: {} scores {} above Optimal's {}",
@@ -202,7 +210,12 @@ fn optimal_scores_at_least_as_well_as_every_budgeted_method() {
         }
     }
     // With every model affordable, Optimal runs them all.
-    let all = &r.budgets[2].methods[4].outcome;
+    let all = &r.budgets[2]
+        .methods
+        .iter()
+        .find(|m| m.method == Method::Optimal)
+        .unwrap()
+        .outcome;
     assert_eq!(all.accuracy, 1.0);
 }
 

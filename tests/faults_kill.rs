@@ -67,6 +67,7 @@ fn trace_header() -> TraceHeader {
         }],
         frame_feature_names: vec![],
         source: "kill test".into(),
+        thumbnail: None,
     }
 }
 
@@ -77,6 +78,7 @@ fn trace_record(seq: u64) -> TraceRecord {
         time_s: seq as f64,
         outputs: vec![Some(OutputValue::Vector(vec![seq as f32, 1.0]))],
         frame_features: vec![],
+        thumbnail: None,
         views: vec![],
     }
 }

@@ -190,6 +190,7 @@ fn trains_from_a_trace_file() {
             .collect(),
         frame_feature_names: vec![],
         source: "synthetic".into(),
+        thumbnail: None,
     };
     let mut w = TraceWriter::create(&path, &header).unwrap();
     for (n, s) in samples.iter().enumerate() {
@@ -200,6 +201,7 @@ fn trains_from_a_trace_file() {
             outputs: s.outputs.clone(),
             views: vec![],
             frame_features: vec![],
+            thumbnail: None,
         })
         .unwrap();
     }

@@ -37,6 +37,7 @@ fn write(path: &Path, n: usize, with_views: bool) {
             .map(|s| s.to_string())
             .collect(),
         source: "synthetic".into(),
+        thumbnail: None,
     };
     let mut w = TraceWriter::create(path, &header).unwrap();
     let mut rng = StdRng::seed_from_u64(5);
@@ -63,6 +64,7 @@ fn write(path: &Path, n: usize, with_views: bool) {
                 vec![]
             },
             frame_features: vec![moved; 4],
+            thumbnail: None,
         })
         .unwrap();
     }

@@ -1,7 +1,8 @@
 //! `mlink record` on the building workload's real footage with the real models: the trace is
-//! format 2, every model's view has the length its header names, and each head agrees with its
-//! own view (the head's count is the view's count at the model's `min_score`; the grouped
-//! scene label is the top of the view's group sums).
+//! the current format, every model's view has the length its header names, and each head agrees
+//! with its own view (the head's count is the view's count at the model's `min_score`; the
+//! grouped scene label is the top of the view's group sums); with `--thumbnails` every record
+//! holds its frame's thumbnail, the same as the committed building trace's.
 
 use mlink::link::trace::{TRACE_VERSION, TraceReader};
 use mlink::output::OutputValue;
@@ -25,7 +26,7 @@ fn building_records_views_that_agree_with_the_heads() {
     let run = Command::new(env!("CARGO_BIN_EXE_mlink"))
         .args(["record", pipeline.to_str().unwrap(), "--out"])
         .arg(&out)
-        .args(["--max-frames", "6"])
+        .args(["--max-frames", "6", "--thumbnails", "32x32"])
         .output()
         .unwrap();
     assert!(
@@ -38,6 +39,18 @@ fn building_records_views_that_agree_with_the_heads() {
     let header = reader.header().clone();
     let records: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
     assert_eq!(records.len(), 6);
+    let size = header.thumbnail.expect("a thumbnail size in the header");
+    assert_eq!((size.width, size.height), (32, 32));
+    let (_, committed) =
+        mlink::link::trace::read_all(&root.join("traces/building-thumbnails.trace")).unwrap();
+    for (r, c) in records.iter().zip(&committed) {
+        let t = r.thumbnail.as_deref().expect("a thumbnail in every record");
+        assert_eq!(t.len(), 32 * 32 * 3);
+        assert!(t.iter().any(|&b| b != t[0]), "a flat thumbnail");
+        // Decoding and resampling are deterministic: the committed trace was recorded so.
+        assert_eq!(Some(t), c.thumbnail.as_deref(), "frame {}", r.seq);
+        assert_eq!(r.outputs, c.outputs, "frame {}", r.seq);
+    }
     let ids: Vec<&str> = header.models.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["persons", "objects", "scene", "poses"]);
     let lens: Vec<usize> = header.models.iter().map(|m| m.view.len()).collect();

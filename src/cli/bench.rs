@@ -19,6 +19,8 @@ pub enum Bench {
     Links(super::bench_links::Args),
     /// Model selection time for several model counts.
     Schedule(super::bench_schedule::Args),
+    /// Concurrent link training and prediction, bundle memory, federated round bytes (Fig. 11).
+    Overheads(super::bench_overheads::Args),
     /// Decode, scale and convert throughput of a video file.
     #[cfg(feature = "gst")]
     Ingest(super::bench_ingest::BenchIngestArgs),
@@ -44,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Bench::Models(a) => models(a),
         Bench::Links(a) => super::bench_links::run(a),
         Bench::Schedule(a) => super::bench_schedule::run(a),
+        Bench::Overheads(a) => super::bench_overheads::run(a),
         #[cfg(feature = "gst")]
         Bench::Ingest(a) => super::bench_ingest::run(a),
         #[cfg(feature = "gst")]

@@ -12,10 +12,13 @@ mod bench_engine;
 #[cfg(feature = "gst")]
 mod bench_ingest;
 mod bench_links;
+mod bench_overheads;
 mod bench_schedule;
 mod eval;
+mod kd;
 mod link_export;
 mod links;
+mod online;
 mod profile;
 #[cfg(feature = "gst")]
 mod record;
@@ -56,6 +59,10 @@ pub enum Command {
     Aggregate(aggregate::Args),
     /// Replay scheduling methods and baselines over a recorded trace; print or write a report.
     Eval(eval::Args),
+    /// Model links against distilled students by training size (the paper's Fig. 5).
+    Kd(kd::Args),
+    /// Offline-Init against online link training policies, segment by segment (Fig. 6).
+    Online(online::Args),
     /// Serve a video file in a loop, or a test pattern, as an RTSP camera.
     #[cfg(feature = "gst")]
     ServeRtsp(serve_rtsp::ServeRtspArgs),
@@ -88,6 +95,8 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Aggregate(args) => aggregate::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Kd(args) => kd::run(args),
+        Command::Online(args) => online::run(args),
         #[cfg(feature = "gst")]
         Command::ServeRtsp(args) => serve_rtsp::run(args),
         #[cfg(feature = "gst")]

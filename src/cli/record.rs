@@ -1,6 +1,7 @@
 //! `mlink record PIPELINE --out TRACE`: every model exact on every sampled frame of the
 //! pipeline's cameras (its head's output and its link view), plus the frame-difference
-//! features of the Reducto baseline, into a trace (format version 2).
+//! features of the Reducto baseline and, with `--thumbnails WxH`, a downscaled copy of every
+//! frame, into a trace (format version 3).
 //! File cameras are read once (their `on_end` is ignored). Interrupting (Ctrl-C) finishes the
 //! trace with the frames recorded so far; a crash leaves `TRACE.partial`, readable up to its
 //! last complete record.
@@ -9,7 +10,7 @@ use crate::config::{self, OnEnd};
 use crate::engine::exec::{FrameOutputs, ModelPool};
 use crate::engine::wiring::measure_costs;
 use crate::ingest::IngestManager;
-use crate::link::trace::{TraceHeader, TraceModel, TraceRecord, TraceWriter};
+use crate::link::trace::{ThumbnailSize, TraceHeader, TraceModel, TraceRecord, TraceWriter};
 use crate::metrics::Metrics;
 use crate::schedule::ModelSet;
 use anyhow::Context;
@@ -30,6 +31,14 @@ pub struct Args {
     /// Stop after this many frames.
     #[arg(long)]
     pub max_frames: Option<u64>,
+    /// Also store every frame downscaled to WxH packed RGB (e.g. 32x32), for the baselines
+    /// that learn from pixels (`mlink eval`'s MTL, `mlink kd`).
+    #[arg(long, value_name = "WxH", value_parser = parse_thumbnail)]
+    pub thumbnails: Option<ThumbnailSize>,
+}
+
+fn parse_thumbnail(s: &str) -> Result<ThumbnailSize, String> {
+    ThumbnailSize::parse(s)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -88,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect(),
         frame_feature_names: feature_names,
         source: format!("mlink record {}", args.pipeline.display()),
+        thumbnail: args.thumbnails,
     };
     let mut writer = TraceWriter::create(&args.out, &header)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -179,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             outputs: out.values,
             views: out.views,
             frame_features,
+            thumbnail: args.thumbnails.map(|t| frame.thumbnail(t.width, t.height)),
         })?;
         frames += 1;
         bar.inc(1);

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Earlier samples kept for fine-tuning alongside each new batch.
-const RESERVOIR: usize = 1000;
+pub const RESERVOIR: usize = 1000;
 /// Epochs of each fine-tuning run.
-const FINE_TUNE_EPOCHS: usize = 20;
+pub const FINE_TUNE_EPOCHS: usize = 20;
 /// Local epochs of each federated round.
 const FEDERATED_EPOCHS: usize = 5;
 

@@ -1,12 +1,17 @@
 //! Offline evaluation: replay of scheduling methods over recorded traces, baselines (Standalone,
-//! Reducto, Optimal) and reports (paper section 6.6).
+//! MTL, DRLS, Reducto, Optimal, distilled students) and reports (paper section 6.6).
 //!
 //! Pure Rust apart from the optional OpenCV frame features (feature `opencv`, in
 //! [`features`]): no GStreamer, no ONNX Runtime.
 
+pub mod drls;
 #[cfg(feature = "opencv")]
 pub mod features;
+pub mod kd;
 pub mod linker;
+pub mod mtl;
+pub mod online;
+pub mod pixelnet;
 pub mod problem;
 pub mod reducto;
 pub mod replay;

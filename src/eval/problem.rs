@@ -2,7 +2,7 @@
 //! recorded frames in time order with every model's exact output.
 
 use super::EvalError;
-use crate::link::trace::{TraceHeader, TraceRecord};
+use crate::link::trace::{ThumbnailSize, TraceHeader, TraceRecord};
 use crate::output::{OutputSpec, OutputValue};
 use crate::schedule::Cost;
 use std::collections::BTreeMap;
@@ -32,6 +32,9 @@ pub struct FrameRow {
     /// view (format 1), empty for a token-sequence head without one.
     pub views: Vec<Vec<f32>>,
     pub features: Vec<f32>,
+    /// The frame's thumbnail (trace format 3, [`Problem::thumbnail`] size), for the baselines
+    /// that learn from pixels.
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 /// A validated trace.
@@ -47,6 +50,8 @@ pub struct Problem {
     pub incomplete_records: usize,
     /// Whether the trace recorded link views (else `views` repeat the heads).
     pub has_views: bool,
+    /// The size of the frames' thumbnails when the trace holds them.
+    pub thumbnail: Option<ThumbnailSize>,
 }
 
 impl Problem {
@@ -165,6 +170,7 @@ impl Problem {
                 outputs,
                 views,
                 features: r.frame_features,
+                thumbnail: r.thumbnail,
             });
         }
         frames.sort_by(|a, b| a.time_s.total_cmp(&b.time_s));
@@ -176,6 +182,7 @@ impl Problem {
             source: header.source.clone(),
             incomplete_records: incomplete,
             has_views: header.models.iter().any(|m| !m.view.is_empty()),
+            thumbnail: header.thumbnail,
         })
     }
 
@@ -207,6 +214,13 @@ impl Problem {
             f.views = keep_marked(std::mem::take(&mut f.views), &keep);
         }
         Ok(())
+    }
+
+    /// Whether every frame holds a thumbnail (what the pixel baselines need).
+    pub fn has_thumbnails(&self) -> bool {
+        self.thumbnail.is_some()
+            && !self.frames.is_empty()
+            && self.frames.iter().all(|f| f.thumbnail.is_some())
     }
 
     pub fn n_models(&self) -> usize {

@@ -93,6 +93,11 @@ impl Default for ReplayConfig {
 pub enum Method {
     /// The cheapest models that fit run; the others produce nothing.
     Standalone,
+    /// One multi-task network on the frame thumbnails in place of every model
+    /// ([`super::mtl`]); only for traces with thumbnails.
+    Mtl,
+    /// The reinforcement-learning scheduler, model by model on every frame ([`super::drls`]).
+    Drls,
     /// Reducto's frame filtering at the compute MLink spends under the same budget.
     Reducto,
     /// The paper's activation-probability greedy.
@@ -104,8 +109,10 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    pub const ALL: [Method; 7] = [
         Method::Standalone,
+        Method::Mtl,
+        Method::Drls,
         Method::Reducto,
         Method::Mlink,
         Method::Gain,
@@ -115,6 +122,8 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Standalone => "Standalone",
+            Method::Mtl => "MTL",
+            Method::Drls => "DRLS",
             Method::Reducto => "Reducto",
             Method::Mlink => "MLink",
             Method::Gain => "Gain",
@@ -323,7 +332,7 @@ impl<'p> Replay<'p> {
 
     /// Per model, the score on frame `t` when the models of `mask` run and the others are
     /// predicted from them (0 for a model predicted from nothing).
-    fn frame_scores(&self, mask: u64, t: usize) -> Vec<f64> {
+    pub(crate) fn frame_scores(&self, mask: u64, t: usize) -> Vec<f64> {
         if let Some(s) = self.cache.borrow().get(&(mask, t)) {
             return s.clone();
         }

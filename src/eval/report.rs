@@ -3,6 +3,8 @@
 //! text, Markdown, JSON and SVG plots.
 
 use super::EvalError;
+use super::drls::DrlsConfig;
+use super::pixelnet::NetConfig;
 use super::problem::Problem;
 use super::replay::{Method, Outcome, Replay, ReplayConfig};
 use super::stats::{discrete_scalar, lookup_ceiling, pearson, scalar_of};
@@ -168,6 +170,18 @@ pub fn evaluate(
     }
     let replay = Replay::new(problem, cfg)?;
     let tuning = replay.reducto_tuning()?;
+    // MTL needs pixels: only traces with thumbnails get its row. Its cost does not depend on
+    // the budget (its memory fits every budget here), so one network serves every budget.
+    let mtl = if problem.has_thumbnails() {
+        let net = super::mtl::train(&replay, &NetConfig::multi_task(replay.config().seed))?;
+        Some(super::mtl::run(&replay, &net)?)
+    } else {
+        None
+    };
+    let drls_cfg = DrlsConfig {
+        seed: replay.config().seed,
+        ..DrlsConfig::default()
+    };
     let mut results = Vec::with_capacity(budgets.len());
     for b in budgets {
         if !b.is_valid() {
@@ -181,16 +195,19 @@ pub fn evaluate(
         let gain = replay.run_policy(SelectionPolicy::Gain, b)?;
         let optimal = replay.run_optimal(b)?;
         let reducto = replay.run_reducto_matched(&tuning, mlink.ms_per_frame);
-        let methods = [
-            (Method::Standalone, standalone),
-            (Method::Reducto, reducto),
-            (Method::Mlink, mlink),
-            (Method::Gain, gain),
-            (Method::Optimal, optimal),
-        ]
-        .into_iter()
-        .map(|(method, outcome)| MethodResult { method, outcome })
-        .collect();
+        let drls = super::drls::run(&replay, &super::drls::train(&replay, b, &drls_cfg)?);
+        let methods = [(Method::Standalone, standalone)]
+            .into_iter()
+            .chain(mtl.clone().map(|o| (Method::Mtl, o)))
+            .chain([
+                (Method::Drls, drls),
+                (Method::Reducto, reducto),
+                (Method::Mlink, mlink),
+                (Method::Gain, gain),
+                (Method::Optimal, optimal),
+            ])
+            .map(|(method, outcome)| MethodResult { method, outcome })
+            .collect();
         results.push(BudgetResult {
             label: budget_label(b),
             budget: *b,
@@ -327,6 +344,22 @@ fn correlations(problem: &Problem) -> CorrelationTable {
         models: problem.models.iter().map(|m| m.id.clone()).collect(),
         r,
     }
+}
+
+/// The methods a report compares, in [`Method::ALL`]'s order (MTL only where the trace has
+/// thumbnails).
+fn methods_of(r: &Report) -> Vec<Method> {
+    Method::ALL
+        .into_iter()
+        .filter(|m| r.budgets.iter().any(|b| outcome_of(b, *m).is_some()))
+        .collect()
+}
+
+fn outcome_of(b: &BudgetResult, method: Method) -> Option<&Outcome> {
+    b.methods
+        .iter()
+        .find(|m| m.method == method)
+        .map(|m| &m.outcome)
 }
 
 fn pct(x: f64) -> String {
@@ -469,10 +502,13 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "|---|{}", "---|---|---|".repeat(r.budgets.len()));
-    for (mi, method) in Method::ALL.iter().enumerate() {
+    for method in methods_of(r) {
         let _ = write!(s, "| {} |", method.name());
         for b in &r.budgets {
-            let o = &b.methods[mi].outcome;
+            let Some(o) = outcome_of(b, method) else {
+                let _ = write!(s, " - | - | - |");
+                continue;
+            };
             let _ = write!(
                 s,
                 " {} | {:.1} | {} |",
@@ -665,7 +701,9 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
         s,
         "Where these data differ: the footage is this trace's, not the paper's building and traffic cameras; the \
          models are the ones recorded here, not OpenPose, ResNet50 and YOLOv3; costs come from the trace header \
-         (profiled on the recording machine, possibly a CPU) rather than a GPU; MTL and DRLS are not re-implemented; \
+         (profiled on the recording machine, possibly a CPU) rather than a GPU; MTL is a small convolutional network \
+         on the trace's thumbnails (not a pretrained ResNet50 on full frames) and DRLS a tabular Q-learner whose \
+         unexecuted models are predicted by the same links as MLink's; \
          the profiling scores are measured over a window of periods because short traces hold few profiling frames \
          per period."
     );
@@ -704,14 +742,14 @@ pub fn plot_accuracy_vs_budget(r: &Report) -> Result<String, EvalError> {
             .y_desc("accuracy %")
             .draw()
             .map_err(|e| err(&e))?;
-        let colours = [RED, BLUE, GREEN, MAGENTA, BLACK];
-        for (mi, method) in Method::ALL.iter().enumerate() {
+        let colours = [RED, CYAN, YELLOW, BLUE, GREEN, MAGENTA, BLACK];
+        for (mi, method) in methods_of(r).into_iter().enumerate() {
             let colour = colours[mi % colours.len()];
             let pts: Vec<(f64, f64)> = r
                 .budgets
                 .iter()
                 .enumerate()
-                .map(|(bi, b)| (bi as f64, 100.0 * b.methods[mi].outcome.accuracy))
+                .filter_map(|(bi, b)| Some((bi as f64, 100.0 * outcome_of(b, method)?.accuracy)))
                 .collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
@@ -766,15 +804,15 @@ pub fn plot_accuracy_vs_time(r: &Report) -> Result<String, EvalError> {
             .y_desc("accuracy %")
             .draw()
             .map_err(|e| err(&e))?;
-        let colours = [RED, BLUE, GREEN, MAGENTA, BLACK];
-        for (mi, method) in Method::ALL.iter().enumerate() {
+        let colours = [RED, CYAN, YELLOW, BLUE, GREEN, MAGENTA, BLACK];
+        for (mi, method) in methods_of(r).into_iter().enumerate() {
             let colour = colours[mi % colours.len()];
             let pts: Vec<(f64, f64)> = r
                 .budgets
                 .iter()
-                .map(|b| {
-                    let o = &b.methods[mi].outcome;
-                    (o.ms_per_frame, 100.0 * o.accuracy)
+                .filter_map(|b| {
+                    let o = outcome_of(b, method)?;
+                    Some((o.ms_per_frame, 100.0 * o.accuracy))
                 })
                 .collect();
             chart

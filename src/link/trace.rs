@@ -2,7 +2,7 @@
 //! read. One record per analysed frame: camera id, sequence number, time, every model's output
 //! (or its absence) and optional low-level frame features.
 //!
-//! # Encoding (version 2; version 1 is still read)
+//! # Encoding (version 3; versions 1 and 2 are still read)
 //!
 //! All integers and floats are little-endian.
 //!
@@ -23,7 +23,13 @@
 //! per output a tag u8 (0 absent, 1 vector, 2 tokens), element count u32 and the elements (f32
 //! or u32); then (version 2) the view count u32 (0, or one per model) and per view a tag u8 (0
 //! absent, 1 present), element count u32 and the elements (f32); then the feature count u32
-//! and the features (f32).
+//! and the features (f32); then (version 3) the thumbnail tag u8 (0 absent, 1 present) and, when
+//! present, its byte count u32 and the bytes (packed RGB, `thumbnail` width x height x 3).
+//!
+//! Version 3 adds thumbnails: a header may give a `thumbnail` size, and a record may then hold
+//! a downscaled RGB copy of its frame, so that baselines that learn from pixels (multi-task
+//! networks, distilled students) are trained and replayed offline. A version 2 trace reads as
+//! one without thumbnails.
 //!
 //! Version 2 adds the link views: each header model may name its view's entries (`view`), and
 //! a record may hold every model's view (the fixed-length encoding of its raw output that
@@ -45,7 +51,7 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The trace format version this build writes and the newest it reads.
-pub const TRACE_VERSION: u32 = 2;
+pub const TRACE_VERSION: u32 = 3;
 /// The first bytes of every trace file.
 pub const TRACE_MAGIC: [u8; 8] = *b"MLTRACE\0";
 /// The length value that marks the end of a complete trace.
@@ -68,6 +74,51 @@ pub struct TraceHeader {
     pub frame_feature_names: Vec<String>,
     #[serde(default)]
     pub source: String,
+    /// The size of the frame thumbnails the records hold (version 3); `None`: no thumbnails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<ThumbnailSize>,
+}
+
+/// The size of a trace's frame thumbnails (packed RGB, 3 bytes a pixel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThumbnailSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl ThumbnailSize {
+    /// Largest side accepted, so that a thumbnail stays a thumbnail (and a record stays small).
+    pub const MAX_SIDE: u32 = 512;
+
+    /// Bytes of one thumbnail.
+    pub fn bytes(&self) -> usize {
+        self.width as usize * self.height as usize * 3
+    }
+
+    /// Parses `WxH` (e.g. `32x32`), each side between 1 and [`Self::MAX_SIDE`].
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (w, h) = s
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("`{s}` is not WxH (e.g. 32x32)"))?;
+        let side = |v: &str| -> Result<u32, String> {
+            let n: u32 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{v}` in `{s}` is not a whole number"))?;
+            if n == 0 || n > Self::MAX_SIDE {
+                return Err(format!(
+                    "thumbnail sides must be between 1 and {} pixels, not {n}",
+                    Self::MAX_SIDE
+                ));
+            }
+            Ok(n)
+        };
+        Ok(Self {
+            width: side(w)?,
+            height: side(h)?,
+        })
+    }
 }
 
 /// One recorded model: its id, output spec and (when profiled) its cost.
@@ -102,6 +153,9 @@ pub struct TraceRecord {
     /// Low-level features named by the header's `frame_feature_names` (same length; may be
     /// empty when the header names none).
     pub frame_features: Vec<f32>,
+    /// The frame downscaled to the header's `thumbnail` size, packed RGB (version 3); `None`
+    /// when the header gives no size (or the recording had no frame for it).
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +202,19 @@ pub enum TraceError {
 
 /// Checks a header for duplicate or empty model ids.
 fn validate_header(header: &TraceHeader) -> Result<(), String> {
+    if let Some(t) = header.thumbnail
+        && (t.width == 0
+            || t.height == 0
+            || t.width > ThumbnailSize::MAX_SIDE
+            || t.height > ThumbnailSize::MAX_SIDE)
+    {
+        return Err(format!(
+            "thumbnail size {}x{} is outside 1..={} pixels a side",
+            t.width,
+            t.height,
+            ThumbnailSize::MAX_SIDE
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     for m in &header.models {
         if m.id.is_empty() {
@@ -215,6 +282,25 @@ pub fn validate_record(
             header.frame_feature_names.len()
         )));
     }
+    if let Some(t) = &rec.thumbnail {
+        match header.thumbnail {
+            None => {
+                return Err(shape(
+                    "a thumbnail in a trace whose header gives no thumbnail size".into(),
+                ));
+            }
+            Some(size) if t.len() != size.bytes() => {
+                return Err(shape(format!(
+                    "a thumbnail of {} bytes where the header's {}x{} RGB takes {}",
+                    t.len(),
+                    size.width,
+                    size.height,
+                    size.bytes()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
     if !rec.time_s.is_finite() {
         return Err(shape(format!("time {} is not finite", rec.time_s)));
     }
@@ -254,6 +340,12 @@ impl TraceWriter {
             path: path.to_owned(),
             reason,
         })?;
+        if version < 3 && header.thumbnail.is_some() {
+            return Err(TraceError::Header {
+                path: path.to_owned(),
+                reason: format!("a version {version} trace cannot hold thumbnails"),
+            });
+        }
         let partial = partial_path(path);
         let io = |source| TraceError::Io {
             path: partial.clone(),
@@ -496,6 +588,11 @@ impl TraceReader {
         let header: TraceHeader =
             serde_json::from_slice(&json).map_err(|e| header_err(e.to_string()))?;
         validate_header(&header).map_err(&header_err)?;
+        if version < 3 && header.thumbnail.is_some() {
+            return Err(header_err(format!(
+                "a version {version} trace cannot hold thumbnails"
+            )));
+        }
         Ok(Self {
             header,
             version,
@@ -723,6 +820,16 @@ fn encode_record(rec: &TraceRecord, version: u32, out: &mut Vec<u8>) {
     for x in &rec.frame_features {
         out.extend_from_slice(&x.to_le_bytes());
     }
+    if version >= 3 {
+        match &rec.thumbnail {
+            None => out.push(0),
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                out.extend_from_slice(t);
+            }
+        }
+    }
 }
 
 /// A cursor over a record payload that reports running past its end.
@@ -818,6 +925,17 @@ fn decode_record(data: &[u8], version: u32) -> Result<TraceRecord, String> {
     for _ in 0..nf {
         frame_features.push(f32::from_le_bytes(c.array()?));
     }
+    let mut thumbnail = None;
+    if version >= 3 {
+        match c.array::<1>()?[0] {
+            0 => {}
+            1 => {
+                let len = c.count(1)?;
+                thumbnail = Some(c.take(len)?.to_vec());
+            }
+            t => return Err(format!("unknown thumbnail tag {t}")),
+        }
+    }
     if c.pos != data.len() {
         return Err(format!(
             "{} unexpected bytes after the record",
@@ -831,6 +949,7 @@ fn decode_record(data: &[u8], version: u32) -> Result<TraceRecord, String> {
         outputs,
         views,
         frame_features,
+        thumbnail,
     })
 }
 
@@ -889,6 +1008,7 @@ mod tests {
             ],
             frame_feature_names: vec!["edge".into()],
             source: "unit test".into(),
+            thumbnail: None,
         }
     }
 
@@ -907,6 +1027,70 @@ mod tests {
             ],
             views: vec![Some(vec![i as f32, 1.0]), None],
             frame_features: vec![i as f32],
+            thumbnail: None,
+        }
+    }
+
+    #[test]
+    fn thumbnails_round_trip_are_checked_and_older_versions_read_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = ThumbnailSize::parse("2x3").unwrap();
+        assert_eq!((size.width, size.height, size.bytes()), (2, 3, 18));
+        let with = TraceHeader {
+            thumbnail: Some(size),
+            ..header()
+        };
+        let p = dir.path().join("v3.trace");
+        let mut w = TraceWriter::create(&p, &with).unwrap();
+        let thumb = |i: u64| -> Vec<u8> { (0..18).map(|b| (b as u64 * 7 + i) as u8).collect() };
+        for i in 0..3 {
+            w.append(&TraceRecord {
+                thumbnail: (i != 1).then(|| thumb(i)),
+                ..record(i)
+            })
+            .unwrap();
+        }
+        let e = w
+            .append(&TraceRecord {
+                thumbnail: Some(vec![0; 17]),
+                ..record(3)
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("17 bytes") && e.contains("2x3"), "{e}");
+        w.finish().unwrap();
+        let (h, recs) = read_all(&p).unwrap();
+        assert_eq!(h.thumbnail, Some(size));
+        assert_eq!(recs[0].thumbnail.as_deref(), Some(thumb(0).as_slice()));
+        assert_eq!(recs[1].thumbnail, None);
+        assert_eq!(recs[2].thumbnail.as_deref(), Some(thumb(2).as_slice()));
+
+        // Without a size in the header, no record may carry one.
+        let mut w = TraceWriter::create(&dir.path().join("no"), &header()).unwrap();
+        let e = w
+            .append(&TraceRecord {
+                thumbnail: Some(thumb(0)),
+                ..record(0)
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no thumbnail size"), "{e}");
+
+        // A version 2 trace reads as before, without thumbnails; it cannot be given any.
+        let q = dir.path().join("v2.trace");
+        assert!(TraceWriter::create_version(&q, &with, 2).is_err());
+        let mut w = TraceWriter::create_version(&q, &header(), 2).unwrap();
+        for i in 0..3 {
+            w.append(&record(i)).unwrap();
+        }
+        w.finish().unwrap();
+        let reader = TraceReader::open(&q).unwrap();
+        assert_eq!(reader.version(), 2);
+        let recs: Vec<TraceRecord> = reader.collect::<Result<_, _>>().unwrap();
+        assert_eq!(recs, (0..3).map(record).collect::<Vec<_>>());
+
+        for bad in ["32", "0x4", "4x", "600x10", "ax3"] {
+            assert!(ThumbnailSize::parse(bad).is_err(), "{bad}");
         }
     }
 
@@ -1050,7 +1234,7 @@ mod tests {
         std::fs::write(&foreign, &newer).unwrap();
         let e = TraceReader::open(&foreign).err().unwrap();
         assert!(
-            matches!(e, TraceError::NewerVersion { found: 3, .. }),
+            matches!(e, TraceError::NewerVersion { found: 4, .. }),
             "{e}"
         );
 

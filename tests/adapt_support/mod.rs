@@ -29,6 +29,7 @@ pub fn record(camera: &str, seq: u64, outputs: Vec<Option<Vec<f32>>>) -> TraceRe
             .collect(),
         views: vec![],
         frame_features: Vec::new(),
+        thumbnail: None,
     }
 }
 
@@ -37,6 +38,7 @@ pub fn write_trace(path: &Path, models: Vec<TraceModel>, records: &[TraceRecord]
         models,
         frame_feature_names: Vec::new(),
         source: "synthetic".into(),
+        thumbnail: None,
     };
     let mut w = TraceWriter::create(path, &header).unwrap();
     for r in records {

@@ -150,6 +150,7 @@ fn trace_header() -> TraceHeader {
         ],
         frame_feature_names: vec!["pixel".into(), "area".into()],
         source: "fuzz seed".into(),
+        thumbnail: None,
     }
 }
 
@@ -165,6 +166,7 @@ fn trace_record(seq: u64) -> TraceRecord {
             Some(OutputValue::Tokens(vec![1, (seq % 7) as u32, 7])),
         ],
         frame_features: vec![0.1, s / 100.0],
+        thumbnail: None,
         views: vec![Some(vec![s, 0.5]), None, None],
     }
 }
@@ -312,6 +314,7 @@ impl Format for Trace {
                 time_s: 1.0,
                 outputs: header.models.iter().map(|m| value_of(&m.spec)).collect(),
                 frame_features: vec![0.0; header.frame_feature_names.len().min(1 << 16)],
+                thumbnail: None,
                 views: header
                     .models
                     .iter()
