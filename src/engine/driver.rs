@@ -57,6 +57,9 @@ pub(super) struct Driver {
     /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
     pub predicted_accuracy: Vec<Option<f64>>,
     pub summary: RunSummary,
+    /// Under the hybrid policy: per camera, the frame-difference features at ingest.
+    #[cfg(feature = "opencv")]
+    differs: BTreeMap<Arc<str>, crate::eval::features::FrameDiffer>,
 }
 
 impl Driver {
@@ -90,6 +93,8 @@ impl Driver {
             trainer: None,
             training: None,
             warm_tail: Vec::new(),
+            #[cfg(feature = "opencv")]
+            differs: BTreeMap::new(),
             kept: BTreeMap::new(),
             next_id: 0,
             started: Instant::now(),
@@ -131,6 +136,14 @@ impl Driver {
         Ok(())
     }
 
+    /// Runs the frames the hybrid's trigger still keeps (the end of the stream).
+    pub fn flush_triggers(&mut self) -> Result<(), EngineError> {
+        for cmd in self.ctl.finish() {
+            self.execute(cmd, None)?;
+        }
+        Ok(())
+    }
+
     /// One frame from a camera.
     pub fn on_frame(&mut self, frame: Frame) -> Result<(), EngineError> {
         self.summary.frames += 1;
@@ -142,6 +155,10 @@ impl Driver {
         self.frame_ms = 0.0;
         self.frame_model_ms.clear();
         self.frame_link_ms = None;
+        #[cfg(feature = "opencv")]
+        if self.ctl.settings().policy == crate::config::SelectionPolicy::Hybrid {
+            self.send_features(id, &frame)?;
+        }
         self.send(Event::Frame { id, time_s }, Some(&frame))?;
         // Everything run on this frame's account is charged to it: serving, profiling,
         // probes and runs in turns over kept frames.
@@ -213,6 +230,8 @@ impl Driver {
                     purpose,
                     frames: 1,
                     samples,
+                    // The bundle's links read the heads only.
+                    views: Vec::new(),
                 }))
             }
             Command::Keep { frame: id } => {
@@ -232,9 +251,16 @@ impl Driver {
                 groups,
                 purpose,
             } => {
+                // A frame the trigger selected for several models stays kept until released.
                 let kept: Vec<Frame> = frames
                     .iter()
-                    .filter_map(|id| self.kept.remove(id))
+                    .filter_map(|id| {
+                        if purpose == Purpose::Trigger {
+                            self.kept.get(id).cloned()
+                        } else {
+                            self.kept.remove(id)
+                        }
+                    })
                     .collect();
                 let keep = self.ctl.active().clone();
                 let failed = self.ctl.failed();
@@ -258,6 +284,12 @@ impl Driver {
                 for out in &outs {
                     self.charge(out);
                 }
+                if purpose == Purpose::Trigger {
+                    for (frame, out) in kept.iter().zip(&outs) {
+                        self.emit_triggered(frame, out);
+                    }
+                    return Ok(None);
+                }
                 if purpose != Purpose::Label {
                     self.summary.profiling_frames += kept.len() as u64;
                 }
@@ -266,6 +298,7 @@ impl Driver {
                     purpose,
                     frames: frames.len(),
                     samples,
+                    views: Vec::new(),
                 }))
             }
             Command::Select(sel) => {
@@ -364,6 +397,50 @@ impl Driver {
         }
         self.decisions.push(sel.decision(&self.ids));
         Ok(())
+    }
+
+    /// The hybrid's trigger input: the frame's change since its camera's previous frame.
+    #[cfg(feature = "opencv")]
+    fn send_features(&mut self, id: FrameId, frame: &Frame) -> Result<(), EngineError> {
+        let camera = self
+            .cfg
+            .cameras
+            .iter()
+            .position(|c| *c.id == *frame.camera)
+            .unwrap_or(0);
+        let diffs = match self.differs.entry(frame.camera.clone()).or_default().push(
+            frame.width,
+            frame.height,
+            &frame.rgb,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "frame features unavailable: the trigger sees no change");
+                return Ok(());
+            }
+        };
+        self.send(Event::Features { id, camera, diffs }, None)
+    }
+
+    /// Exact outputs of a model run in turns on frames its trigger selected (late, within
+    /// the latency allowance).
+    fn emit_triggered(&mut self, frame: &Frame, out: &FrameOutputs) {
+        let batch: Vec<OutputRecord> = out
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(m, v)| {
+                let v = v.as_ref()?;
+                Some(self.record(
+                    frame,
+                    m,
+                    Provenance::Exact { profiling: false },
+                    Some(v.clone()),
+                ))
+            })
+            .collect();
+        self.summary.exact_outputs += batch.len() as u64;
+        self.sinks.send(batch);
     }
 
     fn emit_exact(&mut self, frame: &Frame, out: &FrameOutputs) {
@@ -643,7 +720,9 @@ impl Driver {
             let mut cost = self.ctl.costs().link;
             cost.memory_mb = mb;
             self.ctl.set_link_cost(cost);
-            tracing::info!(memory_mb = mb, "link cost from the links' parameters");
+            // Each link is charged its own parameter memory.
+            self.ctl.set_link_costs(links.link_costs(cost.ms_per_frame));
+            tracing::info!(mean_memory_mb = mb, "link costs from the links' parameters");
         }
         self.bundle = Some(Arc::new(bundle));
         self.start_trainer();
