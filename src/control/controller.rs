@@ -191,7 +191,8 @@ pub enum Event {
     ModelFailed { model: usize },
     /// The configuration changed.
     ConfigChanged {
-        settings: Settings,
+        /// Boxed: the settings are far larger than any other event.
+        settings: Box<Settings>,
         budget: Budget,
         costs: Costs,
     },
@@ -655,7 +656,7 @@ impl Controller {
                 settings,
                 budget,
                 costs,
-            } => self.on_config(settings, budget, costs, links),
+            } => self.on_config(*settings, budget, costs, links),
         }
     }
 
@@ -1666,6 +1667,113 @@ mod tests {
         }
     }
 
+    /// Model 0 is constant, model 2 copies model 1, and model 1 steps whenever the frame
+    /// difference jumps (every 10 frames); the budget holds one model at a time.
+    #[test]
+    fn hybrid_triggers_run_in_turns_within_the_budget_and_the_allowance() {
+        let row = |i: u64| vec![v(1.0), v((i / 10) as f32), v((i / 10) as f32)];
+        let diff = |i: u64| vec![if i.is_multiple_of(10) { 1.0f32 } else { 0.01 }];
+        let mut s = settings();
+        s.policy = SelectionPolicy::Hybrid;
+        s.hybrid = HybridSettings {
+            latency_s: 3.0,
+            load_ms: vec![5.0; 3],
+            ms_per_frame: Some(40.0),
+            ..HybridSettings::default()
+        };
+        let mut c = controller(s, 100.0, vec![None; 3]);
+        c.seed_trigger_samples(
+            (0..40)
+                .map(|i| TriggerSample {
+                    camera: 0,
+                    diffs: diff(i),
+                    row: row(i),
+                })
+                .collect(),
+        );
+        let links = CopyLinks;
+        let mut log = c
+            .handle(
+                Event::LinksReady {
+                    cause: Cause::Startup,
+                },
+                Some(&links),
+            )
+            .unwrap();
+        let plan = c.plan().cloned().expect("a hybrid plan");
+        assert!(!plan.in_turns.is_empty(), "{plan:?}");
+        let mut times = std::collections::BTreeMap::new();
+        for i in 0..30u64 {
+            times.insert(i, i as f64);
+            for e in [
+                Event::Features {
+                    id: i,
+                    camera: 0,
+                    diffs: diff(i),
+                },
+                Event::Frame {
+                    id: i,
+                    time_s: i as f64,
+                },
+            ] {
+                for cmd in c.handle(e, Some(&links)).unwrap() {
+                    if let Command::Profile { frame, purpose } = cmd {
+                        log.push(cmd.clone());
+                        let r = c
+                            .handle(
+                                Event::Measured {
+                                    purpose,
+                                    frames: 1,
+                                    samples: vec![row(frame)],
+                                    views: Vec::new(),
+                                },
+                                Some(&links),
+                            )
+                            .unwrap();
+                        log.extend(r);
+                    } else {
+                        log.push(cmd);
+                    }
+                }
+            }
+        }
+        log.extend(c.finish());
+        let mut kept = Vec::new();
+        let mut turns = 0;
+        let mut flushed_at = 0u64;
+        for cmd in &log {
+            match cmd {
+                Command::Serve { frame, active, .. } => {
+                    flushed_at = *frame;
+                    assert!(
+                        Budget::memory(100.0).fits(costs().models_cost(active)),
+                        "frame {frame} serves {active:?}"
+                    );
+                }
+                Command::Keep { frame } => kept.push(*frame),
+                Command::RunInTurns {
+                    frames,
+                    groups,
+                    purpose: Purpose::Trigger,
+                } => {
+                    turns += 1;
+                    // One model a turn, alone in memory, on frames kept for it, once the
+                    // oldest has waited the allowance (or at the end).
+                    assert_eq!(groups.len(), 1);
+                    assert_eq!(groups[0].len(), 1);
+                    assert!(c.plan().unwrap().in_turns.contains(groups[0][0]));
+                    assert!(frames.iter().all(|f| kept.contains(f)), "{frames:?}");
+                    let waited = times[&flushed_at] - times[&frames[0]];
+                    assert!(waited >= 3.0 || flushed_at == 29, "{waited}");
+                }
+                _ => {}
+            }
+        }
+        assert!(turns >= 2, "{log:?}");
+        // Every camera's first frame fires the trigger.
+        assert!(kept.contains(&0));
+    }
+
     #[test]
     fn warmup_then_training_then_serving() {
         let mut d = Driver::new(controller(settings(), 1000.0, vec![None; 3]), |_| {
@@ -1941,7 +2049,7 @@ mod tests {
         d.frame(1, 1.0);
         assert_eq!(d.c.active().len(), 3);
         d.send(Event::ConfigChanged {
-            settings: settings(),
+            settings: Box::new(settings()),
             budget: Budget::memory(150.0),
             costs: costs(),
         });
@@ -1951,7 +2059,7 @@ mod tests {
         // The same configuration again selects nothing.
         let before = d.selections().len();
         d.send(Event::ConfigChanged {
-            settings: settings(),
+            settings: Box::new(settings()),
             budget: Budget::memory(150.0),
             costs: costs(),
         });

@@ -516,7 +516,15 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
          fewest frames at the target accuracy is kept. One exchange rate between accuracy and model-milliseconds then \
          picks each model's threshold on its training curve; the rate is swept over a fixed grid and the allocation \
          whose test-part time per frame is the largest not above MLink's at the same budget is reported. Reducto runs \
-         every model now and then, so it needs memory for all of them: memory budgets do not bind it.\n"
+         every model now and then, so it needs memory for all of them: memory budgets do not bind it. `Reducto (bound)` \
+         is bound by the same memory budget and compute: the models the budget cannot hold run in turns (loaded, run \
+         on the frames their trigger kept once the oldest has waited {:.0} s, unloaded; loads charged at {:.0} ms + \
+         {:.1} ms per MB), with thresholds from the same curves and no profiling. `Hybrid` runs the engine's hybrid \
+         policy: per model exact, triggered (last output or links in between) or predicted, at most at MLink's \
+         compute.\n",
+        r.config.latency_s,
+        crate::control::hybrid::LOAD_MS_FIXED,
+        r.config.load_ms_per_mb
     );
     let _ = writeln!(s, "Active sets and settings:\n");
     for b in &r.budgets {

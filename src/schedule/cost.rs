@@ -200,7 +200,7 @@ impl Costs {
         let mut total = Cost::ZERO;
         for j in active.complement_iter() {
             for i in active.iter() {
-                total = total + self.link_cost(i, j);
+                total += self.link_cost(i, j);
             }
         }
         total
