@@ -235,8 +235,9 @@ impl Predictor for ServingLinks<'_> {
 /// Times the hybrid's allowance is lowered to meet a compute target.
 const HYBRID_MATCH_TRIES: usize = 6;
 
-/// Frames a link's prediction time is measured on (the median is kept).
-const LINK_TIMING_FRAMES: usize = 15;
+/// Prediction time charged per number a link holds (ms): one multiply-add or compare per
+/// weight or stored value, about a nanosecond on the CPUs the project runs on.
+pub const LINK_MS_PER_PARAMETER: f64 = 1e-6;
 
 impl<'p> Replay<'p> {
     /// Splits the trace, plans the periods and trains the links on the training part.
@@ -352,22 +353,15 @@ impl<'p> Replay<'p> {
         }
     }
 
-    /// Charges each serving link its own parameter memory (4 bytes a number) and its
-    /// prediction time, measured as the median over a few frames, unless a link cost was
-    /// given. Times are rounded to a microsecond.
+    /// Charges each serving link its own parameter memory (4 bytes a number) and its own
+    /// prediction time, estimated from the numbers it reads per prediction
+    /// ([`LINK_MS_PER_PARAMETER`]) rather than timed, so that the same trace and seed give the
+    /// same report; unless a link cost was given.
     fn measure_link_costs(&mut self) {
         if !self.cfg.link_memory_from_links {
             return;
         }
         let k = self.k;
-        let frames: Vec<usize> = {
-            let from = if self.train.is_empty() {
-                self.test.clone()
-            } else {
-                self.train.clone()
-            };
-            from.take(LINK_TIMING_FRAMES).collect()
-        };
         let mut costs = vec![vec![Cost::ZERO; k]; k];
         for (i, row) in costs.iter_mut().enumerate() {
             for (j, cell) in row.iter_mut().enumerate() {
@@ -378,25 +372,10 @@ impl<'p> Replay<'p> {
                     Some(c) => c.link_parameters(i, j),
                     None => self.links.link_params(i, j).ok().map(|p| p.len()),
                 };
-                let mut times: Vec<f64> = frames
-                    .iter()
-                    .map(|&t| {
-                        let frame = &self.problem.frames[t];
-                        let start = std::time::Instant::now();
-                        let p = match &self.chosen {
-                            Some(c) => c.predict_frame(j, &[i], frame),
-                            None => self.predictor().predict(j, &[(i, &frame.outputs[i])]),
-                        };
-                        std::hint::black_box(p);
-                        start.elapsed().as_secs_f64() * 1e3
-                    })
-                    .collect();
-                times.sort_by(f64::total_cmp);
-                let ms = times.get(times.len() / 2).copied().unwrap_or(0.0);
-                *cell = Cost::new(
-                    params.map_or(self.cfg.link_cost.memory_mb, |n| n as f64 * 4.0 / 1e6),
-                    (ms * 1e3).round() / 1e3,
-                );
+                *cell = match params {
+                    Some(n) => Cost::new(n as f64 * 4.0 / 1e6, n as f64 * LINK_MS_PER_PARAMETER),
+                    None => self.cfg.link_cost,
+                };
             }
         }
         // The report's single link cost: the mean over the links.
