@@ -130,7 +130,15 @@ fn eval_writes_the_report_files_and_the_same_seed_gives_the_same_json() {
         .collect();
     assert_eq!(
         names,
-        ["standalone", "reducto", "mlink", "gain", "optimal"],
+        [
+            "standalone",
+            "reducto",
+            "reducto_fair",
+            "mlink",
+            "gain",
+            "hybrid",
+            "optimal"
+        ],
         "methods in report.json"
     );
     // 15 MB holds `a` alone: Standalone scores one model of three.
