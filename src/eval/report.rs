@@ -1055,3 +1055,18 @@ pub fn write_seeds(s: &SeedSummary, dir: &Path) -> Result<Vec<PathBuf>, EvalErro
     crate::fsutil::write_atomic(&json, &bytes).map_err(|e| io(&json, e))?;
     Ok(vec![md, json])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_is_the_mean_the_sample_deviation_and_the_range() {
+        let s = Spread::of(&[0.8, 0.9, 1.0]);
+        assert!((s.mean - 0.9).abs() < 1e-12);
+        assert!((s.std - 0.1).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (0.8, 1.0));
+        let one = Spread::of(&[0.5]);
+        assert_eq!((one.mean, one.std, one.min, one.max), (0.5, 0.0, 0.5, 0.5));
+    }
+}
