@@ -47,11 +47,11 @@ log "eval faces"
 # Building and traffic-file: their traces are committed (traces/, recorded from
 # pipelines/building.yaml and pipelines/traffic-file.yaml on the committed footage).
 log "eval building"
-"$MLINK" eval traces/building.trace --report out/report-building
+"$MLINK" eval traces/building.trace --seeds 3 --report out/report-building
 log "eval building (the paper's links)"
-"$MLINK" eval traces/building.trace --links paper --report out/report-building-paper
+"$MLINK" eval traces/building.trace --links paper --seeds 3 --report out/report-building-paper
 log "eval traffic-file"
-"$MLINK" eval traces/traffic-file.trace --report out/report-traffic-file
+"$MLINK" eval traces/traffic-file.trace --seeds 3 --report out/report-traffic-file
 
 # The remaining baselines on the building trace recorded with 32x32 thumbnails: Table V with
 # MTL and DRLS, the distilled students of Fig. 5, the online training of Fig. 6 and the

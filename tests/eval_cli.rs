@@ -132,7 +132,16 @@ fn eval_writes_the_report_files_and_the_same_seed_gives_the_same_json() {
         .collect();
     assert_eq!(
         names,
-        ["standalone", "drls", "reducto", "mlink", "gain", "optimal"],
+        [
+            "standalone",
+            "drls",
+            "reducto",
+            "reducto_fair",
+            "mlink",
+            "gain",
+            "hybrid",
+            "optimal"
+        ],
         "methods in report.json (no MTL: the trace holds no thumbnails)"
     );
     // 15 MB holds `a` alone: Standalone scores one model of three.

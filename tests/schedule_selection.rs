@@ -192,6 +192,7 @@ fn budget_below_the_cheapest_model_gives_an_empty_set_and_says_so() {
     let with_links = Costs {
         models: costs.models.clone(),
         link: Cost::new(100.0, 0.0),
+        per_link: Vec::new(),
     };
     let sel = select(
         SelectionPolicy::Mlink,
@@ -287,7 +288,7 @@ fn random_problem(rng: &mut StdRng, i: usize) -> (Costs, MatrixScores, Budget) {
             ms_per_frame: Some(total.ms_per_frame * rng.random_range(0.0..1.1)),
         },
     };
-    (Costs { models, link }, inst.scores, budget)
+    (Costs::uniform(models, link), inst.scores, budget)
 }
 
 #[test]

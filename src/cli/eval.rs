@@ -3,6 +3,7 @@
 use crate::config::SelectionPolicy;
 use crate::control::Decision;
 use crate::eval::linker::LinkLearners;
+use crate::eval::report::{render_seeds_text, summarise_seeds, write_seeds};
 use crate::eval::{
     Method, Period, Problem, Replay, ReplayConfig, budget_label, default_budgets, evaluate,
     render_text, write_report,
@@ -28,6 +29,18 @@ pub struct Args {
     /// Seed of link training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Repeat the evaluation with this many seeds (`--seed` and the ones after it) and report
+    /// each method's mean and spread; the full report is the first seed's.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub seeds: u64,
+    /// Hybrid and memory-bound Reducto: video seconds a triggered frame may wait for a model
+    /// run in turns.
+    #[arg(long = "latency-s", default_value_t = crate::control::hybrid::DEFAULT_LATENCY_S)]
+    pub latency_s: f64,
+    /// Hybrid and memory-bound Reducto: load and unload milliseconds charged per MB of a
+    /// model run in turns (plus a fixed 20 ms).
+    #[arg(long, default_value_t = crate::control::hybrid::DEFAULT_LOAD_MS_PER_MB)]
+    pub load_ms_per_mb: f64,
     /// Share of the trace, in time, that trains the links.
     #[arg(long, default_value_t = 0.1)]
     pub train_fraction: f64,
@@ -152,19 +165,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         link_memory_from_links: args.link_cost.is_none(),
         seed: args.seed,
         links: args.links,
+        latency_s: args.latency_s,
+        load_ms_per_mb: args.load_ms_per_mb,
     };
+    if !(args.latency_s.is_finite() && args.latency_s >= 0.0) {
+        bail!("--latency-s must be a finite number of at least 0");
+    }
+    if !(args.load_ms_per_mb.is_finite() && args.load_ms_per_mb >= 0.0) {
+        bail!("--load-ms-per-mb must be a finite number of at least 0");
+    }
+    if args.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
     let mut budgets: Vec<Budget> = args.budget_mb.iter().map(|&b| Budget::memory(b)).collect();
     budgets.extend(args.budget_ms.iter().map(|&b| Budget::time(b)));
     if budgets.is_empty() {
         budgets = default_budgets(&Costs {
             models: problem.costs(),
             link: cfg.link_cost,
+            per_link: Vec::new(),
         });
     }
     if let Some(path) = &args.bundle {
         return run_with_bundle(&problem, cfg, &budgets, path, args.decisions.as_deref());
     }
-    let report = evaluate(&problem, cfg, &budgets)?;
+    let report = evaluate(&problem, cfg.clone(), &budgets)?;
+    let seeds = if args.seeds > 1 {
+        let mut reports = vec![report.clone()];
+        for s in 1..args.seeds {
+            let cfg = ReplayConfig {
+                seed: args.seed + s,
+                ..cfg.clone()
+            };
+            reports.push(evaluate(&problem, cfg, &budgets)?);
+        }
+        Some(summarise_seeds(&reports))
+    } else {
+        None
+    };
     if let Some(path) = &args.decisions
         && let Some(first) = report.budgets.first()
         && let Some(m) = first.methods.iter().find(|m| m.method == Method::Mlink)
@@ -172,14 +210,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_decisions(path, &m.outcome.decisions)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        match &seeds {
+            Some(s) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"report": report, "seeds": s}))?
+            ),
+            None => println!("{}", serde_json::to_string_pretty(&report)?),
+        }
     } else {
         print!("{}", render_text(&report));
+        if let Some(s) = &seeds {
+            print!("\n{}", render_seeds_text(s));
+        }
     }
     if let Some(dir) = &args.report {
         let written = write_report(&report, dir)?;
         for p in written {
             eprintln!("wrote {}", p.display());
+        }
+        if let Some(s) = &seeds {
+            for p in write_seeds(s, dir)? {
+                eprintln!("wrote {}", p.display());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -147,8 +147,10 @@ pub fn json_schema() -> Value {
                     },
                     "period_s": {"$ref": "#/$defs/positive", "default": 3600.0, "description": "Seconds between re-selections."},
                     "profiling_ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 0.01, "description": "Share of frames on which every model runs to profile the links."},
-                    "policy": {"enum": ["mlink", "gain", "optimal", "standalone"], "default": "mlink"},
-                    "drift_margin": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "Re-select early when profiled accuracy drops by more than this."}
+                    "policy": {"enum": ["mlink", "gain", "optimal", "standalone", "hybrid"], "default": "mlink"},
+                    "drift_margin": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "Re-select early when profiled accuracy drops by more than this."},
+                    "latency_allowance_s": {"type": "number", "minimum": 0, "default": 10.0, "description": "Policy hybrid: video seconds a triggered frame may wait for a model that runs in turns."},
+                    "load_ms_per_mb": {"type": "number", "minimum": 0, "default": 5.0, "description": "Policy hybrid: load and unload time charged per MB of a model run in turns."}
                 }
             },
             "adaptation": {

@@ -755,6 +755,21 @@ pub struct SchedulerConfig {
     /// Re-select early when the profiled accuracy of predicted outputs drops by more than this.
     #[serde(default)]
     pub drift_margin: Option<f64>,
+    /// Under `policy: hybrid`: video seconds a frame selected by the frame-difference trigger
+    /// may wait for a model that runs in turns (loaded, run on the buffered frames, unloaded).
+    #[serde(default = "default_latency_allowance")]
+    pub latency_allowance_s: f64,
+    /// Under `policy: hybrid`: milliseconds of loading and unloading charged per MB of a model
+    /// that runs in turns (on top of `LOAD_MS_FIXED`), until the engine has measured its own.
+    #[serde(default = "default_load_ms_per_mb")]
+    pub load_ms_per_mb: f64,
+}
+
+fn default_latency_allowance() -> f64 {
+    crate::control::hybrid::DEFAULT_LATENCY_S
+}
+fn default_load_ms_per_mb() -> f64 {
+    crate::control::hybrid::DEFAULT_LOAD_MS_PER_MB
 }
 
 fn default_period() -> f64 {
@@ -788,6 +803,10 @@ pub enum SelectionPolicy {
     Optimal,
     /// Cheapest models that fit, no links.
     Standalone,
+    /// Beyond the paper: per model, exact on every frame, exact on the frames a
+    /// frame-difference trigger selects (predicted in between), or predicted only; models
+    /// outside the memory budget run in turns on the buffered trigger frames.
+    Hybrid,
 }
 
 /// Online link adaptation (paper section 4.1).

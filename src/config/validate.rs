@@ -549,6 +549,17 @@ fn check_scheduler(p: &Pipeline, out: &mut Vec<Issue>) {
     if let Some(m) = s.drift_margin {
         open_unit(out, "scheduler.drift_margin", m);
     }
+    for (name, v) in [
+        ("scheduler.latency_allowance_s", s.latency_allowance_s),
+        ("scheduler.load_ms_per_mb", s.load_ms_per_mb),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            out.push(Issue::new(
+                name,
+                format!("must be a finite number of at least 0, found {v}"),
+            ));
+        }
+    }
 }
 
 fn check_adaptation(a: &AdaptationConfig, out: &mut Vec<Issue>) {

@@ -16,8 +16,9 @@
 //!
 //! `AllExact` is the unbounded mode: every model runs on every frame, nothing is selected.
 
+use super::hybrid::{self, HybridSettings, Plan, TriggerSample, Triggers};
 use super::period::{PeriodClock, PeriodLength, Spacing};
-use super::scores::{Predictor, ProfiledScores, Row, close_over_parents};
+use super::scores::{Predictor, ProfiledScores, Row, Views, close_over_parents};
 use super::{Cause, TrainingPolicy};
 use crate::config::{AdaptationPolicy, Pipeline, SelectionPolicy};
 use crate::output::OutputSpec;
@@ -74,6 +75,8 @@ pub struct Settings {
     pub labelling: Labelling,
     /// An edge of cross-site aggregation: fine-tune every period.
     pub federated: bool,
+    /// Under `SelectionPolicy::Hybrid`.
+    pub hybrid: HybridSettings,
 }
 
 /// Frames per second assumed for a camera without sampling.
@@ -116,6 +119,14 @@ impl Settings {
                 AdaptationPolicy::LossPrediction => Labelling::LossPrediction { threshold },
             },
             federated: cfg.adaptation.aggregator.is_some(),
+            hybrid: HybridSettings {
+                latency_s: cfg.scheduler.latency_allowance_s,
+                load_ms: Vec::new(),
+                load_ms_per_mb: cfg.scheduler.load_ms_per_mb,
+                ms_per_frame: None,
+                links: true,
+                trigger_target: hybrid::DEFAULT_TRIGGER_TARGET,
+            },
         }
     }
 }
@@ -128,6 +139,9 @@ pub enum Purpose {
     Period,
     Probe,
     Label,
+    /// Frames the hybrid's trigger selected for a model run in turns (only that model ran:
+    /// no complete samples).
+    Trigger,
 }
 
 /// What the driver tells the controller.
@@ -135,12 +149,22 @@ pub enum Purpose {
 pub enum Event {
     /// A frame arrived, with its video time in seconds.
     Frame { id: FrameId, time_s: f64 },
+    /// The frame-difference features of the next frame (the change since the previous frame
+    /// of its camera), sent before its `Frame` by drivers that measure them.
+    Features {
+        id: FrameId,
+        camera: usize,
+        diffs: Vec<f32>,
+    },
     /// Every model ran on `frames` frames (complete samples in `samples`; a frame whose
     /// outputs were not all produced is counted but has no sample).
     Measured {
         purpose: Purpose,
         frames: usize,
         samples: Vec<Row>,
+        /// Each sample's link views (`views[s]` for `samples[s]`), for links that read them;
+        /// empty when the driver has none.
+        views: Vec<Views>,
     },
     /// A frame was served; the largest uncertainty and predicted loss of its predictions.
     Served {
@@ -167,7 +191,8 @@ pub enum Event {
     ModelFailed { model: usize },
     /// The configuration changed.
     ConfigChanged {
-        settings: Settings,
+        /// Boxed: the settings are far larger than any other event.
+        settings: Box<Settings>,
         budget: Budget,
         costs: Costs,
     },
@@ -195,6 +220,8 @@ pub struct Selected {
     pub measured: Vec<Option<f64>>,
     /// Whether the set predicts the others (false: the budget holds no links).
     pub predict: bool,
+    /// Under the hybrid policy, every model's mode.
+    pub plan: Option<Plan>,
 }
 
 /// What the controller tells the driver to do, in order.
@@ -333,14 +360,55 @@ pub struct PeriodState {
     /// Frames kept for a run in turns.
     pub kept: Vec<FrameId>,
     /// This period's samples so far.
-    pub samples: Vec<Row>,
+    pub samples: Batch,
+}
+
+/// Profiling samples with their link views (`views[s]` for `rows[s]`, empty when unknown).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub rows: Vec<Row>,
+    pub views: Vec<Views>,
+}
+
+impl Batch {
+    pub fn new(rows: Vec<Row>, views: Vec<Views>) -> Self {
+        let mut b = Batch::default();
+        b.extend(rows, views);
+        b
+    }
+
+    /// Appends samples; views beyond the rows are dropped, missing ones left empty.
+    pub fn extend(&mut self, rows: Vec<Row>, views: Vec<Views>) {
+        let n = rows.len();
+        let mut views = views;
+        views.resize(n, Vec::new());
+        self.rows.extend(rows);
+        self.views.extend(views);
+    }
+
+    pub fn append(&mut self, other: &Batch) {
+        self.extend(other.rows.clone(), other.views.clone());
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.rows.clear();
+        self.views.clear();
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DriftState {
     pub spacing: Spacing,
     pub expected: Option<f64>,
-    pub probes: Vec<Row>,
+    pub probes: Batch,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -361,7 +429,7 @@ pub struct Controller {
     active: ModelSet,
     phase: Phase,
     /// Profiling batches that score the links, the latest last.
-    history: VecDeque<Vec<Row>>,
+    history: VecDeque<Batch>,
     frames_seen: u64,
     last_frame: Option<FrameId>,
     meter: Meter,
@@ -371,7 +439,23 @@ pub struct Controller {
     failures: Vec<Failures>,
     /// Video time of the latest frame.
     now_s: f64,
+    /// Under the hybrid policy while serving: the plan and its trigger.
+    triggers: Option<Triggers>,
+    /// Consecutive exact samples with their frame-difference features, the hybrid's operating
+    /// curves, and the curves measured on them.
+    trigger_samples: Vec<TriggerSample>,
+    curves: Vec<Vec<hybrid::Point>>,
+    /// The features of the frame about to arrive.
+    features: Option<(FrameId, usize, Vec<f32>)>,
+    /// Warm-up frames sent to be measured, in order, with their camera and features (to pair
+    /// with their samples for the curves).
+    warm_features: VecDeque<Option<(usize, Vec<f32>)>>,
+    /// Commands to send after the current frame's (a new plan's flush).
+    deferred: Vec<Command>,
 }
+
+/// Consecutive samples kept at most for the hybrid's curves.
+pub const MAX_TRIGGER_SAMPLES: usize = 2000;
 
 impl Controller {
     /// A controller in `Warmup` (or `AllExact` with `all_exact`).
@@ -423,6 +507,12 @@ impl Controller {
             predict: true,
             failures: vec![Failures::default(); k],
             now_s: 0.0,
+            triggers: None,
+            trigger_samples: Vec::new(),
+            curves: vec![Vec::new(); k],
+            features: None,
+            warm_features: VecDeque::new(),
+            deferred: Vec::new(),
             meter: Meter {
                 frame_ms: None,
                 model_ms: vec![None; k],
@@ -457,6 +547,16 @@ impl Controller {
     pub fn set_link_cost(&mut self, cost: crate::schedule::Cost) {
         if cost.is_valid() {
             self.costs.link = cost;
+        }
+    }
+
+    /// Charges each link its own cost from now on (`per_link[i][j]`, source row, target
+    /// column); a matrix of the wrong shape or with an invalid cost is ignored.
+    pub fn set_link_costs(&mut self, per_link: Vec<Vec<crate::schedule::Cost>>) {
+        let k = self.k();
+        let shaped = per_link.len() == k && per_link.iter().all(|r| r.len() == k);
+        if shaped && per_link.iter().flatten().all(|c| c.is_valid()) {
+            self.costs.per_link = per_link;
         }
     }
 
@@ -536,11 +636,16 @@ impl Controller {
     ) -> Result<Vec<Command>, ControlError> {
         match event {
             Event::Frame { id, time_s } => self.on_frame(id, time_s, links),
+            Event::Features { id, camera, diffs } => {
+                self.features = Some((id, camera, diffs));
+                Ok(Vec::new())
+            }
             Event::Measured {
                 purpose,
                 frames,
                 samples,
-            } => self.on_measured(purpose, frames, samples, links),
+                views,
+            } => self.on_measured(purpose, frames, Batch::new(samples, views), links),
             Event::Served {
                 id,
                 uncertainty,
@@ -570,7 +675,7 @@ impl Controller {
                 settings,
                 budget,
                 costs,
-            } => self.on_config(settings, budget, costs, links),
+            } => self.on_config(*settings, budget, costs, links),
         }
     }
 
@@ -632,9 +737,119 @@ impl Controller {
         links: Option<&dyn Predictor>,
     ) -> Result<Vec<Command>, ControlError> {
         self.now_s = time_s;
+        let features = self.features.take().filter(|f| f.0 == id);
         let mut out = self.retry_failed(time_s, links)?;
-        out.extend(self.on_frame_inner(id, time_s)?);
+        let inner = self.on_frame_inner(id, time_s)?;
+        if matches!(self.phase, Phase::Warmup { .. }) {
+            // Pair warm-up frames with their samples for the hybrid's curves.
+            for c in &inner {
+                let sent = match c {
+                    Command::Profile { frame, .. } => *frame == id,
+                    Command::Keep { frame } => *frame == id,
+                    _ => false,
+                };
+                if sent {
+                    self.warm_features
+                        .push_back(features.as_ref().map(|(_, cam, d)| (*cam, d.clone())));
+                }
+            }
+        }
+        out.extend(inner);
+        self.apply_triggers(id, time_s, features, &mut out);
+        out.append(&mut self.deferred);
         Ok(out)
+    }
+
+    /// Under the hybrid policy: adds the loaded triggered models that fire to the frame's
+    /// served set, keeps the frame for the models run in turns that fire, and runs the turns
+    /// whose oldest kept frame has waited the latency allowance.
+    fn apply_triggers(
+        &mut self,
+        id: FrameId,
+        time_s: f64,
+        features: Option<(FrameId, usize, Vec<f32>)>,
+        out: &mut Vec<Command>,
+    ) {
+        let latency = self.settings.hybrid.latency_s;
+        let Some(t) = self.triggers.as_mut() else {
+            return;
+        };
+        let camera = features.as_ref().map_or(0, |f| f.1);
+        let diffs = features.as_ref().map(|f| f.2.as_slice());
+        let profiled = out
+            .iter()
+            .any(|c| matches!(c, Command::Profile { frame, .. } if *frame == id));
+        if profiled {
+            // Every model ran exactly on the frame.
+            t.reset_camera(camera);
+        } else {
+            let fired = t.on_frame(id, time_s, camera, diffs);
+            for c in out.iter_mut() {
+                if let Command::Serve { frame, active, .. } = c
+                    && *frame == id
+                {
+                    for &m in &fired.now {
+                        active.insert(m);
+                    }
+                }
+            }
+            let kept = out
+                .iter()
+                .any(|c| matches!(c, Command::Keep { frame } if *frame == id));
+            if !fired.later.is_empty() && !kept {
+                out.push(Command::Keep { frame: id });
+            }
+        }
+        if t.due(time_s, latency) {
+            out.extend(Self::turns(t));
+        }
+    }
+
+    /// One run in turns per model with kept frames, then the frames are released.
+    fn turns(t: &mut Triggers) -> Vec<Command> {
+        let mut out = Vec::new();
+        let mut all: Vec<FrameId> = Vec::new();
+        for (m, frames) in t.take() {
+            all.extend(&frames);
+            out.push(Command::RunInTurns {
+                frames,
+                groups: vec![vec![m]],
+                purpose: Purpose::Trigger,
+            });
+        }
+        all.sort_unstable();
+        all.dedup();
+        if !all.is_empty() {
+            out.push(Command::Release { frames: all });
+        }
+        out
+    }
+
+    /// Runs the hybrid's kept frames now, whatever their wait (the end of the stream).
+    pub fn finish(&mut self) -> Vec<Command> {
+        self.triggers.as_mut().map_or_else(Vec::new, Self::turns)
+    }
+
+    /// Seeds the hybrid's operating curves with consecutive exact samples (time order).
+    pub fn seed_trigger_samples(&mut self, samples: Vec<TriggerSample>) {
+        self.trigger_samples = samples;
+        let n = self.trigger_samples.len();
+        if n > MAX_TRIGGER_SAMPLES {
+            self.trigger_samples.drain(..n - MAX_TRIGGER_SAMPLES);
+        }
+        self.curves = self.measure_curves();
+    }
+
+    fn measure_curves(&self) -> Vec<Vec<hybrid::Point>> {
+        hybrid::one_feature(
+            hybrid::curves(&self.trigger_samples, &self.specs),
+            self.settings.hybrid.trigger_target,
+        )
+    }
+
+    /// The hybrid's current plan, when serving under it.
+    pub fn plan(&self) -> Option<&Plan> {
+        self.triggers.as_ref().map(|t| &t.plan)
     }
 
     fn on_frame_inner(&mut self, id: FrameId, time_s: f64) -> Result<Vec<Command>, ControlError> {
@@ -804,6 +1019,10 @@ impl Controller {
         }
         if let Some(t) = self.meter.link_ms {
             self.costs.link.ms_per_frame = t;
+            // The engine measures one time for all links: each is charged it.
+            for c in self.costs.per_link.iter_mut().flatten() {
+                c.ms_per_frame = t;
+            }
         }
         let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
         let overhead = (measured - serving_ms).max(0.0);
@@ -818,13 +1037,27 @@ impl Controller {
         &mut self,
         purpose: Purpose,
         frames: usize,
-        rows: Vec<Row>,
+        batch: Batch,
         links: Option<&dyn Predictor>,
     ) -> Result<Vec<Command>, ControlError> {
         let mut out = Vec::new();
         match (&mut self.phase, purpose) {
             (Phase::Warmup { samples, .. }, Purpose::Warmup) => {
-                samples.extend(rows);
+                let paired: Vec<Option<(usize, Vec<f32>)>> = (0..frames)
+                    .map(|_| self.warm_features.pop_front().flatten())
+                    .collect();
+                if batch.rows.len() == frames {
+                    for (f, row) in paired.into_iter().zip(&batch.rows) {
+                        if let Some((camera, diffs)) = f {
+                            self.trigger_samples.push(TriggerSample {
+                                camera,
+                                diffs,
+                                row: row.clone(),
+                            });
+                        }
+                    }
+                }
+                samples.extend(batch.rows);
                 if samples.len() >= self.settings.warmup_samples {
                     let samples = std::mem::take(samples);
                     self.phase = Phase::Training {
@@ -834,7 +1067,7 @@ impl Controller {
                 }
             }
             (Phase::Serving(s), Purpose::Period) => {
-                s.period.samples.extend(rows);
+                s.period.samples.append(&batch);
                 // Frames without a complete sample count as measured too.
                 s.period.awaiting = s.period.awaiting.saturating_sub(frames as u64);
                 if s.period.awaiting == 0 && s.period.to_profile == 0 {
@@ -846,21 +1079,22 @@ impl Controller {
                         out.push(self.label(queued));
                     } else if let Some(policy) = self.periodic_policy() {
                         out.push(Command::Train {
-                            samples: batch,
+                            samples: batch.rows,
                             policy,
                         });
                     }
                 }
             }
             (Phase::Serving(s), Purpose::Probe) => {
-                s.drift.probes.extend(rows);
+                s.drift.probes.append(&batch);
                 let probes = s.drift.probes.clone();
                 let expected = s.drift.expected;
                 if let (Some(links), Some(expected), Some(margin)) =
                     (links, expected, self.settings.drift_margin)
                     && probes.len() >= 2
                 {
-                    let scores = ProfiledScores::new(links, &self.specs, &probes);
+                    let scores =
+                        ProfiledScores::with_views(links, &self.specs, &probes.rows, &probes.views);
                     if let Some(measured) = scores.measured_predicted_accuracy(&self.active)
                         && measured < expected - margin
                     {
@@ -874,7 +1108,7 @@ impl Controller {
             }
             (Phase::Serving(_), Purpose::Label) => {
                 let period = match &self.phase {
-                    Phase::Serving(s) => s.period.samples.clone(),
+                    Phase::Serving(s) => s.period.samples.rows.clone(),
                     _ => Vec::new(),
                 };
                 let policy = match self.settings.labelling {
@@ -884,7 +1118,7 @@ impl Controller {
                 };
                 if let Some(policy) = policy {
                     let mut samples = period;
-                    samples.extend(rows);
+                    samples.extend(batch.rows);
                     out.push(Command::Train { samples, policy });
                 }
             }
@@ -967,21 +1201,27 @@ impl Controller {
             });
         }
         self.phase = Phase::Serving(Box::new(self.new_serving()));
+        if self.curves.iter().all(Vec::is_empty) && !self.trigger_samples.is_empty() {
+            self.curves = self.measure_curves();
+        }
         out.push(self.select(cause, links)?);
         Ok(out)
     }
 
     /// Seeds the scores with the latest warm-up samples, until the first period is profiled.
     pub fn seed_samples(&mut self, samples: &[Row]) {
-        let rows: Vec<Row> = samples
-            .iter()
-            .rev()
-            .take(WARM_SCORING_SAMPLES)
-            .cloned()
-            .collect();
+        self.seed_batch(&Batch::new(samples.to_vec(), Vec::new()));
+    }
+
+    /// [`Controller::seed_samples`] with the samples' link views.
+    pub fn seed_batch(&mut self, samples: &Batch) {
+        let n = samples.len();
+        let from = n.saturating_sub(WARM_SCORING_SAMPLES);
+        let rows: Vec<Row> = samples.rows[from..].iter().rev().cloned().collect();
+        let views: Vec<Views> = samples.views[from..].iter().rev().cloned().collect();
         self.history.clear();
         if !rows.is_empty() {
-            self.history.push_back(rows);
+            self.history.push_back(Batch::new(rows, views));
         }
     }
 
@@ -999,12 +1239,12 @@ impl Controller {
                 to_profile: 0,
                 awaiting: 0,
                 kept: Vec::new(),
-                samples: Vec::new(),
+                samples: Batch::default(),
             },
             drift: DriftState {
                 spacing,
                 expected: None,
-                probes: Vec::new(),
+                probes: Batch::default(),
             },
             queue: LabelQueue {
                 frames: Vec::new(),
@@ -1057,7 +1297,7 @@ impl Controller {
         close_over_parents(set, &self.parents, costs, &self.budget)
     }
 
-    fn remember(&mut self, batch: Vec<Row>) {
+    fn remember(&mut self, batch: Batch) {
         self.history.push_back(batch);
         while self.history.len() > self.settings.profile_window.max(1) {
             self.history.pop_front();
@@ -1084,7 +1324,77 @@ impl Controller {
             ensembles: Vec::new(),
             measured: vec![None; self.k()],
             predict: true,
+            plan: None,
         }))
+    }
+
+    /// The hybrid's plan around the paper's set `paper` (whose cost is the compute allowance
+    /// unless one is given): failed models are only predicted.
+    fn hybrid_plan<S: LinkScores + ?Sized>(
+        &self,
+        paper: &ModelSet,
+        costs: &Costs,
+        scores: &S,
+    ) -> Plan {
+        let h = &self.settings.hybrid;
+        let cap = h
+            .ms_per_frame
+            .or(self.budget.ms_per_frame)
+            .unwrap_or_else(|| costs.set_cost(paper).ms_per_frame);
+        let failed = self.failed();
+        let mut curves = self.curves.clone();
+        for m in failed.iter() {
+            curves[m].clear();
+        }
+        let ensemble = |e: &ModelSet, j: usize| {
+            if e.iter().any(|m| failed.contains(m)) {
+                0.0
+            } else {
+                scores.ensemble(e, j)
+            }
+        };
+        let load_ms = h.load_ms_for(costs);
+        let input = hybrid::PlanInput {
+            costs,
+            budget: &self.budget,
+            cap_ms: cap,
+            curves: &curves,
+            ensemble: &ensemble,
+            load_ms: &load_ms,
+            fps: self.settings.fps_hint,
+            latency_s: h.latency_s,
+            links: h.links,
+            parents: &self.parents,
+            reuse_at_most: h.trigger_target,
+        };
+        let k = self.k();
+        let paper_expected = (0..k)
+            .map(|j| {
+                if paper.contains(j) {
+                    1.0
+                } else {
+                    ensemble(paper, j)
+                }
+            })
+            .sum::<f64>()
+            / k.max(1) as f64;
+        // Triggers are estimated on a short stretch of frames: a plan replaces the paper's set
+        // only when it expects clearly more.
+        let mut p = hybrid::plan(&input)
+            .filter(|p| !h.links || p.expected >= paper_expected + hybrid::MIN_GAIN)
+            .unwrap_or_else(|| {
+                let mut p = Plan::exact_only(paper.clone());
+                p.expected = paper_expected;
+                p.ms_per_frame = costs.set_cost(paper).ms_per_frame;
+                p
+            });
+        for m in failed.iter() {
+            p.exact.remove(m);
+            p.resident.remove(m);
+            p.in_turns.remove(m);
+            p.modes[m] = hybrid::Mode::Predicted;
+        }
+        p
     }
 
     /// Selects from the profiled scores of the latest batches.
@@ -1097,8 +1407,11 @@ impl Controller {
             return Ok(self.standalone(cause));
         };
         self.meter.restart();
-        let samples: Vec<Row> = self.history.iter().flatten().cloned().collect();
-        let scores = ProfiledScores::new(links, &self.specs, &samples);
+        let mut samples = Batch::default();
+        for b in &self.history {
+            samples.append(b);
+        }
+        let scores = ProfiledScores::with_views(links, &self.specs, &samples.rows, &samples.views);
         let mut sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
         let mut predict = true;
         if sel.active.is_empty() && self.k() > 0 {
@@ -1134,7 +1447,27 @@ impl Controller {
         } else {
             Costs::models_only(self.costs.models.clone())
         };
-        let to = self.without_failed(sel.active, &costs_now);
+        let mut to = self.without_failed(sel.active, &costs_now);
+        let mut plan = None;
+        if self.settings.policy == SelectionPolicy::Hybrid {
+            let p = self.hybrid_plan(&to, &costs_now, &scores);
+            to = p.exact.clone();
+            if !self.settings.hybrid.links {
+                predict = false;
+            }
+            sel.reason = format!("{}; hybrid: {}", sel.reason, p.summary(&[], &[]));
+            plan = Some(p.clone());
+            match self.triggers.as_mut() {
+                Some(t) => {
+                    // Frames kept under the old plan run now.
+                    self.deferred.extend(Self::turns(t));
+                    t.replan(p);
+                }
+                None => self.triggers = Some(Triggers::new(p)),
+            }
+        } else {
+            self.triggers = None;
+        }
         self.predict = predict;
         let k = self.k();
         let predicted: Vec<usize> = to.complement_iter().collect();
@@ -1171,6 +1504,7 @@ impl Controller {
             ensembles,
             measured,
             predict,
+            plan,
         })))
     }
 }
@@ -1243,6 +1577,7 @@ mod tests {
             warmup_samples: 3,
             labelling: Labelling::None,
             federated: false,
+            hybrid: HybridSettings::default(),
         }
     }
 
@@ -1254,6 +1589,7 @@ mod tests {
                 Cost::new(100.0, 10.0),
             ],
             link: Cost::ZERO,
+            per_link: Vec::new(),
         }
     }
 
@@ -1300,6 +1636,7 @@ mod tests {
                             purpose,
                             frames: 1,
                             samples: vec![s],
+                            views: Vec::new(),
                         });
                     }
                     Command::Keep { frame } => self.kept.push(frame),
@@ -1316,6 +1653,7 @@ mod tests {
                             purpose,
                             frames: frames.len(),
                             samples,
+                            views: Vec::new(),
                         });
                     }
                     _ => {}
@@ -1346,6 +1684,113 @@ mod tests {
                 })
                 .collect()
         }
+    }
+
+    /// Model 0 is constant, model 2 copies model 1, and model 1 steps whenever the frame
+    /// difference jumps (every 10 frames); the budget holds one model at a time.
+    #[test]
+    fn hybrid_triggers_run_in_turns_within_the_budget_and_the_allowance() {
+        let row = |i: u64| vec![v(1.0), v((i / 10) as f32), v((i / 10) as f32)];
+        let diff = |i: u64| vec![if i.is_multiple_of(10) { 1.0f32 } else { 0.01 }];
+        let mut s = settings();
+        s.policy = SelectionPolicy::Hybrid;
+        s.hybrid = HybridSettings {
+            latency_s: 3.0,
+            load_ms: vec![5.0; 3],
+            ms_per_frame: Some(40.0),
+            ..HybridSettings::default()
+        };
+        let mut c = controller(s, 100.0, vec![None; 3]);
+        c.seed_trigger_samples(
+            (0..40)
+                .map(|i| TriggerSample {
+                    camera: 0,
+                    diffs: diff(i),
+                    row: row(i),
+                })
+                .collect(),
+        );
+        let links = CopyLinks;
+        let mut log = c
+            .handle(
+                Event::LinksReady {
+                    cause: Cause::Startup,
+                },
+                Some(&links),
+            )
+            .unwrap();
+        let plan = c.plan().cloned().expect("a hybrid plan");
+        assert!(!plan.in_turns.is_empty(), "{plan:?}");
+        let mut times = std::collections::BTreeMap::new();
+        for i in 0..30u64 {
+            times.insert(i, i as f64);
+            for e in [
+                Event::Features {
+                    id: i,
+                    camera: 0,
+                    diffs: diff(i),
+                },
+                Event::Frame {
+                    id: i,
+                    time_s: i as f64,
+                },
+            ] {
+                for cmd in c.handle(e, Some(&links)).unwrap() {
+                    if let Command::Profile { frame, purpose } = cmd {
+                        log.push(cmd.clone());
+                        let r = c
+                            .handle(
+                                Event::Measured {
+                                    purpose,
+                                    frames: 1,
+                                    samples: vec![row(frame)],
+                                    views: Vec::new(),
+                                },
+                                Some(&links),
+                            )
+                            .unwrap();
+                        log.extend(r);
+                    } else {
+                        log.push(cmd);
+                    }
+                }
+            }
+        }
+        log.extend(c.finish());
+        let mut kept = Vec::new();
+        let mut turns = 0;
+        let mut flushed_at = 0u64;
+        for cmd in &log {
+            match cmd {
+                Command::Serve { frame, active, .. } => {
+                    flushed_at = *frame;
+                    assert!(
+                        Budget::memory(100.0).fits(costs().models_cost(active)),
+                        "frame {frame} serves {active:?}"
+                    );
+                }
+                Command::Keep { frame } => kept.push(*frame),
+                Command::RunInTurns {
+                    frames,
+                    groups,
+                    purpose: Purpose::Trigger,
+                } => {
+                    turns += 1;
+                    // One model a turn, alone in memory, on frames kept for it, once the
+                    // oldest has waited the allowance (or at the end).
+                    assert_eq!(groups.len(), 1);
+                    assert_eq!(groups[0].len(), 1);
+                    assert!(c.plan().unwrap().in_turns.contains(groups[0][0]));
+                    assert!(frames.iter().all(|f| kept.contains(f)), "{frames:?}");
+                    let waited = times[&flushed_at] - times[&frames[0]];
+                    assert!(waited >= 3.0 || flushed_at == 29, "{waited}");
+                }
+                _ => {}
+            }
+        }
+        assert!(turns >= 2, "{log:?}");
+        // Every camera's first frame fires the trigger.
+        assert!(kept.contains(&0));
     }
 
     #[test]
@@ -1623,7 +2068,7 @@ mod tests {
         d.frame(1, 1.0);
         assert_eq!(d.c.active().len(), 3);
         d.send(Event::ConfigChanged {
-            settings: settings(),
+            settings: Box::new(settings()),
             budget: Budget::memory(150.0),
             costs: costs(),
         });
@@ -1633,7 +2078,7 @@ mod tests {
         // The same configuration again selects nothing.
         let before = d.selections().len();
         d.send(Event::ConfigChanged {
-            settings: settings(),
+            settings: Box::new(settings()),
             budget: Budget::memory(150.0),
             costs: costs(),
         });
@@ -1808,6 +2253,7 @@ mod tests {
                 Cost::new(60.0, 1.0),
             ],
             link: Cost::ZERO,
+            per_link: Vec::new(),
         };
         let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
         let ctl = Controller::new(

@@ -12,17 +12,22 @@
 //! - [`scores`]: the one profiled-score type, the scoring rule and `close_over_parents`.
 //! - [`period`]: periods and probe spacing in video time.
 //! - [`controller`]: phases (`Warmup`, `Training`, `Serving`), events and commands.
+//! - [`hybrid`]: the hybrid policy's plan (per model exact, triggered or predicted) and trigger.
 
 pub mod controller;
+pub mod hybrid;
 pub mod period;
 pub mod scores;
 
 pub use controller::{
-    Command, ControlError, Controller, Decision, Event, FrameId, Labelling, Phase, Purpose,
+    Batch, Command, ControlError, Controller, Decision, Event, FrameId, Labelling, Phase, Purpose,
     Selected, Settings,
 };
 pub use period::{NextPeriod, PeriodClock, PeriodLength};
-pub use scores::{BundleLinks, Predictor, ProfiledScores, Row, close_over_parents, mean_score};
+pub use scores::{
+    BundleLinks, Predictor, ProfiledScores, Row, Views, close_over_parents, mean_score,
+    mean_score_viewed,
+};
 
 /// Why the active set was (re-)selected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

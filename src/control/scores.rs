@@ -21,11 +21,27 @@ use std::collections::HashMap;
 /// pipeline order.
 pub type Row = Vec<OutputValue>;
 
+/// Every model's link view on one frame, in pipeline order (what links that read more than
+/// the heads predict from); empty when the driver has none.
+pub type Views = Vec<Vec<f32>>;
+
 /// What the controller needs from the trained links. Model indices are the pipeline's.
 pub trait Predictor {
     /// The prediction of `target` from the exact outputs of `sources` (a single link with one
     /// source, the ensemble with more); `None` when no prediction can be made.
     fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue>;
+    /// The same prediction with the frame's link views (`views[m]`, model m's view; empty
+    /// when unknown). Links over the views override this, so that the scheduler scores the
+    /// links that serve.
+    fn predict_viewed(
+        &self,
+        target: usize,
+        sources: &[(usize, &OutputValue)],
+        views: &[Vec<f32>],
+    ) -> Option<OutputValue> {
+        let _ = views;
+        self.predict(target, sources)
+    }
     /// The validation score from training of the ensemble (or, with one source, the link)
     /// from `sources` to `target`, when known.
     fn prior(&self, sources: &[usize], target: usize) -> Option<f64>;
@@ -60,6 +76,31 @@ impl BundleLinks<'_> {
     }
 }
 
+impl BundleLinks<'_> {
+    /// Per source row and target column, each link's own parameter memory (MB, f32 weights)
+    /// at `ms` each: what the scheduler charges per link. A missing link costs nothing.
+    pub fn link_costs(&self, ms: f64) -> Vec<Vec<crate::schedule::Cost>> {
+        let k = self.to_bundle.len();
+        (0..k)
+            .map(|i| {
+                (0..k)
+                    .map(|j| {
+                        match self
+                            .bundle
+                            .link_params(self.to_bundle[i], self.to_bundle[j])
+                        {
+                            Ok(p) if i != j => {
+                                crate::schedule::Cost::new(p.len() as f64 * 4.0 / 1e6, ms)
+                            }
+                            _ => crate::schedule::Cost::ZERO,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 impl Predictor for BundleLinks<'_> {
     fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue> {
         let inputs: Vec<(usize, &OutputValue)> = sources
@@ -89,6 +130,7 @@ pub struct ProfiledScores<'a, P: Predictor + ?Sized> {
     links: &'a P,
     specs: &'a [OutputSpec],
     samples: &'a [Row],
+    views: &'a [Views],
     matrix: Vec<Vec<f64>>,
     ensembles: RefCell<HashMap<(Vec<usize>, usize), f64>>,
 }
@@ -96,12 +138,23 @@ pub struct ProfiledScores<'a, P: Predictor + ?Sized> {
 impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
     /// `samples`: complete rows in pipeline order; `specs`: each model's output spec.
     pub fn new(links: &'a P, specs: &'a [OutputSpec], samples: &'a [Row]) -> Self {
+        Self::with_views(links, specs, samples, &[])
+    }
+
+    /// As [`ProfiledScores::new`], with each sample's link views (`views[s]` for
+    /// `samples[s]`; missing entries have none).
+    pub fn with_views(
+        links: &'a P,
+        specs: &'a [OutputSpec],
+        samples: &'a [Row],
+        views: &'a [Views],
+    ) -> Self {
         let k = specs.len();
         let mut matrix = vec![vec![1.0; k]; k];
         for (i, row) in matrix.iter_mut().enumerate() {
             for (j, cell) in row.iter_mut().enumerate() {
                 if i != j {
-                    *cell = score_or_prior(links, specs, samples, &[i], j);
+                    *cell = score_or_prior(links, specs, samples, views, &[i], j);
                 }
             }
         }
@@ -109,6 +162,7 @@ impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
             links,
             specs,
             samples,
+            views,
             matrix,
             ensembles: RefCell::new(HashMap::new()),
         }
@@ -129,7 +183,16 @@ impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
         }
         let total: f64 = targets
             .iter()
-            .filter_map(|&j| mean_score(self.links, self.specs, self.samples, &sources, j))
+            .filter_map(|&j| {
+                mean_score_viewed(
+                    self.links,
+                    self.specs,
+                    self.samples,
+                    self.views,
+                    &sources,
+                    j,
+                )
+            })
             .sum();
         Some(total / targets.len() as f64)
     }
@@ -143,7 +206,14 @@ impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
                 if active.contains(j) || sources.is_empty() {
                     None
                 } else {
-                    mean_score(self.links, self.specs, self.samples, &sources, j)
+                    mean_score_viewed(
+                        self.links,
+                        self.specs,
+                        self.samples,
+                        self.views,
+                        &sources,
+                        j,
+                    )
                 }
             })
             .collect()
@@ -170,7 +240,14 @@ impl<P: Predictor + ?Sized> LinkScores for ProfiledScores<'_, P> {
         if let Some(s) = self.ensembles.borrow().get(&key) {
             return *s;
         }
-        let s = score_or_prior(self.links, self.specs, self.samples, &key.0, target);
+        let s = score_or_prior(
+            self.links,
+            self.specs,
+            self.samples,
+            self.views,
+            &key.0,
+            target,
+        );
         self.ensembles.borrow_mut().insert(key, s);
         s
     }
@@ -181,10 +258,11 @@ fn score_or_prior<P: Predictor + ?Sized>(
     links: &P,
     specs: &[OutputSpec],
     samples: &[Row],
+    views: &[Views],
     sources: &[usize],
     target: usize,
 ) -> f64 {
-    mean_score(links, specs, samples, sources, target)
+    mean_score_viewed(links, specs, samples, views, sources, target)
         .or_else(|| links.prior(sources, target))
         .unwrap_or(0.0)
         .clamp(0.0, 1.0)
@@ -199,9 +277,22 @@ pub fn mean_score<P: Predictor + ?Sized>(
     sources: &[usize],
     target: usize,
 ) -> Option<f64> {
-    let predictions = samples.iter().map(|row| {
+    mean_score_viewed(links, specs, samples, &[], sources, target)
+}
+
+/// [`mean_score`] with each sample's link views (`views[s]` for `samples[s]`).
+pub fn mean_score_viewed<P: Predictor + ?Sized>(
+    links: &P,
+    specs: &[OutputSpec],
+    samples: &[Row],
+    views: &[Views],
+    sources: &[usize],
+    target: usize,
+) -> Option<f64> {
+    let predictions = samples.iter().enumerate().map(|(s, row)| {
         let inputs: Vec<(usize, &OutputValue)> = sources.iter().map(|&i| (i, &row[i])).collect();
-        (links.predict(target, &inputs), &row[target])
+        let v = views.get(s).map_or(&[][..], Vec::as_slice);
+        (links.predict_viewed(target, &inputs, v), &row[target])
     });
     crate::output::mean_score(&specs[target], predictions).map(|m| m.score)
 }
@@ -278,6 +369,7 @@ mod tests {
         let costs = Costs {
             models: vec![Cost::new(50.0, 1.0), Cost::new(30.0, 1.0)],
             link: Cost::ZERO,
+            per_link: Vec::new(),
         };
         let parents = [None, Some(0)];
         let only_child = ModelSet::from_indices(2, [1]);

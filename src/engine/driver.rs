@@ -60,6 +60,9 @@ pub(super) struct Driver {
     pub summary: RunSummary,
     /// What the status page shows, when the engine serves one.
     pub status: Option<Arc<StatusBoard>>,
+    /// Under the hybrid policy: per camera, the frame-difference features at ingest.
+    #[cfg(feature = "opencv")]
+    differs: BTreeMap<Arc<str>, crate::eval::features::FrameDiffer>,
 }
 
 impl Driver {
@@ -93,6 +96,8 @@ impl Driver {
             trainer: None,
             training: None,
             warm_tail: Vec::new(),
+            #[cfg(feature = "opencv")]
+            differs: BTreeMap::new(),
             kept: BTreeMap::new(),
             next_id: 0,
             started: Instant::now(),
@@ -135,6 +140,14 @@ impl Driver {
         Ok(())
     }
 
+    /// Runs the frames the hybrid's trigger still keeps (the end of the stream).
+    pub fn flush_triggers(&mut self) -> Result<(), EngineError> {
+        for cmd in self.ctl.finish() {
+            self.execute(cmd, None)?;
+        }
+        Ok(())
+    }
+
     /// One frame from a camera.
     pub fn on_frame(&mut self, frame: Frame) -> Result<(), EngineError> {
         self.summary.frames += 1;
@@ -146,6 +159,10 @@ impl Driver {
         self.frame_ms = 0.0;
         self.frame_model_ms.clear();
         self.frame_link_ms = None;
+        #[cfg(feature = "opencv")]
+        if self.ctl.settings().policy == crate::config::SelectionPolicy::Hybrid {
+            self.send_features(id, &frame)?;
+        }
         self.send(Event::Frame { id, time_s }, Some(&frame))?;
         // Everything run on this frame's account is charged to it: serving, profiling,
         // probes and runs in turns over kept frames.
@@ -220,6 +237,8 @@ impl Driver {
                     purpose,
                     frames: 1,
                     samples,
+                    // The bundle's links read the heads only.
+                    views: Vec::new(),
                 }))
             }
             Command::Keep { frame: id } => {
@@ -239,9 +258,16 @@ impl Driver {
                 groups,
                 purpose,
             } => {
+                // A frame the trigger selected for several models stays kept until released.
                 let kept: Vec<Frame> = frames
                     .iter()
-                    .filter_map(|id| self.kept.remove(id))
+                    .filter_map(|id| {
+                        if purpose == Purpose::Trigger {
+                            self.kept.get(id).cloned()
+                        } else {
+                            self.kept.remove(id)
+                        }
+                    })
                     .collect();
                 let keep = self.ctl.active().clone();
                 let failed = self.ctl.failed();
@@ -265,6 +291,12 @@ impl Driver {
                 for out in &outs {
                     self.charge(out);
                 }
+                if purpose == Purpose::Trigger {
+                    for (frame, out) in kept.iter().zip(&outs) {
+                        self.emit_triggered(frame, out);
+                    }
+                    return Ok(None);
+                }
                 if purpose != Purpose::Label {
                     self.summary.profiling_frames += kept.len() as u64;
                 }
@@ -273,6 +305,7 @@ impl Driver {
                     purpose,
                     frames: frames.len(),
                     samples,
+                    views: Vec::new(),
                 }))
             }
             Command::Select(sel) => {
@@ -374,6 +407,50 @@ impl Driver {
             board.selected(sel, &self.ids);
         }
         Ok(())
+    }
+
+    /// The hybrid's trigger input: the frame's change since its camera's previous frame.
+    #[cfg(feature = "opencv")]
+    fn send_features(&mut self, id: FrameId, frame: &Frame) -> Result<(), EngineError> {
+        let camera = self
+            .cfg
+            .cameras
+            .iter()
+            .position(|c| *c.id == *frame.camera)
+            .unwrap_or(0);
+        let diffs = match self.differs.entry(frame.camera.clone()).or_default().push(
+            frame.width,
+            frame.height,
+            &frame.rgb,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "frame features unavailable: the trigger sees no change");
+                return Ok(());
+            }
+        };
+        self.send(Event::Features { id, camera, diffs }, None)
+    }
+
+    /// Exact outputs of a model run in turns on frames its trigger selected (late, within
+    /// the latency allowance).
+    fn emit_triggered(&mut self, frame: &Frame, out: &FrameOutputs) {
+        let batch: Vec<OutputRecord> = out
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(m, v)| {
+                let v = v.as_ref()?;
+                Some(self.record(
+                    frame,
+                    m,
+                    Provenance::Exact { profiling: false },
+                    Some(v.clone()),
+                ))
+            })
+            .collect();
+        self.summary.exact_outputs += batch.len() as u64;
+        self.sinks.send(batch);
     }
 
     fn emit_exact(&mut self, frame: &Frame, out: &FrameOutputs) {
@@ -659,7 +736,9 @@ impl Driver {
             let mut cost = self.ctl.costs().link;
             cost.memory_mb = mb;
             self.ctl.set_link_cost(cost);
-            tracing::info!(memory_mb = mb, "link cost from the links' parameters");
+            // Each link is charged its own parameter memory.
+            self.ctl.set_link_costs(links.link_costs(cost.ms_per_frame));
+            tracing::info!(mean_memory_mb = mb, "link costs from the links' parameters");
         }
         self.bundle = Some(Arc::new(bundle));
         self.start_trainer();

@@ -104,6 +104,8 @@ pub(super) fn run_loop(
             }
         }
     };
+    // Frames the hybrid's trigger kept for models run in turns are run before the end.
+    let result = result.and_then(|()| d.flush_triggers());
     ingest.shutdown();
     result
 }

@@ -109,7 +109,7 @@ pub(super) fn reload(
     d.cfg = new;
     d.start_trainer();
     let event = Event::ConfigChanged {
-        settings: Settings::from_pipeline(&d.cfg),
+        settings: Box::new(Settings::from_pipeline(&d.cfg)),
         budget,
         costs: d.ctl.costs().clone(),
     };

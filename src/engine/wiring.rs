@@ -43,6 +43,7 @@ pub fn run(
     let costs = Costs {
         models: model_costs,
         link: LINK_COST,
+        per_link: Vec::new(),
     };
     let budget = if opts.unbounded {
         Budget::default()

@@ -50,6 +50,29 @@ pub trait Linker {
     fn describe(&self, _models: &[String]) -> Vec<String> {
         Vec::new()
     }
+
+    /// The prediction from the sources' heads and, where known, every model's link view
+    /// (`views[m]`; empty when unknown).
+    fn predict_viewed(
+        &self,
+        target: usize,
+        sources: &[(usize, &OutputValue)],
+        views: &[Vec<f32>],
+    ) -> Option<OutputValue> {
+        let _ = views;
+        self.predict(target, sources)
+    }
+
+    /// The score of predicting `target` from `sources` on held-out training frames, when
+    /// known (the scheduler's prior before any profiling frame).
+    fn held_out(&self, _sources: &[usize], _target: usize) -> Option<f64> {
+        None
+    }
+
+    /// Numbers the link `source -> target` holds (its memory at 4 bytes each), when known.
+    fn link_parameters(&self, _source: usize, _target: usize) -> Option<usize> {
+        None
+    }
 }
 
 impl Linker for ViewLinks {
@@ -85,6 +108,42 @@ impl Linker for ViewLinks {
             })
             .collect();
         ViewLinks::predict(self, target, &inputs).map(OutputValue::Vector)
+    }
+
+    fn predict_viewed(
+        &self,
+        target: usize,
+        sources: &[(usize, &OutputValue)],
+        views: &[Vec<f32>],
+    ) -> Option<OutputValue> {
+        let inputs: Vec<(usize, ModelInput<'_>)> = sources
+            .iter()
+            .filter_map(|(i, v)| match v {
+                OutputValue::Vector(head) => Some((
+                    *i,
+                    ModelInput {
+                        view: views.get(*i).map_or(head.as_slice(), Vec::as_slice),
+                        head,
+                    },
+                )),
+                OutputValue::Tokens(_) => None,
+            })
+            .collect();
+        ViewLinks::predict(self, target, &inputs).map(OutputValue::Vector)
+    }
+
+    fn held_out(&self, sources: &[usize], target: usize) -> Option<f64> {
+        // With several sources the best link serves or a joint link that beat it on the
+        // same block: the best single link's score is the prior either way.
+        self.choices()
+            .iter()
+            .filter(|c| c.target == target && sources.contains(&c.source))
+            .filter_map(|c| c.held_out)
+            .reduce(f64::max)
+    }
+
+    fn link_parameters(&self, source: usize, target: usize) -> Option<usize> {
+        ViewLinks::link_parameters(self, source, target)
     }
 
     fn describe(&self, models: &[String]) -> Vec<String> {

@@ -224,6 +224,7 @@ fn run_policy(
         warmup_samples: 0,
         labelling,
         federated: false,
+        hybrid: Default::default(),
     };
     let costs = pair.costs();
     // The source fits, the two together do not: the target is always predicted.
@@ -254,6 +255,7 @@ fn run_policy(
                     .collect()
             },
             link: crate::schedule::Cost::new(0.0, 0.0),
+            per_link: Vec::new(),
         },
         budget,
         vec![None; 2],
@@ -332,6 +334,7 @@ fn run_policy(
                         purpose,
                         frames: 1,
                         samples: vec![pair.frames[t].outputs.clone()],
+                        views: Vec::new(),
                     });
                 }
                 Command::RunInTurns {
@@ -357,6 +360,7 @@ fn run_policy(
                             .iter()
                             .map(|&t| pair.frames[t as usize].outputs.clone())
                             .collect(),
+                        views: Vec::new(),
                     });
                 }
                 Command::Train { samples, .. } => train_batches.push(samples),

@@ -19,9 +19,10 @@ use super::problem::Problem;
 use super::reducto::{self, DiffStep, Operating};
 use super::stats::mean;
 use crate::config::SelectionPolicy;
+use crate::control::hybrid::{Between, HybridSettings, Mode, Plan, TriggerSample};
 use crate::control::{
     self, BundleLinks, Command, Controller, Decision, Event, Labelling, PeriodClock, PeriodLength,
-    Predictor, Settings,
+    Predictor, Purpose, Settings,
 };
 use crate::link::LinkBundle;
 use crate::output::OutputValue;
@@ -65,9 +66,15 @@ pub struct ReplayConfig {
     pub link_memory_from_links: bool,
     /// Seed of link training.
     pub seed: u64,
-    /// Which links serve the predictions (the controller's profiled scores come from the
-    /// paper's bundle either way: its predictor sees heads only).
+    /// Which links serve the predictions; the controller scores candidate sets with the same
+    /// links (`mlink run` serves the paper's bundle, so `paper` is its replay).
     pub links: LinkLearners,
+    /// Hybrid and memory-bound Reducto: video seconds a triggered frame may wait for a model
+    /// run in turns.
+    pub latency_s: f64,
+    /// Hybrid and memory-bound Reducto: load and unload time charged per MB of a model run
+    /// in turns (plus a fixed `control::hybrid::LOAD_MS_FIXED`).
+    pub load_ms_per_mb: f64,
 }
 
 impl Default for ReplayConfig {
@@ -83,6 +90,8 @@ impl Default for ReplayConfig {
             link_memory_from_links: true,
             seed: 0,
             links: LinkLearners::default(),
+            latency_s: control::hybrid::DEFAULT_LATENCY_S,
+            load_ms_per_mb: control::hybrid::DEFAULT_LOAD_MS_PER_MB,
         }
     }
 }
@@ -98,24 +107,32 @@ pub enum Method {
     Mtl,
     /// The reinforcement-learning scheduler, model by model on every frame ([`super::drls`]).
     Drls,
-    /// Reducto's frame filtering at the compute MLink spends under the same budget.
+    /// Reducto's frame filtering at the compute MLink spends under the same budget, every
+    /// model loaded (memory budgets do not bind it).
     Reducto,
+    /// Reducto at the same compute and bound by the same memory budget: the models the
+    /// budget cannot hold run in turns on their selected frames, loads charged.
+    ReductoFair,
     /// The paper's activation-probability greedy.
     Mlink,
     /// The marginal-gain selection.
     Gain,
+    /// Beyond the paper: per model exact, triggered by frame differences, or predicted.
+    Hybrid,
     /// The best fixed set in hindsight, by enumeration, scored on the test part.
     Optimal,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 9] = [
         Method::Standalone,
         Method::Mtl,
         Method::Drls,
         Method::Reducto,
+        Method::ReductoFair,
         Method::Mlink,
         Method::Gain,
+        Method::Hybrid,
         Method::Optimal,
     ];
 
@@ -125,8 +142,10 @@ impl Method {
             Method::Mtl => "MTL",
             Method::Drls => "DRLS",
             Method::Reducto => "Reducto",
+            Method::ReductoFair => "Reducto (bound)",
             Method::Mlink => "MLink",
             Method::Gain => "Gain",
+            Method::Hybrid => "Hybrid",
             Method::Optimal => "Optimal",
         }
     }
@@ -181,8 +200,53 @@ pub struct Replay<'p> {
     identity: Vec<usize>,
     /// The few-sample links over the views (`--links chosen`), which serve the predictions.
     chosen: Option<Box<dyn Linker>>,
+    /// Per source row and target column, each link's parameter memory and measured time
+    /// (empty when `link_cost` was given: every link costs it).
+    link_costs: Vec<Vec<Cost>>,
     cache: RefCell<BTreeMap<(u64, usize), Vec<f64>>>,
 }
+
+/// The links that serve, in the controller's terms: the chosen links over the views when
+/// trained, else the paper's bundle.
+pub struct ServingLinks<'a> {
+    chosen: Option<&'a dyn Linker>,
+    bundle: BundleLinks<'a>,
+}
+
+impl Predictor for ServingLinks<'_> {
+    fn predict(&self, target: usize, sources: &[(usize, &OutputValue)]) -> Option<OutputValue> {
+        match self.chosen {
+            Some(c) => c.predict(target, sources),
+            None => self.bundle.predict(target, sources),
+        }
+    }
+
+    fn predict_viewed(
+        &self,
+        target: usize,
+        sources: &[(usize, &OutputValue)],
+        views: &[Vec<f32>],
+    ) -> Option<OutputValue> {
+        match self.chosen {
+            Some(c) => c.predict_viewed(target, sources, views),
+            None => self.bundle.predict(target, sources),
+        }
+    }
+
+    fn prior(&self, sources: &[usize], target: usize) -> Option<f64> {
+        match self.chosen {
+            Some(c) => c.held_out(sources, target),
+            None => self.bundle.prior(sources, target),
+        }
+    }
+}
+
+/// Times the hybrid's allowance is lowered to meet a compute target.
+const HYBRID_MATCH_TRIES: usize = 6;
+
+/// Prediction time charged per number a link holds (ms): one multiply-add or compare per
+/// weight or stored value, about a nanosecond on the CPUs the project runs on.
+pub const LINK_MS_PER_PARAMETER: f64 = 1e-6;
 
 impl<'p> Replay<'p> {
     /// Splits the trace, plans the periods and trains the links on the training part.
@@ -215,6 +279,7 @@ impl<'p> Replay<'p> {
         );
         let mut replay = Self::build(problem, cfg, train, test, links)?;
         replay.chosen = chosen;
+        replay.measure_link_costs();
         Ok(replay)
     }
 
@@ -242,7 +307,9 @@ impl<'p> Replay<'p> {
                 )));
             }
         }
-        Self::build(problem, cfg, 0..0, 0..n, links)
+        let mut replay = Self::build(problem, cfg, 0..0, 0..n, links)?;
+        replay.measure_link_costs();
+        Ok(replay)
     }
 
     fn build(
@@ -274,16 +341,61 @@ impl<'p> Replay<'p> {
             links,
             identity,
             chosen: None,
+            link_costs: Vec::new(),
             cache: RefCell::new(BTreeMap::new()),
         })
     }
 
-    /// The links in the controller's terms.
+    /// The paper's bundle in the controller's terms.
     fn predictor(&self) -> BundleLinks<'_> {
         BundleLinks {
             bundle: &self.links,
             to_bundle: &self.identity,
         }
+    }
+
+    /// The links that serve, in the controller's terms (what it scores sets with).
+    pub fn serving_links(&self) -> ServingLinks<'_> {
+        ServingLinks {
+            chosen: self.chosen.as_deref(),
+            bundle: self.predictor(),
+        }
+    }
+
+    /// Charges each serving link its own parameter memory (4 bytes a number) and its own
+    /// prediction time, estimated from the numbers it reads per prediction
+    /// ([`LINK_MS_PER_PARAMETER`]) rather than timed, so that the same trace and seed give the
+    /// same report; unless a link cost was given.
+    fn measure_link_costs(&mut self) {
+        if !self.cfg.link_memory_from_links {
+            return;
+        }
+        let k = self.k;
+        let mut costs = vec![vec![Cost::ZERO; k]; k];
+        for (i, row) in costs.iter_mut().enumerate() {
+            for (j, cell) in row.iter_mut().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let params = match &self.chosen {
+                    Some(c) => c.link_parameters(i, j),
+                    None => self.links.link_params(i, j).ok().map(|p| p.len()),
+                };
+                *cell = match params {
+                    Some(n) => Cost::new(n as f64 * 4.0 / 1e6, n as f64 * LINK_MS_PER_PARAMETER),
+                    None => self.cfg.link_cost,
+                };
+            }
+        }
+        // The report's single link cost: the mean over the links.
+        let n = (k * k.saturating_sub(1)).max(1) as f64;
+        let (mb, ms) = costs.iter().flatten().fold((0.0, 0.0), |(a, b), c| {
+            (a + c.memory_mb, b + c.ms_per_frame)
+        });
+        if k > 1 {
+            self.cfg.link_cost = Cost::new(mb / n, ms / n);
+        }
+        self.link_costs = costs;
     }
 
     /// What each chosen link learned with (see [`Linker::describe`]); empty with the paper's.
@@ -327,6 +439,7 @@ impl<'p> Replay<'p> {
         Costs {
             models: self.problem.costs(),
             link: self.cfg.link_cost,
+            per_link: self.link_costs.clone(),
         }
     }
 
@@ -431,7 +544,294 @@ impl<'p> Replay<'p> {
             warmup_samples: 0,
             labelling: Labelling::None,
             federated: false,
+            hybrid: HybridSettings {
+                latency_s: self.cfg.latency_s,
+                load_ms: Vec::new(),
+                load_ms_per_mb: self.cfg.load_ms_per_mb,
+                ms_per_frame: None,
+                links: true,
+                trigger_target: self.cfg.reducto_target,
+            },
         }
+    }
+
+    /// [`Replay::run_hybrid`] spending at most `target_ms` per frame, profiling included:
+    /// the plan's allowance starts at `target_ms` and is lowered by what the replay spent
+    /// above it, a few times.
+    pub fn run_hybrid_at(
+        &self,
+        budget: &Budget,
+        mut hybrid: HybridSettings,
+        profile: bool,
+        target_ms: f64,
+    ) -> Result<Outcome, EvalError> {
+        let mut cap = target_ms;
+        hybrid.ms_per_frame = Some(cap);
+        let mut out = self.run_hybrid(budget, hybrid.clone(), profile)?;
+        for _ in 0..HYBRID_MATCH_TRIES {
+            let excess = out.ms_per_frame - target_ms;
+            if excess <= 1e-6 || cap <= 0.0 {
+                break;
+            }
+            cap = (cap - excess).max(0.0);
+            hybrid.ms_per_frame = Some(cap);
+            out = self.run_hybrid(budget, hybrid.clone(), profile)?;
+        }
+        Ok(out)
+    }
+
+    /// Indices of Reducto's features in the trace's feature list, in [`reducto::FEATURE_NAMES`]
+    /// order (the trigger's features).
+    fn trigger_features(&self) -> Vec<usize> {
+        reducto::FEATURE_NAMES
+            .iter()
+            .filter_map(|n| self.problem.feature_names.iter().position(|f| f == n))
+            .collect()
+    }
+
+    fn trigger_diffs(&self, t: usize, features: &[usize]) -> Vec<f32> {
+        let f = &self.problem.frames[t].features;
+        features.iter().map(|&i| f[i]).collect()
+    }
+
+    /// The hybrid policy through the controller over the test frames: its operating curves
+    /// come from the training part, every frame is handed over with its camera's
+    /// frame-difference features, and each command is carried out on the recorded outputs.
+    /// With `hybrid.links` false and no profiling it is Reducto bound by the memory budget
+    /// (every model triggered, its last output reused in between, loads charged).
+    ///
+    /// A model run in turns on a selected frame gives that frame its exact output (late,
+    /// within the latency allowance); frames served before the turn ran reuse the output of
+    /// an earlier turn.
+    pub fn run_hybrid(
+        &self,
+        budget: &Budget,
+        hybrid: HybridSettings,
+        profile: bool,
+    ) -> Result<Outcome, EvalError> {
+        let costs = self.costs();
+        let k = self.k;
+        let specs: Vec<_> = self.problem.models.iter().map(|m| m.spec.clone()).collect();
+        let parents: Vec<Option<usize>> = self.problem.models.iter().map(|m| m.parent).collect();
+        let err = |e: control::ControlError| EvalError::Schedule(e.to_string());
+        let mut settings = self.settings(SelectionPolicy::Hybrid);
+        if !profile {
+            settings.profiling_ratio = 0.0;
+            settings.min_profile_frames = 0;
+        }
+        let load_ms = hybrid.load_ms_for(&costs);
+        settings.hybrid = hybrid;
+        let links_on = settings.hybrid.links;
+        let mut ctl = Controller::new(settings, specs, costs.clone(), *budget, parents, false)
+            .map_err(err)?;
+        let features = self.trigger_features();
+        ctl.seed_trigger_samples(
+            self.train
+                .clone()
+                .map(|t| TriggerSample {
+                    camera: self.problem.frames[t].camera,
+                    diffs: self.trigger_diffs(t, &features),
+                    row: self.problem.frames[t].outputs.clone(),
+                })
+                .collect(),
+        );
+        let links = self.serving_links();
+        let mut tally = Tally::new(k);
+        let mut decisions = Vec::new();
+        let mut active_sets: Vec<Vec<String>> = Vec::new();
+        // Per test frame: what ran on it when served, and the plan then.
+        let mut served: BTreeMap<usize, (ModelSet, bool, Option<Plan>)> = BTreeMap::new();
+        let mut exact_frames: Vec<bool> = vec![false; self.problem.frames.len()];
+        // Per model: (frame, index of the frame after which its output is known).
+        let mut late: Vec<Vec<(usize, usize)>> = vec![Vec::new(); k];
+        let mut pending: VecDeque<Event> = VecDeque::from([Event::LinksReady {
+            cause: control::Cause::Startup,
+        }]);
+        let mut frames = self.test.clone();
+        let mut current = self.test.start;
+        let mut finished = false;
+        loop {
+            let mut commands = Vec::new();
+            match pending.pop_front() {
+                Some(e) => commands.extend(ctl.handle(e, Some(&links)).map_err(err)?),
+                None => match frames.next() {
+                    Some(t) => {
+                        current = t;
+                        let f = &self.problem.frames[t];
+                        let features = Event::Features {
+                            id: t as u64,
+                            camera: f.camera,
+                            diffs: self.trigger_diffs(t, &features),
+                        };
+                        commands.extend(ctl.handle(features, Some(&links)).map_err(err)?);
+                        let frame = Event::Frame {
+                            id: t as u64,
+                            time_s: f.time_s,
+                        };
+                        commands.extend(ctl.handle(frame, Some(&links)).map_err(err)?);
+                    }
+                    None if !finished => {
+                        finished = true;
+                        current = self.test.end;
+                        commands.extend(ctl.finish());
+                    }
+                    None => break,
+                },
+            }
+            for cmd in commands {
+                match cmd {
+                    Command::Serve {
+                        frame,
+                        active,
+                        predict,
+                    } => {
+                        let charged = if predict {
+                            costs.clone()
+                        } else {
+                            Costs::models_only(costs.models.clone())
+                        };
+                        tally.charge(&charged, &active);
+                        served.insert(frame as usize, (active, predict, ctl.plan().cloned()));
+                    }
+                    Command::Profile { frame, purpose } => {
+                        let t = frame as usize;
+                        tally.charge(&costs, &ModelSet::full(k));
+                        exact_frames[t] = true;
+                        pending.push_back(Event::Measured {
+                            purpose,
+                            frames: 1,
+                            samples: vec![self.problem.frames[t].outputs.clone()],
+                            views: vec![self.problem.frames[t].views.clone()],
+                        });
+                    }
+                    Command::RunInTurns {
+                        frames: kept,
+                        groups,
+                        purpose: Purpose::Trigger,
+                    } => {
+                        let loaded = ctl.plan().map_or_else(
+                            || ModelSet::empty(k),
+                            |p| ModelSet::from_indices(k, p.exact.iter().chain(p.resident.iter())),
+                        );
+                        for m in groups.into_iter().flatten() {
+                            tally.ms += kept.len() as f64 * costs.models[m].ms_per_frame
+                                + control::hybrid::turn_load_ms(
+                                    m, &loaded, &costs, budget, &load_ms,
+                                );
+                            tally.executions += kept.len();
+                            late[m].extend(kept.iter().map(|&t| (t as usize, current)));
+                        }
+                    }
+                    Command::RunInTurns {
+                        frames: kept,
+                        purpose,
+                        ..
+                    } => {
+                        let ran = ctl.active().clone();
+                        for _ in &kept {
+                            tally.charge_rest(&costs, &ran);
+                        }
+                        pending.push_back(Event::Measured {
+                            purpose,
+                            frames: kept.len(),
+                            samples: kept
+                                .iter()
+                                .map(|&t| self.problem.frames[t as usize].outputs.clone())
+                                .collect(),
+                            views: kept
+                                .iter()
+                                .map(|&t| self.problem.frames[t as usize].views.clone())
+                                .collect(),
+                        });
+                    }
+                    Command::Select(sel) => {
+                        let ids = self.ids(mask_of(&sel.to));
+                        decisions.push(sel.decision(&self.model_ids()));
+                        if active_sets.last() != Some(&ids) {
+                            active_sets.push(ids);
+                        }
+                    }
+                    Command::Keep { .. }
+                    | Command::Release { .. }
+                    | Command::StartTraining { .. }
+                    | Command::Train { .. } => {}
+                }
+            }
+        }
+        // Scores, now that every turn is known.
+        let mut known: Vec<Vec<(usize, usize)>> = late.clone();
+        for (&t, (active, _, _)) in &served {
+            for m in active.iter() {
+                known[m].push((t, t));
+            }
+        }
+        for (t, exact) in exact_frames.iter().enumerate() {
+            if *exact {
+                for row in known.iter_mut() {
+                    row.push((t, t));
+                }
+            }
+        }
+        for t in self.test.clone() {
+            if exact_frames[t] {
+                tally.add_scores(&vec![1.0; k]);
+                continue;
+            }
+            let Some((active, predict, plan)) = served.get(&t) else {
+                tally.add_scores(&vec![0.0; k]);
+                continue;
+            };
+            let camera = self.problem.frames[t].camera;
+            let linked = if *predict && links_on {
+                self.frame_scores(mask_of(active), t)
+            } else {
+                vec![0.0; k]
+            };
+            let scores: Vec<f64> = (0..k)
+                .map(|j| {
+                    if active.contains(j) || late[j].iter().any(|&(f, _)| f == t) {
+                        return 1.0;
+                    }
+                    let mode = plan.as_ref().map(|p| p.modes[j]);
+                    match mode {
+                        Some(Mode::Triggered {
+                            between: Between::Reuse,
+                            ..
+                        }) => {
+                            let last = known[j]
+                                .iter()
+                                .filter(|&&(f, at)| {
+                                    f < t && at < t && self.problem.frames[f].camera == camera
+                                })
+                                .map(|&(f, _)| f)
+                                .max();
+                            match last {
+                                Some(f) => super::score(
+                                    &self.problem.models[j].spec,
+                                    &self.problem.frames[f].outputs[j],
+                                    &self.problem.frames[t].outputs[j],
+                                ),
+                                None => linked[j],
+                            }
+                        }
+                        _ => linked[j],
+                    }
+                })
+                .collect();
+            tally.add_scores(&scores);
+        }
+        let mut out = tally.outcome(self.test.len(), active_sets);
+        let ids = self.model_ids();
+        let names: Vec<String> = features
+            .iter()
+            .map(|&i| self.problem.feature_names[i].clone())
+            .collect();
+        out.detail = ctl
+            .plan()
+            .map(|p| p.summary(&ids, &names))
+            .unwrap_or_default();
+        out.decisions = decisions;
+        Ok(out)
     }
 
     /// Runs a selection policy through the controller over the test frames, as the engine
@@ -456,7 +856,7 @@ impl<'p> Replay<'p> {
             false,
         )
         .map_err(err)?;
-        let links = self.predictor();
+        let links = self.serving_links();
         let mut tally = Tally::new(k);
         let mut decisions = Vec::new();
         let mut active_sets: Vec<Vec<String>> = Vec::new();
@@ -500,6 +900,7 @@ impl<'p> Replay<'p> {
                             purpose,
                             frames: 1,
                             samples: vec![self.problem.frames[t].outputs.clone()],
+                            views: vec![self.problem.frames[t].views.clone()],
                         });
                     }
                     Command::RunInTurns {
@@ -517,6 +918,10 @@ impl<'p> Replay<'p> {
                             samples: frames
                                 .iter()
                                 .map(|&t| self.problem.frames[t as usize].outputs.clone())
+                                .collect(),
+                            views: frames
+                                .iter()
+                                .map(|&t| self.problem.frames[t as usize].views.clone())
                                 .collect(),
                         });
                     }
@@ -985,10 +1390,19 @@ impl Tally {
 
     /// A frame scored `scores` with the models of `ran` executed (and links for the rest).
     fn add(&mut self, scores: &[f64], costs: &Costs, ran: &ModelSet) {
+        self.add_scores(scores);
+        self.charge(costs, ran);
+    }
+
+    fn add_scores(&mut self, scores: &[f64]) {
         self.per_model
             .iter_mut()
             .zip(scores)
             .for_each(|(a, s)| *a += s);
+    }
+
+    /// The models of `ran` executed on a frame (and links for the rest).
+    fn charge(&mut self, costs: &Costs, ran: &ModelSet) {
         self.ms += costs.set_cost(ran).ms_per_frame;
         self.executions += ran.len();
     }

@@ -9,6 +9,7 @@ use super::problem::Problem;
 use super::replay::{Method, Outcome, Replay, ReplayConfig};
 use super::stats::{discrete_scalar, lookup_ceiling, pearson, scalar_of};
 use crate::config::SelectionPolicy;
+use crate::control::hybrid::HybridSettings;
 use crate::link::choose::mean_score;
 use crate::link::ridge::Ridge;
 use crate::output::TaskKind;
@@ -195,6 +196,18 @@ pub fn evaluate(
         let gain = replay.run_policy(SelectionPolicy::Gain, b)?;
         let optimal = replay.run_optimal(b)?;
         let reducto = replay.run_reducto_matched(&tuning, mlink.ms_per_frame);
+        let hybrid_settings = replay.settings(SelectionPolicy::Hybrid).hybrid;
+        // Both at most at MLink's compute, as the unbound Reducto.
+        let hybrid = replay.run_hybrid_at(b, hybrid_settings.clone(), true, mlink.ms_per_frame)?;
+        let reducto_fair = replay.run_hybrid_at(
+            b,
+            HybridSettings {
+                links: false,
+                ..hybrid_settings
+            },
+            false,
+            mlink.ms_per_frame,
+        )?;
         let drls = super::drls::run(&replay, &super::drls::train(&replay, b, &drls_cfg)?);
         let methods = [(Method::Standalone, standalone)]
             .into_iter()
@@ -202,8 +215,10 @@ pub fn evaluate(
             .chain([
                 (Method::Drls, drls),
                 (Method::Reducto, reducto),
+                (Method::ReductoFair, reducto_fair),
                 (Method::Mlink, mlink),
                 (Method::Gain, gain),
+                (Method::Hybrid, hybrid),
                 (Method::Optimal, optimal),
             ])
             .map(|(method, outcome)| MethodResult { method, outcome })
@@ -388,13 +403,13 @@ pub fn render_text(r: &Report) -> String {
         let _ = writeln!(s, "\nbudget {}", b.label);
         let _ = writeln!(
             s,
-            "  {:<11} {:>9} {:>9} {:>10}  active",
+            "  {:<16} {:>9} {:>9} {:>10}  active",
             "method", "acc. %", "ms/frame", "saved %"
         );
         for m in &b.methods {
             let _ = writeln!(
                 s,
-                "  {:<11} {:>9} {:>9.1} {:>10}  {}",
+                "  {:<16} {:>9} {:>9.1} {:>10}  {}",
                 m.method.name(),
                 pct(m.outcome.accuracy),
                 m.outcome.ms_per_frame,
@@ -537,7 +552,15 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
          fewest frames at the target accuracy is kept. One exchange rate between accuracy and model-milliseconds then \
          picks each model's threshold on its training curve; the rate is swept over a fixed grid and the allocation \
          whose test-part time per frame is the largest not above MLink's at the same budget is reported. Reducto runs \
-         every model now and then, so it needs memory for all of them: memory budgets do not bind it.\n"
+         every model now and then, so it needs memory for all of them: memory budgets do not bind it. `Reducto (bound)` \
+         is bound by the same memory budget and compute: the models the budget cannot hold run in turns (loaded, run \
+         on the frames their trigger kept once the oldest has waited {:.0} s, unloaded; loads charged at {:.0} ms + \
+         {:.1} ms per MB), with thresholds from the same curves and no profiling. `Hybrid` runs the engine's hybrid \
+         policy: per model exact, triggered (last output or links in between) or predicted, at most at MLink's \
+         compute.\n",
+        r.config.latency_s,
+        crate::control::hybrid::LOAD_MS_FIXED,
+        r.config.load_ms_per_mb
     );
     let _ = writeln!(s, "Active sets and settings:\n");
     for b in &r.budgets {
@@ -742,7 +765,18 @@ pub fn plot_accuracy_vs_budget(r: &Report) -> Result<String, EvalError> {
             .y_desc("accuracy %")
             .draw()
             .map_err(|e| err(&e))?;
-        let colours = [RED, CYAN, YELLOW, BLUE, GREEN, MAGENTA, BLACK];
+        let colours = [
+            RED,
+            CYAN,
+            YELLOW,
+            BLUE,
+            GREEN,
+            MAGENTA,
+            BLACK,
+            RGBColor(255, 140, 0),
+            RGBColor(128, 0, 128),
+            RGBColor(128, 128, 128),
+        ];
         for (mi, method) in methods_of(r).into_iter().enumerate() {
             let colour = colours[mi % colours.len()];
             let pts: Vec<(f64, f64)> = r
@@ -804,7 +838,18 @@ pub fn plot_accuracy_vs_time(r: &Report) -> Result<String, EvalError> {
             .y_desc("accuracy %")
             .draw()
             .map_err(|e| err(&e))?;
-        let colours = [RED, CYAN, YELLOW, BLUE, GREEN, MAGENTA, BLACK];
+        let colours = [
+            RED,
+            CYAN,
+            YELLOW,
+            BLUE,
+            GREEN,
+            MAGENTA,
+            BLACK,
+            RGBColor(255, 140, 0),
+            RGBColor(128, 0, 128),
+            RGBColor(128, 128, 128),
+        ];
         for (mi, method) in methods_of(r).into_iter().enumerate() {
             let colour = colours[mi % colours.len()];
             let pts: Vec<(f64, f64)> = r
@@ -868,4 +913,220 @@ pub fn write_report(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
     crate::fsutil::write_atomic(&p, &json).map_err(|e| io(&p, e))?;
     written.push(p);
     Ok(written)
+}
+
+/// Every method's results over several seeds of link training (the Table V analog with
+/// mean and spread).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeedSummary {
+    pub seeds: Vec<u64>,
+    pub budgets: Vec<SeedBudget>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeedBudget {
+    pub label: String,
+    pub methods: Vec<SeedMethod>,
+}
+
+/// Mean and sample standard deviation (0 with one seed), and the extremes, over seeds.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Spread {
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(xs: &[f64]) -> Spread {
+        let n = xs.len().max(1) as f64;
+        let mean = xs.iter().sum::<f64>() / n;
+        let var = if xs.len() > 1 {
+            xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Spread {
+            mean,
+            std: var.sqrt(),
+            min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+            max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeedMethod {
+    pub method: Method,
+    pub accuracy: Spread,
+    pub ms_per_frame: Spread,
+    pub executions_saved: Spread,
+    /// Optimal's accuracy less this method's, per seed.
+    pub gap_to_optimal: Spread,
+}
+
+/// Summarises reports of the same trace and budgets made with different seeds.
+pub fn summarise_seeds(reports: &[Report]) -> SeedSummary {
+    let seeds = reports.iter().map(|r| r.config.seed).collect();
+    let budgets = match reports.first() {
+        None => Vec::new(),
+        Some(first) => first
+            .budgets
+            .iter()
+            .enumerate()
+            .map(|(bi, b)| SeedBudget {
+                label: b.label.clone(),
+                methods: b
+                    .methods
+                    .iter()
+                    .enumerate()
+                    .map(|(mi, m)| {
+                        let outs: Vec<&Outcome> = reports
+                            .iter()
+                            .filter_map(|r| r.budgets.get(bi)?.methods.get(mi))
+                            .map(|m| &m.outcome)
+                            .collect();
+                        let optimal: Vec<f64> = reports
+                            .iter()
+                            .map(|r| {
+                                r.budgets.get(bi).map_or(0.0, |b| {
+                                    b.methods
+                                        .iter()
+                                        .find(|m| m.method == Method::Optimal)
+                                        .map_or(0.0, |m| m.outcome.accuracy)
+                                })
+                            })
+                            .collect();
+                        let of = |f: &dyn Fn(&Outcome) -> f64| {
+                            Spread::of(&outs.iter().map(|o| f(o)).collect::<Vec<_>>())
+                        };
+                        SeedMethod {
+                            method: m.method,
+                            accuracy: of(&|o| o.accuracy),
+                            ms_per_frame: of(&|o| o.ms_per_frame),
+                            executions_saved: of(&|o| o.executions_saved),
+                            gap_to_optimal: Spread::of(
+                                &outs
+                                    .iter()
+                                    .zip(&optimal)
+                                    .map(|(o, opt)| opt - o.accuracy)
+                                    .collect::<Vec<_>>(),
+                            ),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    SeedSummary { seeds, budgets }
+}
+
+/// The seed summary as a Markdown table: accuracy mean ± standard deviation (min-max), time
+/// per frame, executions saved and the gap to Optimal, per budget.
+pub fn render_seeds_markdown(s: &SeedSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Over {} seeds of link training ({}): mean ± standard deviation (min-max).\n",
+        s.seeds.len(),
+        s.seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for b in &s.budgets {
+        let _ = writeln!(out, "Budget {}:\n", b.label);
+        let _ = writeln!(
+            out,
+            "| method | acc. % | ms/frame | saved % | gap to Optimal (points) |\n|---|---|---|---|---|"
+        );
+        for m in &b.methods {
+            let _ = writeln!(
+                out,
+                "| {} | {:.1} ± {:.1} ({:.1}-{:.1}) | {:.1} | {:.1} | {:.1} |",
+                m.method.name(),
+                100.0 * m.accuracy.mean,
+                100.0 * m.accuracy.std,
+                100.0 * m.accuracy.min,
+                100.0 * m.accuracy.max,
+                m.ms_per_frame.mean,
+                100.0 * m.executions_saved.mean,
+                100.0 * m.gap_to_optimal.mean
+            );
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// The seed summary for a terminal.
+pub fn render_seeds_text(s: &SeedSummary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "over seeds {}: mean ± std (min-max)",
+        s.seeds
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for b in &s.budgets {
+        let _ = writeln!(out, "\nbudget {}", b.label);
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>24} {:>9} {:>8} {:>8}",
+            "method", "acc. %", "ms/frame", "saved %", "gap"
+        );
+        for m in &b.methods {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:>24} {:>9.1} {:>8.1} {:>8.1}",
+                m.method.name(),
+                format!(
+                    "{:.1} ± {:.1} ({:.1}-{:.1})",
+                    100.0 * m.accuracy.mean,
+                    100.0 * m.accuracy.std,
+                    100.0 * m.accuracy.min,
+                    100.0 * m.accuracy.max
+                ),
+                m.ms_per_frame.mean,
+                100.0 * m.executions_saved.mean,
+                100.0 * m.gap_to_optimal.mean
+            );
+        }
+    }
+    out
+}
+
+/// Writes `seeds.md` and `seeds.json` into `dir`, atomically; returns the paths written.
+pub fn write_seeds(s: &SeedSummary, dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let io = |p: &Path, e: std::io::Error| EvalError::Io {
+        path: p.to_path_buf(),
+        source: e,
+    };
+    let md = dir.join("seeds.md");
+    crate::fsutil::write_atomic(&md, render_seeds_markdown(s).as_bytes())
+        .map_err(|e| io(&md, e))?;
+    let json = dir.join("seeds.json");
+    let bytes = serde_json::to_vec_pretty(s).map_err(|e| EvalError::Invalid(e.to_string()))?;
+    crate::fsutil::write_atomic(&json, &bytes).map_err(|e| io(&json, e))?;
+    Ok(vec![md, json])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_is_the_mean_the_sample_deviation_and_the_range() {
+        let s = Spread::of(&[0.8, 0.9, 1.0]);
+        assert!((s.mean - 0.9).abs() < 1e-12);
+        assert!((s.std - 0.1).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (0.8, 1.0));
+        let one = Spread::of(&[0.5]);
+        assert_eq!((one.mean, one.std, one.min, one.max), (0.5, 0.0, 0.5, 0.5));
+    }
 }

@@ -78,6 +78,16 @@ impl JointLink {
         })
     }
 
+    /// Numbers it holds (the learner's and the sources' standardisations).
+    pub fn parameters(&self) -> usize {
+        self.learner.parameters()
+            + self
+                .norms
+                .iter()
+                .map(Standardise::parameters)
+                .sum::<usize>()
+    }
+
     pub fn name(&self) -> String {
         match self.kind {
             JointKind::Mlp => "joint(mlp)".into(),

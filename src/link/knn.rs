@@ -35,6 +35,11 @@ impl Learner for Knn {
     fn name(&self) -> String {
         format!("knn(k={})", self.k)
     }
+    fn parameters(&self) -> usize {
+        let stored: usize =
+            self.x.iter().map(Vec::len).sum::<usize>() + self.t.iter().map(Vec::len).sum::<usize>();
+        stored + self.norm.parameters()
+    }
 
     fn predict(&self, x: &[f32]) -> Vec<f32> {
         let z = self.norm.apply(x);

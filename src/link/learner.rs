@@ -19,6 +19,9 @@ pub trait Learner: Send + Sync {
     fn name(&self) -> String;
     /// The predicted target value for input `x` (as long as the training inputs).
     fn predict(&self, x: &[f32]) -> Vec<f32>;
+    /// Numbers it holds to predict (weights, standardisation, stored samples): what the
+    /// scheduler charges as the link's memory (4 bytes each).
+    fn parameters(&self) -> usize;
 }
 
 /// Turns a learner's raw output into a value of the target's task: counts are rounded to
@@ -92,6 +95,11 @@ impl Standardise {
         self.mean.is_empty()
     }
 
+    /// Numbers it holds (a mean and a scale per dimension).
+    pub fn parameters(&self) -> usize {
+        2 * self.mean.len()
+    }
+
     pub fn apply(&self, x: &[f32]) -> Vec<f64> {
         x.iter()
             .zip(&self.mean)
@@ -117,6 +125,9 @@ impl Majority {
 impl Learner for Majority {
     fn name(&self) -> String {
         "majority".into()
+    }
+    fn parameters(&self) -> usize {
+        self.value.len()
     }
     fn predict(&self, _: &[f32]) -> Vec<f32> {
         self.value.clone()
@@ -173,6 +184,9 @@ impl MlpLearner {
 impl Learner for MlpLearner {
     fn name(&self) -> String {
         format!("mlp({})", self.input)
+    }
+    fn parameters(&self) -> usize {
+        self.net.params().len()
     }
     fn predict(&self, x: &[f32]) -> Vec<f32> {
         match self.net.predict(&OutputValue::Vector(x.to_vec())) {

@@ -97,6 +97,9 @@ impl Learner for Ridge {
     fn name(&self) -> String {
         format!("ridge(l={})", self.lambda)
     }
+    fn parameters(&self) -> usize {
+        self.w.len() + self.y_mean.len() + self.norm.parameters()
+    }
 
     fn predict(&self, x: &[f32]) -> Vec<f32> {
         let z = self.norm.apply(x);

@@ -214,6 +214,28 @@ impl ViewLinks {
         Some(c.learner.predict(x))
     }
 
+    /// Numbers the link `source -> target` holds (None without that link): its memory is
+    /// 4 bytes each.
+    pub fn link_parameters(&self, source: usize, target: usize) -> Option<usize> {
+        let k = self.specs.len();
+        if source >= k || target >= k {
+            return None;
+        }
+        self.links[source * k + target]
+            .as_ref()
+            .map(|c| c.learner.parameters())
+    }
+
+    /// Numbers the joint link to `target` holds, when one serves.
+    pub fn joint_parameters(&self, target: usize) -> Option<usize> {
+        match self.combiners.get(target) {
+            Some(Combiner::Joint(_)) => {
+                self.joints.get(target)?.as_ref().map(JointLink::parameters)
+            }
+            _ => None,
+        }
+    }
+
     /// What was chosen for every link.
     pub fn choices(&self) -> Vec<LinkChoice> {
         let k = self.specs.len();

@@ -139,36 +139,71 @@ impl Budget {
     }
 }
 
-/// The costs of a problem: one per model, and the cost of one link network.
+/// The costs of a problem: one per model, and the cost of each link network.
 ///
 /// Predicting target `j` from an active set `A` runs the ensemble `h_{A,j}`, made of `|A|`
 /// links, so a set `A` over `k` models costs
-/// `sum_{i in A} c(f_i) + |A| * (k - |A|) * link` (eq. 1's two sums, with
-/// `c(h_{A,j}) = |A| * link`). An empty set costs nothing. `link` may be zero.
+/// `sum_{i in A} c(f_i) + sum_{j not in A} sum_{i in A} c(g_ij)` (eq. 1's two sums, with
+/// `c(h_{A,j}) = sum_{i in A} c(g_ij)`). Each link is charged its own cost (`per_link[i][j]`,
+/// its parameter memory and measured time) when `per_link` is given, else every link costs
+/// `link`. An empty set costs nothing. Link costs may be zero.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Costs {
     pub models: Vec<Cost>,
+    /// The cost of a link without a cost of its own.
     pub link: Cost,
+    /// Per source row and target column, that link's cost (empty: every link costs `link`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_link: Vec<Vec<Cost>>,
 }
 
 impl Costs {
     /// Model costs with free links.
     pub fn models_only(models: Vec<Cost>) -> Self {
+        Costs::uniform(models, Cost::ZERO)
+    }
+
+    /// Model costs with every link at `link`.
+    pub fn uniform(models: Vec<Cost>, link: Cost) -> Self {
         Costs {
             models,
-            link: Cost::ZERO,
+            link,
+            per_link: Vec::new(),
         }
+    }
+
+    /// The cost of link `source -> target`.
+    pub fn link_cost(&self, source: usize, target: usize) -> Cost {
+        self.per_link
+            .get(source)
+            .and_then(|row| row.get(target))
+            .copied()
+            .unwrap_or(self.link)
+    }
+
+    /// Whether every link has a valid cost.
+    pub fn links_valid(&self) -> bool {
+        self.link.is_valid() && self.per_link.iter().flatten().all(|c| c.is_valid())
     }
 
     pub fn n_models(&self) -> usize {
         self.models.len()
     }
 
-    /// Cost of the links that predict the models outside a set of `n_active` models.
-    pub fn links_for(&self, n_active: usize) -> Cost {
-        let k = self.models.len();
-        let n_links = n_active * k.saturating_sub(n_active);
-        self.link.times(n_links as f64)
+    /// Cost of the links that predict the models outside `active` from it.
+    pub fn links_for(&self, active: &ModelSet) -> Cost {
+        if self.per_link.is_empty() {
+            let k = self.models.len();
+            let n = active.len();
+            return self.link.times((n * k.saturating_sub(n)) as f64);
+        }
+        let mut total = Cost::ZERO;
+        for j in active.complement_iter() {
+            for i in active.iter() {
+                total += self.link_cost(i, j);
+            }
+        }
+        total
     }
 
     /// Cost of executing the models of `active` only.
@@ -180,7 +215,7 @@ impl Costs {
 
     /// Total cost of `active`: its models plus the links predicting the others (eq. 1).
     pub fn set_cost(&self, active: &ModelSet) -> Cost {
-        self.models_cost(active) + self.links_for(active.len())
+        self.models_cost(active) + self.links_for(active)
     }
 }
 
@@ -210,6 +245,7 @@ mod tests {
                 Cost::new(3700.0, 60.0),
             ],
             link: Cost::new(10.0, 0.5),
+            per_link: Vec::new(),
         };
         // {1}: model 1 plus two targets predicted by one link each.
         let a = ModelSet::from_indices(3, [1]);
@@ -219,6 +255,40 @@ mod tests {
         assert_eq!(costs.set_cost(&a), Cost::new(8320.0, 105.0));
         assert_eq!(costs.set_cost(&ModelSet::empty(3)), Cost::ZERO);
         assert_eq!(costs.set_cost(&ModelSet::full(3)), Cost::new(9800.0, 134.0));
+    }
+
+    #[test]
+    fn each_link_is_charged_its_own_cost() {
+        let mut costs = Costs::uniform(
+            vec![
+                Cost::new(10.0, 1.0),
+                Cost::new(20.0, 2.0),
+                Cost::new(30.0, 3.0),
+            ],
+            Cost::new(1.0, 0.1),
+        );
+        let a = ModelSet::from_indices(3, [0]);
+        assert_eq!(costs.set_cost(&a), Cost::new(12.0, 1.2));
+        costs.per_link = vec![
+            vec![Cost::ZERO, Cost::new(5.0, 0.5), Cost::new(0.5, 0.01)],
+            vec![Cost::new(2.0, 0.2), Cost::ZERO, Cost::new(3.0, 0.3)],
+            vec![Cost::new(4.0, 0.4), Cost::new(6.0, 0.6), Cost::ZERO],
+        ];
+        let close = |c: Cost, mb: f64, ms: f64| {
+            assert!(
+                (c.memory_mb - mb).abs() < 1e-9 && (c.ms_per_frame - ms).abs() < 1e-9,
+                "{c:?}"
+            );
+        };
+        // {0}: g_01 + g_02.
+        close(costs.set_cost(&a), 15.5, 1.51);
+        // {0, 1}: target 2 from both, g_02 + g_12.
+        close(
+            costs.set_cost(&ModelSet::from_indices(3, [0, 1])),
+            33.5,
+            3.31,
+        );
+        assert_eq!(costs.link_cost(2, 1), Cost::new(6.0, 0.6));
     }
 
     #[test]

@@ -139,7 +139,10 @@ pub fn select<S: LinkScores + ?Sized>(
         return Ok(sel);
     }
     match policy {
-        SelectionPolicy::Mlink => Ok(mlink(costs, budget, scores, OnMisfit::Stop)),
+        // The hybrid plans around the paper's set (see `control::hybrid`).
+        SelectionPolicy::Mlink | SelectionPolicy::Hybrid => {
+            Ok(mlink(costs, budget, scores, OnMisfit::Stop))
+        }
         SelectionPolicy::Gain => Ok(gain(costs, budget, scores)),
         SelectionPolicy::Optimal => {
             if k > MAX_OPTIMAL_MODELS {
@@ -170,7 +173,7 @@ pub(crate) fn check<S: LinkScores + ?Sized>(
     if let Some((m, c)) = costs.models.iter().enumerate().find(|(_, c)| !c.is_valid()) {
         return Err(ScheduleError::InvalidCost { model: m, cost: *c });
     }
-    if !costs.link.is_valid() {
+    if !costs.links_valid() {
         return Err(ScheduleError::InvalidLinkCost(costs.link));
     }
     if !budget.is_valid() {
@@ -281,11 +284,11 @@ impl<'a, S: LinkScores + ?Sized> Grower<'a, S> {
     }
 
     fn cost(&self) -> Cost {
-        self.model_cost + self.costs.links_for(self.len())
+        self.model_cost + self.costs.links_for(&self.active)
     }
 
     fn cost_with(&self, c: usize) -> Cost {
-        self.model_cost + self.costs.models[c] + self.costs.links_for(self.len() + 1)
+        self.model_cost + self.costs.models[c] + self.costs.links_for(&self.active.with(c))
     }
 
     fn objective_with(&mut self, c: usize) -> f64 {
@@ -530,7 +533,7 @@ impl<S: LinkScores + ?Sized> Enumerator<'_, S> {
                     *n = o.max(s);
                 }
             }
-            let total = mc + self.costs.links_for(depth + 1);
+            let total = mc + self.costs.links_for(&self.set);
             if self.budget.fits(total) {
                 let f = self.evaluate(depth + 1);
                 self.evaluations += 1;
