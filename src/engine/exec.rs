@@ -6,7 +6,7 @@ use crate::adapt::oracle::OracleLink;
 use crate::config::ModelConfig;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
-use crate::models::{Detection, ModelError, ModelRegistry};
+use crate::models::{Detection, Inference, ModelError, ModelRegistry};
 use crate::output::OutputValue;
 use crate::schedule::ModelSet;
 use std::path::Path;
@@ -51,6 +51,10 @@ pub struct ModelPool {
     loaded: ModelSet,
     accounted_mb: f64,
     peak_mb: f64,
+    /// The most host memory the loaded sessions measurably took at once (the sum of each
+    /// loaded session's RSS growth at its creation), in MB: what the accounted memory stands
+    /// for, checked against the budget by the tests.
+    peak_measured_mb: f64,
     /// Per model: an oracle link applied to its exact output (`models[].oracle`).
     oracles: Vec<Option<Arc<OracleLink>>>,
     metrics: Arc<Metrics>,
@@ -117,6 +121,7 @@ impl ModelPool {
             loaded: ModelSet::empty(models.len()),
             accounted_mb: 0.0,
             peak_mb: 0.0,
+            peak_measured_mb: 0.0,
             oracles: vec![None; models.len()],
             metrics,
         }
@@ -160,6 +165,16 @@ impl ModelPool {
         self.peak_mb
     }
 
+    /// Host memory the loaded sessions took when they were created (RSS growth), in MB.
+    pub fn measured_mb(&self) -> f64 {
+        self.registry.memory_in_use_mb()
+    }
+
+    /// The most of [`ModelPool::measured_mb`] at any moment since start-up, in MB.
+    pub fn peak_measured_mb(&self) -> f64 {
+        self.peak_measured_mb
+    }
+
     pub fn set_budget_mb(&mut self, budget_mb: Option<f64>) {
         self.budget_mb = budget_mb;
         if let Some(b) = budget_mb {
@@ -191,6 +206,7 @@ impl ModelPool {
         self.loaded.insert(m);
         self.accounted_mb = would_be;
         self.peak_mb = self.peak_mb.max(would_be);
+        self.peak_measured_mb = self.peak_measured_mb.max(self.measured_mb());
         self.publish();
         tracing::info!(model = %self.ids[m], accounted_mb = self.accounted_mb, "model loaded");
         Ok(())
@@ -252,9 +268,12 @@ impl ModelPool {
 
     /// Like [`ModelPool::run`], but a model that fails does not stop the others: its error is
     /// kept in `out.errors` (a dependent of a failed model fails for want of its boxes).
+    /// Models that already have an output in `out` (run with the frame's batch) are not run
+    /// again.
     pub fn run_isolated(&mut self, set: &ModelSet, frame: &Frame, out: &mut FrameOutputs) {
         for m in self.order.clone() {
             if set.contains(m)
+                && out.values[m].is_none()
                 && let Err(e) = self.run_one(m, frame, out)
             {
                 out.errors[m] = Some(e.to_string());
@@ -286,6 +305,16 @@ impl ModelPool {
             .get_mut(&self.ids[m])
             .ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
         let inference = model.infer(frame, crops.as_deref())?;
+        self.store(m, inference, out)
+    }
+
+    /// Puts model `m`'s inference into `out`, through its oracle link when it has one.
+    fn store(
+        &self,
+        m: usize,
+        inference: Inference,
+        out: &mut FrameOutputs,
+    ) -> Result<(), ExecError> {
         out.inference_ms += inference.timing.total_ms();
         out.model_ms[m] = Some(inference.timing.total_ms());
         let value = match &self.oracles[m] {
@@ -301,6 +330,68 @@ impl ModelPool {
         out.detections[m] = Some(inference.detections);
         out.views[m] = Some(inference.view);
         Ok(())
+    }
+
+    /// Runs the models of `set` on a batch of frames (from several cameras), parents before
+    /// dependents, each model once over the whole batch ([`LoadedModel::infer_many`]: stages
+    /// spread over `workers` threads, one ONNX Runtime call for the batch when the model
+    /// takes one). Failures are kept per frame and model in `errors`, as
+    /// [`ModelPool::run_isolated`] does.
+    ///
+    /// [`LoadedModel::infer_many`]: crate::models::LoadedModel::infer_many
+    pub fn run_batch(
+        &mut self,
+        set: &ModelSet,
+        frames: &[Frame],
+        workers: usize,
+    ) -> Vec<FrameOutputs> {
+        let k = self.len();
+        let mut outs: Vec<FrameOutputs> = frames.iter().map(|_| FrameOutputs::new(k)).collect();
+        for m in self.order.clone() {
+            if !set.contains(m) {
+                continue;
+            }
+            // The frames model m can run on: all, or those its parent found boxes on.
+            let mut jobs: Vec<(usize, Option<Vec<Detection>>)> = Vec::with_capacity(frames.len());
+            for (i, out) in outs.iter_mut().enumerate() {
+                match self.parents[m] {
+                    None => jobs.push((i, None)),
+                    Some(p) => match &out.detections[p] {
+                        Some(d) => jobs.push((i, Some(d.clone()))),
+                        None => {
+                            out.errors[m] = Some(
+                                ExecError::MissingParent {
+                                    model: self.ids[m].clone(),
+                                    parent: self.ids[p].clone(),
+                                }
+                                .to_string(),
+                            )
+                        }
+                    },
+                }
+            }
+            let Some(model) = self.registry.get_mut(&self.ids[m]) else {
+                let e = ModelError::NotLoaded(self.ids[m].clone()).to_string();
+                for (i, _) in &jobs {
+                    outs[*i].errors[m] = Some(e.clone());
+                }
+                continue;
+            };
+            let inputs: Vec<(&Frame, Option<&[Detection]>)> = jobs
+                .iter()
+                .map(|(i, crops)| (&frames[*i], crops.as_deref()))
+                .collect();
+            let results = model.infer_many(&inputs, workers);
+            for ((i, _), result) in jobs.iter().zip(results) {
+                let stored = result
+                    .map_err(ExecError::from)
+                    .and_then(|inference| self.store(m, inference, &mut outs[*i]));
+                if let Err(e) = stored {
+                    outs[*i].errors[m] = Some(e.to_string());
+                }
+            }
+        }
+        outs
     }
 
     /// Runs every model on every frame of `frames` without ever exceeding the memory budget:
