@@ -165,6 +165,7 @@ struct Mode {
     name: &'static str,
     workers: usize,
     batch: usize,
+    rate_budget: bool,
 }
 
 /// The scaling bench (see the module).
@@ -177,16 +178,26 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
         args.cameras.iter().all(|&n| n >= 1),
         "--cameras takes counts of at least 1"
     );
+    // The engine before (one frame at a time on one thread, no rate budget), the same with
+    // the rate budget, and the pipelined, batched engine with it.
     let modes = [
+        Mode {
+            name: "before",
+            workers: 1,
+            batch: 1,
+            rate_budget: false,
+        },
         Mode {
             name: "single_worker",
             workers: 1,
             batch: 1,
+            rate_budget: true,
         },
         Mode {
             name: "pipelined",
             workers: args.workers,
             batch: args.batch,
+            rate_budget: true,
         },
     ];
     let mut rows = Vec::new();
@@ -203,19 +214,30 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
                 camera_copies: n,
                 workers: mode.workers,
                 batch: mode.batch,
+                ignore_offered_rate: !mode.rate_budget,
+                reload_check_s: 0.0,
                 ..RunOptions::default()
             };
             let s = engine::run(&args.pipeline, opts, Arc::new(AtomicBool::new(false)))?;
             rows.push(ScalingRow::new(n, mode.name, args.seconds, &s));
         }
     }
-    let best = |mode: &str| {
+    let best_by = |mode: &str, serving_only: bool| {
         rows.iter()
-            .filter(|r| r.mode == mode && r.real_time)
+            .filter(|r| {
+                r.mode == mode
+                    && if serving_only {
+                        r.real_time_between_turns
+                    } else {
+                        r.real_time
+                    }
+            })
             .map(|r| r.cameras)
             .max()
             .unwrap_or(0)
     };
+    let best = |mode: &str| best_by(mode, false);
+    let best_serving = |mode: &str| best_by(mode, true);
     let json = serde_json::json!({
         "format_version": 1,
         "pipeline": args.pipeline.display().to_string(),
@@ -227,20 +249,26 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
         },
         "runs": rows,
         "max_real_time_cameras": {
+            "before": best("before"),
             "single_worker": best("single_worker"),
             "pipelined": best("pipelined"),
+        },
+        "max_real_time_cameras_between_turns": {
+            "before": best_serving("before"),
+            "single_worker": best_serving("single_worker"),
+            "pipelined": best_serving("pipelined"),
         },
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!(
-            "| cameras | engine | workers x batch | offered fps | served fps | dropped | mean latency s | CPU ms/frame | rate budget ms | active | real time |"
+            "| cameras | engine | workers x batch | offered fps | served fps | dropped | of which in turns | mean latency s | CPU ms/frame | rate budget ms | active at the end | real time | between turns |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!(
-                "| {} | {} | {} x {} | {:.1} | {:.1} | {:.1}% | {:.2} | {:.1} | {} | {} | {} |",
+                "| {} | {} | {} x {} | {:.1} | {:.1} | {:.1}% | {:.1}% | {:.2} | {:.1} | {} | {} | {} | {} |",
                 r.cameras,
                 r.mode,
                 r.workers,
@@ -248,18 +276,31 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
                 r.offered_fps,
                 r.served_fps,
                 r.drop_share * 100.0,
+                r.turns_drop_share * 100.0,
                 r.mean_latency_s,
                 r.cpu_ms_per_frame,
                 r.rate_budget_ms
                     .map_or("none".to_string(), |b| format!("{b:.1}")),
                 r.active.join("+"),
                 if r.real_time { "yes" } else { "no" },
+                if r.real_time_between_turns {
+                    "yes"
+                } else {
+                    "no"
+                },
             );
         }
         println!(
-            "largest real-time camera count: single worker {}, pipelined {}",
+            "largest real-time camera count: before {}, single worker {}, pipelined {}",
+            best("before"),
             best("single_worker"),
             best("pipelined")
+        );
+        println!(
+            "counting only drops outside runs in turns: before {}, single worker {}, pipelined {}",
+            best_serving("before"),
+            best_serving("single_worker"),
+            best_serving("pipelined")
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -277,7 +318,9 @@ struct ScalingRow {
     served_fps: f64,
     frames_ingested: u64,
     frames_dropped: u64,
+    frames_dropped_in_turns: u64,
     drop_share: f64,
+    turns_drop_share: f64,
     mean_latency_s: f64,
     cpu_ms_per_frame: f64,
     rate_budget_ms: Option<f64>,
@@ -285,15 +328,28 @@ struct ScalingRow {
     reselections: u64,
     profiling_frames: u64,
     active: Vec<String>,
+    /// No more than [`REAL_TIME_DROP_SHARE`] dropped, mean latency within
+    /// [`REAL_TIME_LATENCY_S`].
     real_time: bool,
+    /// The same, not counting the frames dropped while the models ran in turns.
+    real_time_between_turns: bool,
 }
 
 impl ScalingRow {
     fn new(cameras: usize, mode: &'static str, seconds: f64, s: &RunSummary) -> Self {
-        let drop_share = if s.frames_ingested > 0 {
-            s.frames_dropped as f64 / s.frames_ingested as f64
-        } else {
-            1.0
+        let share = |n: u64| {
+            if s.frames_ingested > 0 {
+                n as f64 / s.frames_ingested as f64
+            } else {
+                1.0
+            }
+        };
+        let drop_share = share(s.frames_dropped);
+        let turns_drop_share = share(s.frames_dropped_in_turns.min(s.frames_dropped));
+        let keeps_up = |dropped: f64| {
+            s.frames > 0
+                && dropped <= REAL_TIME_DROP_SHARE
+                && s.mean_frame_latency_s <= REAL_TIME_LATENCY_S
         };
         ScalingRow {
             cameras,
@@ -305,7 +361,9 @@ impl ScalingRow {
             served_fps: s.frames as f64 / seconds,
             frames_ingested: s.frames_ingested,
             frames_dropped: s.frames_dropped,
+            frames_dropped_in_turns: s.frames_dropped_in_turns,
             drop_share,
+            turns_drop_share,
             mean_latency_s: s.mean_frame_latency_s,
             cpu_ms_per_frame: s.cpu_ms_per_frame,
             rate_budget_ms: s.rate_budget_ms,
@@ -313,9 +371,8 @@ impl ScalingRow {
             reselections: s.reselections,
             profiling_frames: s.profiling_frames,
             active: s.active.clone(),
-            real_time: s.frames > 0
-                && drop_share <= REAL_TIME_DROP_SHARE
-                && s.mean_frame_latency_s <= REAL_TIME_LATENCY_S,
+            real_time: keeps_up(drop_share),
+            real_time_between_turns: keeps_up(drop_share - turns_drop_share),
         }
     }
 }

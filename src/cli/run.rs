@@ -48,6 +48,10 @@ pub struct Args {
     /// camera (up to 16). `--workers 1 --batch 1` serves one frame at a time on one thread.
     #[arg(long, default_value_t = 0)]
     pub batch: usize,
+    /// Select without the time budget the cameras' offered rate implies (frames a set cannot
+    /// keep up with are then dropped).
+    #[arg(long)]
+    pub ignore_offered_rate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -62,6 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         decisions: args.decisions,
         workers: args.workers,
         batch: args.batch,
+        ignore_offered_rate: args.ignore_offered_rate,
         ..RunOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -832,8 +832,15 @@ impl Controller {
         let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
         let overhead = (measured - serving_ms).max(0.0);
         let (budget, rate) = (self.budget, self.rate_ms);
-        self.budget.ms_per_frame = Some((limit - overhead).max(0.0));
-        self.rate_ms = None;
+        let reduced = Some((limit - overhead).max(0.0));
+        if rate.is_some_and(|r| self.budget.ms_per_frame.is_none_or(|b| r < b)) {
+            // The offered rate binds: a set that fits none is replaced by the cheapest one,
+            // which drops fewer frames than serving nothing (see `under_rate`).
+            self.rate_ms = reduced;
+        } else {
+            self.budget.ms_per_frame = reduced;
+            self.rate_ms = None;
+        }
         let sel = self.select(Cause::OverBudget, links);
         (self.budget, self.rate_ms) = (budget, rate);
         Ok(vec![sel?])
@@ -1814,6 +1821,26 @@ mod tests {
         assert_eq!(sel.cause, Cause::OfferedRate);
         assert_eq!(sel.to.len(), 1, "{sel:?}");
         assert!(sel.rate_unmet, "{sel:?}");
+        // Measured far over the rate (profiling in turns, say): still the cheapest serves
+        // rather than nothing.
+        d.send(Event::OfferedRate {
+            ms_per_frame: Some(25.0),
+        });
+        let active: Vec<usize> = d.c.active().iter().collect();
+        for _ in 0..COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 400.0,
+                models: active.iter().map(|&m| (m, 10.0)).collect(),
+                link_ms: None,
+            });
+        }
+        let sel = last_select(&d);
+        assert_eq!(sel.cause, Cause::OverBudget);
+        assert_eq!(sel.to.len(), 1, "{sel:?}");
+        assert!(sel.rate_unmet, "{sel:?}");
+        d.send(Event::OfferedRate {
+            ms_per_frame: Some(5.0),
+        });
         // The same rate again changes nothing.
         let n = d.selections().len();
         d.send(Event::OfferedRate {

@@ -191,7 +191,7 @@ impl Driver {
             return frames.iter().map(|_| None).collect();
         }
         self.pool
-            .run_batch(&set, frames, self.workers)
+            .run_batch(&set, frames)
             .into_iter()
             .map(|out| Some((set.clone(), out)))
             .collect()
@@ -339,7 +339,11 @@ impl Driver {
                     .map(|g| g.into_iter().filter(|m| !failed.contains(*m)).collect())
                     .filter(|g: &Vec<usize>| !g.is_empty())
                     .collect();
-                let outs = match self.pool.run_all_in_turns(&groups, &kept, &keep) {
+                let dropped_before = self.frames_dropped();
+                let outs = self.pool.run_all_in_turns(&groups, &kept, &keep);
+                self.summary.frames_dropped_in_turns +=
+                    self.frames_dropped().saturating_sub(dropped_before);
+                let outs = match outs {
                     Ok(outs) => outs,
                     Err(e) => {
                         // The frames were served already; only their labels are lost.
@@ -388,6 +392,15 @@ impl Driver {
                 Ok(None)
             }
         }
+    }
+
+    /// Frames the cameras dropped so far (the engine behind), all cameras together.
+    fn frames_dropped(&self) -> u64 {
+        self.cfg
+            .cameras
+            .iter()
+            .map(|c| self.metrics.frames_dropped.with_label_values(&[&c.id]).get())
+            .sum()
     }
 
     /// Counts, logs and reports the models that failed on a frame.

@@ -28,6 +28,8 @@ pub enum ExecError {
     },
     #[error("{model} crops the boxes of {parent}, which has not run on this frame")]
     MissingParent { model: String, parent: String },
+    #[error("{model} failed on a frame of the batch: {message}")]
+    InBatch { model: String, message: String },
     #[error("the oracle link of {model} failed: {source}")]
     Oracle {
         model: String,
@@ -57,6 +59,8 @@ pub struct ModelPool {
     peak_measured_mb: f64,
     /// Per model: an oracle link applied to its exact output (`models[].oracle`).
     oracles: Vec<Option<Arc<OracleLink>>>,
+    /// Threads a batch's stages run on (runs in turns over kept frames use them too).
+    workers: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -123,8 +127,16 @@ impl ModelPool {
             peak_mb: 0.0,
             peak_measured_mb: 0.0,
             oracles: vec![None; models.len()],
+            workers: 1,
             metrics,
         }
+    }
+
+    /// Runs batches on `workers` threads ([`ModelPool::run_batch`]); 1 runs kept frames one
+    /// at a time.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// Serves `oracle(model(x))` for the models that have an oracle link.
@@ -334,21 +346,24 @@ impl ModelPool {
 
     /// Runs the models of `set` on a batch of frames (from several cameras), parents before
     /// dependents, each model once over the whole batch ([`LoadedModel::infer_many`]: stages
-    /// spread over `workers` threads, one ONNX Runtime call for the batch when the model
+    /// spread over the pool's workers, one ONNX Runtime call for the batch when the model
     /// takes one). Failures are kept per frame and model in `errors`, as
     /// [`ModelPool::run_isolated`] does.
     ///
     /// [`LoadedModel::infer_many`]: crate::models::LoadedModel::infer_many
-    pub fn run_batch(
-        &mut self,
-        set: &ModelSet,
-        frames: &[Frame],
-        workers: usize,
-    ) -> Vec<FrameOutputs> {
+    pub fn run_batch(&mut self, set: &ModelSet, frames: &[Frame]) -> Vec<FrameOutputs> {
         let k = self.len();
         let mut outs: Vec<FrameOutputs> = frames.iter().map(|_| FrameOutputs::new(k)).collect();
+        self.run_batch_into(set, frames, &mut outs);
+        outs
+    }
+
+    /// [`ModelPool::run_batch`] adding to `outs` (one per frame): models that have an output
+    /// there already are not run again, and their detections feed their dependents.
+    fn run_batch_into(&mut self, set: &ModelSet, frames: &[Frame], outs: &mut [FrameOutputs]) {
+        let workers = self.workers;
         for m in self.order.clone() {
-            if !set.contains(m) {
+            if !set.contains(m) || outs.iter().all(|o| o.values[m].is_some()) {
                 continue;
             }
             // The frames model m can run on: all, or those its parent found boxes on.
@@ -391,7 +406,6 @@ impl ModelPool {
                 }
             }
         }
-        outs
     }
 
     /// Runs every model on every frame of `frames` without ever exceeding the memory budget:
@@ -420,8 +434,24 @@ impl ModelPool {
             for &m in &group {
                 self.load(m)?;
             }
-            for (frame, out) in frames.iter().zip(outs.iter_mut()) {
-                self.run(&set, frame, out)?;
+            if self.workers > 1 && frames.len() > 1 {
+                // The kept frames are a batch: each model of the group runs over all at once.
+                self.run_batch_into(&set, frames, &mut outs);
+                let failed = outs.iter().find_map(|o| {
+                    group
+                        .iter()
+                        .find_map(|&m| o.errors[m].as_ref().map(|e| (m, e.clone())))
+                });
+                if let Some((m, message)) = failed {
+                    return Err(ExecError::InBatch {
+                        model: self.ids[m].clone(),
+                        message,
+                    });
+                }
+            } else {
+                for (frame, out) in frames.iter().zip(outs.iter_mut()) {
+                    self.run(&set, frame, out)?;
+                }
             }
         }
         self.transition(keep)?;

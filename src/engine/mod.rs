@@ -96,6 +96,9 @@ pub struct RunOptions {
     /// ONNX Runtime call where the model takes a batch). 0: one per camera, up to
     /// [`rate::MAX_AUTO_BATCH`].
     pub batch: usize,
+    /// Select without the time budget the cameras' offered rate implies (the engine before it
+    /// had one; `mlink bench engine --cameras` compares).
+    pub ignore_offered_rate: bool,
     /// Runs every camera of the pipeline this many times (copies named `<id>-2`, `<id>-3`,
     /// ...), for `mlink bench engine --cameras`. 0 or 1: the cameras as in the file.
     pub camera_copies: usize,
@@ -137,6 +140,10 @@ pub struct RunSummary {
     /// behind (drop-oldest; offline runs drop none).
     pub frames_ingested: u64,
     pub frames_dropped: u64,
+    /// Of the dropped frames, those dropped while the models ran in turns over kept frames
+    /// (profiling and labelling under a memory budget that holds fewer than all models: the
+    /// active set is unloaded meanwhile, and serving waits).
+    pub frames_dropped_in_turns: u64,
     /// Mean time from a frame's capture to its records, in seconds.
     pub mean_frame_latency_s: f64,
     /// Frames per second the cameras offer, and the time per frame (ms) that allows on the

@@ -71,7 +71,8 @@ pub fn run(
         &base,
         metrics.clone(),
     )
-    .with_oracles(oracles);
+    .with_oracles(oracles)
+    .with_workers(opts.workers);
     let parents: Vec<Option<usize>> = (0..cfg.models.len()).map(|m| pool.parent(m)).collect();
 
     let mut sinks = cfg
@@ -129,7 +130,7 @@ pub fn run(
         summary,
     );
     d.workers = opts.workers;
-    if !opts.offline && !opts.unbounded {
+    if !opts.offline && !opts.unbounded && !opts.ignore_offered_rate {
         // Live cameras offer frames at their rate: a set that cannot keep up drops them.
         d.rate_cores = Some(opts.workers.min(rate::machine_cores()));
         let ms = d.offered_rate_budget();
