@@ -20,7 +20,10 @@ fn root() -> PathBuf {
 /// One vtest camera at `fps` and the named models under `budget_mb`.
 fn pipeline(dir: &Path, fps: f64, models: &[&str], budget_mb: f64) -> PathBuf {
     let footage = root().join("data/footage/vtest.avi");
-    assert!(footage.exists(), "data/footage/vtest.avi is missing: run scripts/setup.sh");
+    assert!(
+        footage.exists(),
+        "data/footage/vtest.avi is missing: run scripts/setup.sh"
+    );
     let entries = pipeline_support::model_entries(&root().join("models"), models);
     let text = format!(
         r#"version: 1
@@ -80,7 +83,11 @@ fn frames_of_several_cameras_run_together_give_the_records_of_one_at_a_time() {
     let one_at_a_time: BTreeMap<_, _> = single_records.iter().map(|r| (key(r), r)).collect();
     let cameras: std::collections::BTreeSet<&str> =
         batched_records.iter().map(|r| r.camera.as_str()).collect();
-    assert_eq!(cameras.len(), 3, "every copy of the camera served: {cameras:?}");
+    assert_eq!(
+        cameras.len(),
+        3,
+        "every copy of the camera served: {cameras:?}"
+    );
     let mut compared = 0;
     for r in &batched_records {
         assert!(r.is_exact(), "unbounded: every output exact: {r:?}");
@@ -102,7 +109,12 @@ fn frames_of_several_cameras_run_together_give_the_records_of_one_at_a_time() {
 fn the_offered_rate_budgets_the_selection_and_says_when_no_set_keeps_up() {
     let dir = tempfile::tempdir().unwrap();
     // All three fit the memory; nanodet (42 ms) is the cheapest, movenet (226 ms) the dearest.
-    let p = pipeline(dir.path(), 10.0, &["centernet", "nanodet", "movenet"], 100.0);
+    let p = pipeline(
+        dir.path(),
+        10.0,
+        &["centernet", "nanodet", "movenet"],
+        100.0,
+    );
     let live = |copies| RunOptions {
         max_frames: Some(3),
         duration: Some(Duration::from_secs(60)),
@@ -122,14 +134,21 @@ fn the_offered_rate_budgets_the_selection_and_says_when_no_set_keeps_up() {
     let budget = one.rate_budget_ms.expect("a live run has a rate budget");
     assert!((budget - allowed(10.0)).abs() < 1e-6, "{budget}");
     assert_eq!(one.rate_unmet_selections, 0, "{one:?}");
-    assert!(!one.active.is_empty() && one.active.len() < 3, "{:?}", one.active);
+    assert!(
+        !one.active.is_empty() && one.active.len() < 3,
+        "{:?}",
+        one.active
+    );
 
     // Eight cameras at 10 fps: no model fits the time a frame may take; the cheapest serves.
     let (eight, _) = run(&p, live(8));
     assert_eq!(eight.offered_fps, 80.0);
     let budget = eight.rate_budget_ms.unwrap();
     assert!((budget - allowed(80.0)).abs() < 1e-6, "{budget}");
-    assert!(budget < 42.0, "the test needs a budget below the cheapest model");
+    assert!(
+        budget < 42.0,
+        "the test needs a budget below the cheapest model"
+    );
     assert!(eight.rate_unmet_selections >= 1, "{eight:?}");
     assert_eq!(eight.active, vec!["nanodet".to_string()]);
 

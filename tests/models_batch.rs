@@ -40,7 +40,10 @@ fn a_batched_run_gives_each_frame_what_a_run_on_it_alone_gives() {
         HeadConfig::Features,
     );
     let mut m = load(&cfg);
-    assert!(m.accepts_batch(), "EfficientNet-Lite0's input is [N, 3, 224, 224]");
+    assert!(
+        m.accepts_batch(),
+        "EfficientNet-Lite0's input is [N, 3, 224, 224]"
+    );
     let frames = frames();
     let alone: Vec<Vec<f32>> = frames
         .iter()
@@ -72,10 +75,7 @@ fn a_fixed_batch_model_runs_frame_by_frame_with_the_same_results() {
     let mut m = load(&cfg);
     assert!(!m.accepts_batch(), "NanoDet's input is [1, 3, 416, 416]");
     let frames = frames();
-    let alone: Vec<_> = frames
-        .iter()
-        .map(|f| m.infer(f, None).unwrap())
-        .collect();
+    let alone: Vec<_> = frames.iter().map(|f| m.infer(f, None).unwrap()).collect();
     let jobs: Vec<(&Frame, Option<&[mlink::models::Detection]>)> =
         frames.iter().map(|f| (f, None)).collect();
     for (b, a) in m.infer_many(&jobs, 2).into_iter().zip(&alone) {

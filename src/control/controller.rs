@@ -1126,9 +1126,7 @@ impl Controller {
         self.budget = self.selection_budget();
         self.rate_ms = None;
         let mut result = selection(self);
-        let empty = |r: &Result<Command, ControlError>| {
-            matches!(r, Ok(Command::Select(s)) if s.to.is_empty())
-        };
+        let empty = |r: &Result<Command, ControlError>| matches!(r, Ok(Command::Select(s)) if s.to.is_empty());
         if empty(&result) && self.k() > 0 {
             let links = self.costs.link.ms_per_frame * (self.k() - 1) as f64;
             let cheapest = self
@@ -1801,7 +1799,10 @@ mod tests {
             cause: Cause::Startup,
         });
         let n_active = d.c.active().len();
-        assert!((1..=2).contains(&n_active), "at most two 10 ms models fit 25 ms");
+        assert!(
+            (1..=2).contains(&n_active),
+            "at most two 10 ms models fit 25 ms"
+        );
         let last_select = |d: &Driver| {
             d.log
                 .iter()
@@ -1850,7 +1851,11 @@ mod tests {
         // No cap: the memory budget alone holds all three.
         d.send(Event::OfferedRate { ms_per_frame: None });
         let sel = last_select(&d);
-        assert_eq!((sel.cause, sel.rate_unmet), (Cause::OfferedRate, false), "{sel:?}");
+        assert_eq!(
+            (sel.cause, sel.rate_unmet),
+            (Cause::OfferedRate, false),
+            "{sel:?}"
+        );
         assert!(!sel.to.is_empty());
         // The pipeline's own time budget still applies under a looser rate.
         d.c.set_rate_budget(Some(1000.0));

@@ -399,7 +399,12 @@ impl Driver {
         self.cfg
             .cameras
             .iter()
-            .map(|c| self.metrics.frames_dropped.with_label_values(&[&c.id]).get())
+            .map(|c| {
+                self.metrics
+                    .frames_dropped
+                    .with_label_values(&[&c.id])
+                    .get()
+            })
             .sum()
     }
 

@@ -110,8 +110,7 @@ fn serve_batch(
     stop: &AtomicBool,
 ) -> Result<(), EngineError> {
     for (frame, pre) in batch.into_iter().zip(prefetched) {
-        if stop.load(Ordering::SeqCst) || opts.max_frames.is_some_and(|n| d.summary.frames >= n)
-        {
+        if stop.load(Ordering::SeqCst) || opts.max_frames.is_some_and(|n| d.summary.frames >= n) {
             break;
         }
         // Offline, the initial training is waited for before the next frame (see run_loop).

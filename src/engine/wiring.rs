@@ -130,6 +130,7 @@ pub fn run(
         summary,
     );
     d.workers = opts.workers;
+    d.summary.offered_fps = rate::offered_fps(&d.cfg);
     if !opts.offline && !opts.unbounded && !opts.ignore_offered_rate {
         // Live cameras offer frames at their rate: a set that cannot keep up drops them.
         d.rate_cores = Some(opts.workers.min(rate::machine_cores()));

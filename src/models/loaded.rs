@@ -18,6 +18,10 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// What one frame's session run gave in a batch: its raw outputs, nothing when the frame had
+/// no images (no crops), or why it failed.
+type RunOutputs = Result<Option<Vec<RawTensor>>, ModelError>;
+
 /// Where the time of one inference went, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Timing {
@@ -258,8 +262,7 @@ impl LoadedModel {
         let run_ms = ms(t1) / n;
         let t2 = Instant::now();
         let this = &*self;
-        let work: Vec<(usize, Result<Option<Vec<RawTensor>>, ModelError>)> =
-            raws.into_iter().enumerate().collect();
+        let work: Vec<(usize, RunOutputs)> = raws.into_iter().enumerate().collect();
         let mut done = parallel_map(workers, work, |(i, raw)| {
             let timing = Timing {
                 pre_ms,
@@ -281,7 +284,7 @@ impl LoadedModel {
     fn run_prepared(
         &mut self,
         prepared: Vec<Result<Option<Prepared>, ModelError>>,
-    ) -> Vec<Result<Option<Vec<RawTensor>>, ModelError>> {
+    ) -> Vec<RunOutputs> {
         let images: Vec<i64> = prepared
             .iter()
             .map(|p| match p {
@@ -299,9 +302,15 @@ impl LoadedModel {
         let batched = self.batch_input
             && shapes.len() > 1
             && shapes.windows(2).all(|w| w[0] == w[1])
-            && prepared
-                .iter()
-                .all(|p| !matches!(p, Ok(Some(Prepared { data: InputData::I32(_), .. }))));
+            && prepared.iter().all(|p| {
+                !matches!(
+                    p,
+                    Ok(Some(Prepared {
+                        data: InputData::I32(_),
+                        ..
+                    }))
+                )
+            });
         if !batched {
             return prepared
                 .into_iter()
@@ -316,8 +325,7 @@ impl LoadedModel {
         let mut shape = vec![total];
         shape.extend_from_slice(shapes[0]);
         let mut data = Vec::new();
-        let mut results: Vec<Option<Result<Option<Vec<RawTensor>>, ModelError>>> =
-            Vec::with_capacity(prepared.len());
+        let mut results: Vec<Option<RunOutputs>> = Vec::with_capacity(prepared.len());
         for p in prepared {
             match p {
                 Ok(Some(Prepared {
