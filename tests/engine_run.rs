@@ -163,23 +163,7 @@ fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
         "peak {} MB over the 30 MB budget",
         summary.peak_memory_mb
     );
-    // The accounted peak above sums declared costs; the process's real memory must keep to
-    // the budget too: the RSS growth each loaded session measurably took at its creation,
-    // summed over the sessions loaded at once, within a 20% tolerance (page and allocator
-    // granularity, the runtime's per-session buffers).
-    let measured = summary.peak_measured_memory_mb;
-    eprintln!(
-        "peak measured session memory {measured:.1} MB (accounted {:.1} MB)",
-        summary.peak_memory_mb
-    );
-    assert!(
-        measured > 1.0,
-        "no memory measured at the loads: {measured} MB"
-    );
-    assert!(
-        measured <= 30.0 * 1.2,
-        "the loaded sessions took {measured:.1} MB of RSS at once, over the 30 MB budget + 20%"
-    );
+    // Real memory (RSS) against the budget: tests/engine_memory.rs, one engine a process.
     assert!(
         summary.reselections >= 2,
         "trained + at least one period: {summary:?}"
