@@ -32,9 +32,9 @@ done
 # four models with the classifier, then the same with a larger training share.
 log "eval vtest (three counters)"
 "$MLINK" eval data/traces/vtest.trace --models centernet,nanodet,movenet \
-  --budget-mb 30 --budget-mb 50 --report out/report-vtest
+  --budget-mb 30 --budget-mb 50 --seeds 3 --report out/report-vtest
 log "eval vtest (four models)"
-"$MLINK" eval data/traces/vtest.trace --budget-mb 30 --budget-mb 50 \
+"$MLINK" eval data/traces/vtest.trace --budget-mb 30 --budget-mb 50 --seeds 3 \
   --report out/report-vtest-all
 log "eval vtest (three counters, half the trace trains the links)"
 "$MLINK" eval data/traces/vtest.trace --models centernet,nanodet,movenet \
@@ -42,7 +42,8 @@ log "eval vtest (three counters, half the trace trains the links)"
 
 # Faces: BlazeFace (12 MB), age (12 MB), gender (2 MB): budgets holding one and two models.
 log "eval faces"
-"$MLINK" eval data/traces/faces.trace --budget-mb 15 --budget-mb 27 --report out/report-faces
+"$MLINK" eval data/traces/faces.trace --budget-mb 15 --budget-mb 27 --seeds 3 \
+  --report out/report-faces
 
 # Building and traffic-file: their traces are committed (traces/, recorded from
 # pipelines/building.yaml and pipelines/traffic-file.yaml on the committed footage).

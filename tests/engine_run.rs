@@ -163,6 +163,7 @@ fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
         "peak {} MB over the 30 MB budget",
         summary.peak_memory_mb
     );
+    // Real memory (RSS) against the budget: tests/engine_memory.rs, one engine a process.
     assert!(
         summary.reselections >= 2,
         "trained + at least one period: {summary:?}"

@@ -40,6 +40,18 @@ pub struct Args {
     /// `{"frame": frames seen, "active": [model ids], "cause": "period"}`.
     #[arg(long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
+    /// Threads the models' stages run on (ONNX Runtime intra-op threads, parallel pre- and
+    /// post-processing of a batch); 0: the machine's cores.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+    /// Frames taken from the cameras at once and run through each model together; 0: one per
+    /// camera (up to 16). `--workers 1 --batch 1` serves one frame at a time on one thread.
+    #[arg(long, default_value_t = 0)]
+    pub batch: usize,
+    /// Select without the time budget the cameras' offered rate implies (frames a set cannot
+    /// keep up with are then dropped).
+    #[arg(long)]
+    pub ignore_offered_rate: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -52,6 +64,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         offline: args.offline,
         bundle: args.bundle,
         decisions: args.decisions,
+        workers: args.workers,
+        batch: args.batch,
+        ignore_offered_rate: args.ignore_offered_rate,
         ..RunOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -189,6 +189,9 @@ pub enum Event {
     /// A model failed (inference, oracle or load): it is excluded from selection and
     /// retried after a backoff in video time.
     ModelFailed { model: usize },
+    /// The time per frame the cameras' offered rate allows changed (cameras added or
+    /// removed): selections fit it from now on. None: no implied budget.
+    OfferedRate { ms_per_frame: Option<f64> },
     /// The configuration changed.
     ConfigChanged {
         /// Boxed: the settings are far larger than any other event.
@@ -222,6 +225,9 @@ pub struct Selected {
     pub predict: bool,
     /// Under the hybrid policy, every model's mode.
     pub plan: Option<Plan>,
+    /// No set fits the time per frame the offered rate allows: the cheapest set serves and
+    /// the frames it cannot keep up with are dropped.
+    pub rate_unmet: bool,
 }
 
 /// What the controller tells the driver to do, in order.
@@ -425,6 +431,9 @@ pub struct Controller {
     specs: Vec<OutputSpec>,
     costs: Costs,
     budget: Budget,
+    /// The time per frame the cameras' offered rate allows on the engine's cores (the
+    /// engine computes it), capping the budget's own time per frame; None: no such cap.
+    rate_ms: Option<f64>,
     parents: Vec<Option<usize>>,
     active: ModelSet,
     phase: Phase,
@@ -499,6 +508,7 @@ impl Controller {
             specs,
             costs,
             budget,
+            rate_ms: None,
             parents,
             phase,
             history: VecDeque::new(),
@@ -540,6 +550,30 @@ impl Controller {
 
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// Sets the time per frame the offered rate allows (before [`Controller::start`]; later
+    /// changes go through [`Event::OfferedRate`]). Not finite or not positive: no cap.
+    pub fn set_rate_budget(&mut self, ms_per_frame: Option<f64>) {
+        self.rate_ms = ms_per_frame.filter(|ms| ms.is_finite() && *ms > 0.0);
+    }
+
+    /// The time per frame the offered rate allows, when set.
+    pub fn rate_budget(&self) -> Option<f64> {
+        self.rate_ms
+    }
+
+    /// The budget selections are made under: the pipeline's, its time per frame capped by
+    /// the offered rate's.
+    pub fn selection_budget(&self) -> Budget {
+        let ms = match (self.budget.ms_per_frame, self.rate_ms) {
+            (Some(b), Some(r)) => Some(b.min(r)),
+            (b, r) => b.or(r),
+        };
+        Budget {
+            memory_mb: self.budget.memory_mb,
+            ms_per_frame: ms,
+        }
     }
 
     /// Charges links at `cost` each from now on (the links' parameter memory and measured
@@ -676,6 +710,14 @@ impl Controller {
                 budget,
                 costs,
             } => self.on_config(*settings, budget, costs, links),
+            Event::OfferedRate { ms_per_frame } => {
+                let before = self.rate_ms;
+                self.set_rate_budget(ms_per_frame);
+                if self.rate_ms == before || matches!(self.phase, Phase::AllExact) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![self.reselect(Cause::OfferedRate, links)?])
+            }
         }
     }
 
@@ -1005,7 +1047,8 @@ impl Controller {
             }
         }
         self.meter.since_selection += 1;
-        let (Some(limit), Some(measured)) = (self.budget.ms_per_frame, self.meter.frame_ms) else {
+        let limit = self.selection_budget().ms_per_frame;
+        let (Some(limit), Some(measured)) = (limit, self.meter.frame_ms) else {
             return Ok(Vec::new());
         };
         let serving = matches!(self.phase, Phase::Serving(_));
@@ -1026,10 +1069,18 @@ impl Controller {
         }
         let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
         let overhead = (measured - serving_ms).max(0.0);
-        let budget = self.budget;
-        self.budget.ms_per_frame = Some((limit - overhead).max(0.0));
+        let (budget, rate) = (self.budget, self.rate_ms);
+        let reduced = Some((limit - overhead).max(0.0));
+        if rate.is_some_and(|r| self.budget.ms_per_frame.is_none_or(|b| r < b)) {
+            // The offered rate binds: a set that fits none is replaced by the cheapest one,
+            // which drops fewer frames than serving nothing (see `under_rate`).
+            self.rate_ms = reduced;
+        } else {
+            self.budget.ms_per_frame = reduced;
+            self.rate_ms = None;
+        }
         let sel = self.select(Cause::OverBudget, links);
-        self.budget = budget;
+        (self.budget, self.rate_ms) = (budget, rate);
         Ok(vec![sel?])
     }
 
@@ -1304,8 +1355,72 @@ impl Controller {
         }
     }
 
-    /// The standalone selection (no links): the models that fit, cheapest first.
+    /// The standalone selection under the selection budget (see [`Controller::under_rate`]).
     fn standalone(&mut self, cause: Cause) -> Command {
+        self.under_rate(|c| Ok(c.standalone_under_budget(cause)))
+            .unwrap_or_else(|_| unreachable!("the standalone selection cannot fail"))
+    }
+
+    /// A selection from the links under the selection budget (see [`Controller::under_rate`]).
+    fn select(
+        &mut self,
+        cause: Cause,
+        links: Option<&dyn Predictor>,
+    ) -> Result<Command, ControlError> {
+        self.under_rate(|c| c.select_under_budget(cause, links))
+    }
+
+    /// Runs a selection with the budget's time per frame capped by the offered rate's. When
+    /// the cap leaves no model at all although the pipeline's budget holds one, no set can
+    /// keep up with the cameras: the cheapest model (with links for the others) serves, so
+    /// that as few frames as possible are dropped, and the selection says so (`rate_unmet`).
+    fn under_rate(
+        &mut self,
+        mut selection: impl FnMut(&mut Self) -> Result<Command, ControlError>,
+    ) -> Result<Command, ControlError> {
+        let Some(rate) = self.rate_ms else {
+            return selection(self);
+        };
+        let own = self.budget;
+        self.budget = self.selection_budget();
+        self.rate_ms = None;
+        let mut result = selection(self);
+        let empty = |r: &Result<Command, ControlError>| matches!(r, Ok(Command::Select(s)) if s.to.is_empty());
+        if empty(&result) && self.k() > 0 {
+            let links = self.costs.link.ms_per_frame * (self.k() - 1) as f64;
+            let cheapest = self
+                .costs
+                .models
+                .iter()
+                .map(|c| c.ms_per_frame)
+                .fold(f64::INFINITY, f64::min);
+            self.budget.ms_per_frame = Some(match own.ms_per_frame {
+                Some(b) => b.min(cheapest + links),
+                None => cheapest + links,
+            });
+            let fallback = selection(self);
+            if !empty(&fallback) {
+                result = fallback.map(|cmd| match cmd {
+                    Command::Select(mut s) => {
+                        s.rate_unmet = true;
+                        s.reason = format!(
+                            "no set fits the {rate:.1} ms per frame the cameras' rate allows; \
+                             the cheapest serves and frames beyond it are dropped ({})",
+                            s.reason
+                        );
+                        Command::Select(s)
+                    }
+                    other => other,
+                });
+            }
+        }
+        self.budget = own;
+        self.rate_ms = Some(rate);
+        result
+    }
+
+    /// The standalone selection (no links): the models that fit, cheapest first.
+    fn standalone_under_budget(&mut self, cause: Cause) -> Command {
         self.meter.restart();
         self.predict = true;
         let sel = schedule::standalone(&self.costs, &self.budget);
@@ -1325,6 +1440,7 @@ impl Controller {
             measured: vec![None; self.k()],
             predict: true,
             plan: None,
+            rate_unmet: false,
         }))
     }
 
@@ -1398,7 +1514,7 @@ impl Controller {
     }
 
     /// Selects from the profiled scores of the latest batches.
-    fn select(
+    fn select_under_budget(
         &mut self,
         cause: Cause,
         links: Option<&dyn Predictor>,
@@ -1505,6 +1621,7 @@ impl Controller {
             measured,
             predict,
             plan,
+            rate_unmet: false,
         })))
     }
 }
@@ -2132,6 +2249,91 @@ mod tests {
         assert!(d.c.measured_ms_per_frame().unwrap() < 25.0);
         let over: Vec<_> = d.selections()[before..].to_vec();
         assert!(over.is_empty(), "{over:?}");
+    }
+
+    #[test]
+    fn the_offered_rate_caps_the_time_per_frame_and_says_when_no_set_keeps_up() {
+        // Memory holds all three (10 ms each); the cameras' rate allows 25 ms a frame.
+        let mut ctl = controller(settings(), 300.0, vec![None; 3]);
+        ctl.set_rate_budget(Some(25.0));
+        assert_eq!(ctl.selection_budget().ms_per_frame, Some(25.0));
+        let mut d = Driver::new(ctl, |_| sample(true));
+        d.links = Some(&CopyLinks);
+        d.send(Event::LinksReady {
+            cause: Cause::Startup,
+        });
+        let n_active = d.c.active().len();
+        assert!(
+            (1..=2).contains(&n_active),
+            "at most two 10 ms models fit 25 ms"
+        );
+        let last_select = |d: &Driver| {
+            d.log
+                .iter()
+                .rev()
+                .find_map(|c| match c {
+                    Command::Select(s) => Some((**s).clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert!(!last_select(&d).rate_unmet);
+        // More cameras: 5 ms a frame fits no model; the cheapest serves, and it is said.
+        d.send(Event::OfferedRate {
+            ms_per_frame: Some(5.0),
+        });
+        let sel = last_select(&d);
+        assert_eq!(sel.cause, Cause::OfferedRate);
+        assert_eq!(sel.to.len(), 1, "{sel:?}");
+        assert!(sel.rate_unmet, "{sel:?}");
+        // Measured far over the rate (profiling in turns, say): still the cheapest serves
+        // rather than nothing.
+        d.send(Event::OfferedRate {
+            ms_per_frame: Some(25.0),
+        });
+        let active: Vec<usize> = d.c.active().iter().collect();
+        for _ in 0..COST_MIN_FRAMES {
+            d.send(Event::Cost {
+                ms: 400.0,
+                models: active.iter().map(|&m| (m, 10.0)).collect(),
+                link_ms: None,
+            });
+        }
+        let sel = last_select(&d);
+        assert_eq!(sel.cause, Cause::OverBudget);
+        assert_eq!(sel.to.len(), 1, "{sel:?}");
+        assert!(sel.rate_unmet, "{sel:?}");
+        d.send(Event::OfferedRate {
+            ms_per_frame: Some(5.0),
+        });
+        // The same rate again changes nothing.
+        let n = d.selections().len();
+        d.send(Event::OfferedRate {
+            ms_per_frame: Some(5.0),
+        });
+        assert_eq!(d.selections().len(), n);
+        // No cap: the memory budget alone holds all three.
+        d.send(Event::OfferedRate { ms_per_frame: None });
+        let sel = last_select(&d);
+        assert_eq!(
+            (sel.cause, sel.rate_unmet),
+            (Cause::OfferedRate, false),
+            "{sel:?}"
+        );
+        assert!(!sel.to.is_empty());
+        // The pipeline's own time budget still applies under a looser rate.
+        d.c.set_rate_budget(Some(1000.0));
+        let b = Budget {
+            memory_mb: Some(300.0),
+            ms_per_frame: Some(15.0),
+        };
+        d.send(Event::ConfigChanged {
+            settings: settings(),
+            budget: b,
+            costs: costs(),
+        });
+        assert_eq!(d.c.selection_budget().ms_per_frame, Some(15.0));
+        assert_eq!(d.c.active().len(), 1);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub enum Cause {
     Reload,
     /// A model failed or came back after a failure.
     ModelFailure,
+    /// The cameras' offered rate changed the time per frame a selection must fit.
+    OfferedRate,
 }
 
 impl Cause {
@@ -63,6 +65,7 @@ impl Cause {
             Cause::OverBudget => "over_budget",
             Cause::Reload => "reload",
             Cause::ModelFailure => "model_failure",
+            Cause::OfferedRate => "offered_rate",
         }
     }
 }

@@ -57,6 +57,15 @@ pub(super) struct Driver {
     failed_now: Vec<usize>,
     /// Per model: accuracy of its predicted outputs measured on the latest profiling frames.
     pub predicted_accuracy: Vec<Option<f64>>,
+    /// Threads the models' stages run on (see [`super::RunOptions::workers`]): measured
+    /// wall time is charged times this, as the core time a frame takes.
+    pub workers: usize,
+    /// Cores the models run on, when the cameras' offered rate budgets the selection (live,
+    /// budgeted runs); None: no rate budget.
+    pub rate_cores: Option<usize>,
+    /// The current frame's outputs when it was run with its batch: the set run and what it
+    /// gave (used when the controller serves or profiles the frame with that set).
+    prefetched: Option<(ModelSet, FrameOutputs)>,
     pub summary: RunSummary,
     /// What the status page shows, when the engine serves one.
     pub status: Option<Arc<StatusBoard>>,
@@ -106,6 +115,9 @@ impl Driver {
             frame_model_ms: Vec::new(),
             frame_link_ms: None,
             failed_now: Vec::new(),
+            workers: 1,
+            rate_cores: None,
+            prefetched: None,
             summary,
             status: None,
         }
@@ -148,6 +160,72 @@ impl Driver {
         Ok(())
     }
 
+    /// The time per frame the cameras' offered rate allows on the cores (see
+    /// [`super::rate`]), published as `mlink_offered_rate`; None without a rate budget.
+    pub fn offered_rate_budget(&mut self) -> Option<f64> {
+        let cores = self.rate_cores?;
+        let fps = super::rate::offered_fps(&self.cfg);
+        let ms = super::rate::implied_ms_per_frame(fps, cores);
+        self.metrics
+            .offered_rate
+            .with_label_values(&["fps"])
+            .set(fps);
+        if let Some(ms) = ms {
+            self.metrics
+                .offered_rate
+                .with_label_values(&["ms_per_frame"])
+                .set(ms);
+            tracing::info!(
+                offered_fps = fps,
+                cores,
+                ms_per_frame = ms,
+                "the cameras' rate budgets the selection"
+            );
+        }
+        self.summary.offered_fps = fps;
+        self.summary.rate_budget_ms = ms;
+        ms
+    }
+
+    /// Tells the controller the offered rate's time per frame after the cameras changed.
+    pub fn update_offered_rate(&mut self) -> Result<(), EngineError> {
+        if self.rate_cores.is_none() {
+            return Ok(());
+        }
+        let ms_per_frame = self.offered_rate_budget();
+        self.send(Event::OfferedRate { ms_per_frame }, None)
+    }
+
+    /// Runs the set the controller serves with now on a batch of frames from the cameras at
+    /// once ([`ModelPool::run_batch`]); the outputs go with each frame to
+    /// [`Driver::on_frame_with`]. None per frame when the set is not loaded.
+    pub fn run_batch(&mut self, frames: &[Frame]) -> Vec<Option<(ModelSet, FrameOutputs)>> {
+        let mut set = self.ctl.active().clone();
+        for m in self.ctl.failed().iter() {
+            set.remove(m);
+        }
+        if set.is_empty() || !set.is_subset(self.pool.loaded()) {
+            return frames.iter().map(|_| None).collect();
+        }
+        self.pool
+            .run_batch(&set, frames)
+            .into_iter()
+            .map(|out| Some((set.clone(), out)))
+            .collect()
+    }
+
+    /// One frame from a camera, with its outputs when it was run with its batch.
+    pub fn on_frame_with(
+        &mut self,
+        frame: Frame,
+        prefetched: Option<(ModelSet, FrameOutputs)>,
+    ) -> Result<(), EngineError> {
+        self.prefetched = prefetched;
+        let result = self.on_frame(frame);
+        self.prefetched = None;
+        result
+    }
+
     /// One frame from a camera.
     pub fn on_frame(&mut self, frame: Frame) -> Result<(), EngineError> {
         self.summary.frames += 1;
@@ -186,13 +264,24 @@ impl Driver {
         Ok(())
     }
 
-    /// Adds what a run of models on one frame cost to the current frame's account.
+    /// Adds what a run of models on one frame cost to the current frame's account, in core
+    /// time: the wall time (the frame's share of its batch) times the threads the stages ran
+    /// on, which is what the declared costs and the rate budget count in.
     fn charge(&mut self, out: &FrameOutputs) {
-        self.frame_ms += out.inference_ms;
+        let cores = self.workers.max(1) as f64;
+        self.frame_ms += out.inference_ms * cores;
         for (m, ms) in out.model_ms.iter().enumerate() {
             if let Some(ms) = ms {
-                self.frame_model_ms.push((m, *ms));
+                self.frame_model_ms.push((m, *ms * cores));
             }
+        }
+    }
+
+    /// The current frame's outputs from its batch when they were run with `set`.
+    fn take_prefetched(&mut self, set: &ModelSet) -> Option<FrameOutputs> {
+        match self.prefetched.take() {
+            Some((run, out)) if run == *set => Some(out),
+            _ => None,
         }
     }
 
@@ -223,7 +312,14 @@ impl Driver {
                 for m in self.ctl.failed().iter() {
                     all.remove(m);
                 }
-                let mut out = FrameOutputs::new(self.k());
+                // What the frame's batch ran already is kept; the rest runs now.
+                let mut out = match self.prefetched.take() {
+                    Some((_, mut out)) => {
+                        out.errors.iter_mut().for_each(|e| *e = None);
+                        out
+                    }
+                    None => FrameOutputs::new(self.k()),
+                };
                 if let Err(e) = self.pool.transition(&all) {
                     tracing::error!(error = %e, "cannot load the models for profiling");
                 }
@@ -276,7 +372,11 @@ impl Driver {
                     .map(|g| g.into_iter().filter(|m| !failed.contains(*m)).collect())
                     .filter(|g: &Vec<usize>| !g.is_empty())
                     .collect();
-                let outs = match self.pool.run_all_in_turns(&groups, &kept, &keep) {
+                let dropped_before = self.frames_dropped();
+                let outs = self.pool.run_all_in_turns(&groups, &kept, &keep);
+                self.summary.frames_dropped_in_turns +=
+                    self.frames_dropped().saturating_sub(dropped_before);
+                let outs = match outs {
                     Ok(outs) => outs,
                     Err(e) => {
                         // The frames were served already; only their labels are lost.
@@ -334,6 +434,20 @@ impl Driver {
         }
     }
 
+    /// Frames the cameras dropped so far (the engine behind), all cameras together.
+    fn frames_dropped(&self) -> u64 {
+        self.cfg
+            .cameras
+            .iter()
+            .map(|c| {
+                self.metrics
+                    .frames_dropped
+                    .with_label_values(&[&c.id])
+                    .get()
+            })
+            .sum()
+    }
+
     /// Counts, logs and reports the models that failed on a frame.
     fn note_failures(&mut self, out: &FrameOutputs) {
         for (m, e) in out.errors.iter().enumerate() {
@@ -346,6 +460,22 @@ impl Driver {
                 self.failed_now.push(m);
             }
         }
+    }
+
+    /// Counts, exports and logs a selection made when no set keeps up with the cameras.
+    pub fn note_rate_unmet(&mut self, sel: &Selected) {
+        if !sel.rate_unmet {
+            return;
+        }
+        let cause = sel.cause.as_label();
+        self.summary.rate_unmet_selections += 1;
+        self.metrics.rate_unmet.with_label_values(&[cause]).inc();
+        tracing::warn!(
+            cause,
+            reason = %sel.reason,
+            "no set of models keeps up with the cameras' offered rate: the cheapest serves \
+             and the frames beyond its rate are dropped"
+        );
     }
 
     /// Loads or unloads for a new active set and publishes what the scheduler saw.
@@ -388,6 +518,7 @@ impl Driver {
             self.metrics.reselections.with_label_values(&[cause]).inc();
             self.summary.reselections += 1;
         }
+        self.note_rate_unmet(sel);
         let names: Vec<&str> = sel.to.iter().map(|m| self.ids[m].as_str()).collect();
         if sel.to.is_empty() && self.k() > 0 {
             self.metrics
@@ -512,8 +643,17 @@ impl Driver {
         active: &ModelSet,
         predict: bool,
     ) -> (Option<f64>, Option<f64>) {
-        let mut out = FrameOutputs::new(self.k());
-        let failure = self.pool.run(active, frame, &mut out).err();
+        let (out, failure) = match self.take_prefetched(active) {
+            Some(out) => {
+                let failure = out.errors.iter().flatten().next().cloned();
+                (out, failure)
+            }
+            None => {
+                let mut out = FrameOutputs::new(self.k());
+                let failure = self.pool.run(active, frame, &mut out).err();
+                (out, failure.map(|e| e.to_string()))
+            }
+        };
         self.charge(&out);
         if let Some(e) = &failure {
             tracing::error!(error = %e, "inference failed on a frame; its outputs are unavailable");

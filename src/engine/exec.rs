@@ -6,7 +6,7 @@ use crate::adapt::oracle::OracleLink;
 use crate::config::ModelConfig;
 use crate::frame::Frame;
 use crate::metrics::Metrics;
-use crate::models::{Detection, ModelError, ModelRegistry};
+use crate::models::{Detection, Inference, ModelError, ModelRegistry};
 use crate::output::OutputValue;
 use crate::schedule::ModelSet;
 use std::path::Path;
@@ -28,6 +28,8 @@ pub enum ExecError {
     },
     #[error("{model} crops the boxes of {parent}, which has not run on this frame")]
     MissingParent { model: String, parent: String },
+    #[error("{model} failed on a frame of the batch: {message}")]
+    InBatch { model: String, message: String },
     #[error("the oracle link of {model} failed: {source}")]
     Oracle {
         model: String,
@@ -51,8 +53,14 @@ pub struct ModelPool {
     loaded: ModelSet,
     accounted_mb: f64,
     peak_mb: f64,
+    /// The most host memory the loaded sessions measurably took at once (the sum of each
+    /// loaded session's RSS growth at its creation), in MB: what the accounted memory stands
+    /// for, checked against the budget by the tests.
+    peak_measured_mb: f64,
     /// Per model: an oracle link applied to its exact output (`models[].oracle`).
     oracles: Vec<Option<Arc<OracleLink>>>,
+    /// Threads a batch's stages run on (runs in turns over kept frames use them too).
+    workers: usize,
     metrics: Arc<Metrics>,
 }
 
@@ -117,9 +125,18 @@ impl ModelPool {
             loaded: ModelSet::empty(models.len()),
             accounted_mb: 0.0,
             peak_mb: 0.0,
+            peak_measured_mb: 0.0,
             oracles: vec![None; models.len()],
+            workers: 1,
             metrics,
         }
+    }
+
+    /// Runs batches on `workers` threads ([`ModelPool::run_batch`]); 1 runs kept frames one
+    /// at a time.
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// Serves `oracle(model(x))` for the models that have an oracle link.
@@ -160,6 +177,16 @@ impl ModelPool {
         self.peak_mb
     }
 
+    /// Host memory the loaded sessions took when they were created (RSS growth), in MB.
+    pub fn measured_mb(&self) -> f64 {
+        self.registry.memory_in_use_mb()
+    }
+
+    /// The most of [`ModelPool::measured_mb`] at any moment since start-up, in MB.
+    pub fn peak_measured_mb(&self) -> f64 {
+        self.peak_measured_mb
+    }
+
     pub fn set_budget_mb(&mut self, budget_mb: Option<f64>) {
         self.budget_mb = budget_mb;
         if let Some(b) = budget_mb {
@@ -191,6 +218,7 @@ impl ModelPool {
         self.loaded.insert(m);
         self.accounted_mb = would_be;
         self.peak_mb = self.peak_mb.max(would_be);
+        self.peak_measured_mb = self.peak_measured_mb.max(self.measured_mb());
         self.publish();
         tracing::info!(model = %self.ids[m], accounted_mb = self.accounted_mb, "model loaded");
         Ok(())
@@ -252,9 +280,12 @@ impl ModelPool {
 
     /// Like [`ModelPool::run`], but a model that fails does not stop the others: its error is
     /// kept in `out.errors` (a dependent of a failed model fails for want of its boxes).
+    /// Models that already have an output in `out` (run with the frame's batch) are not run
+    /// again.
     pub fn run_isolated(&mut self, set: &ModelSet, frame: &Frame, out: &mut FrameOutputs) {
         for m in self.order.clone() {
             if set.contains(m)
+                && out.values[m].is_none()
                 && let Err(e) = self.run_one(m, frame, out)
             {
                 out.errors[m] = Some(e.to_string());
@@ -286,6 +317,16 @@ impl ModelPool {
             .get_mut(&self.ids[m])
             .ok_or_else(|| ModelError::NotLoaded(self.ids[m].clone()))?;
         let inference = model.infer(frame, crops.as_deref())?;
+        self.store(m, inference, out)
+    }
+
+    /// Puts model `m`'s inference into `out`, through its oracle link when it has one.
+    fn store(
+        &self,
+        m: usize,
+        inference: Inference,
+        out: &mut FrameOutputs,
+    ) -> Result<(), ExecError> {
         out.inference_ms += inference.timing.total_ms();
         out.model_ms[m] = Some(inference.timing.total_ms());
         let value = match &self.oracles[m] {
@@ -301,6 +342,70 @@ impl ModelPool {
         out.detections[m] = Some(inference.detections);
         out.views[m] = Some(inference.view);
         Ok(())
+    }
+
+    /// Runs the models of `set` on a batch of frames (from several cameras), parents before
+    /// dependents, each model once over the whole batch ([`LoadedModel::infer_many`]: stages
+    /// spread over the pool's workers, one ONNX Runtime call for the batch when the model
+    /// takes one). Failures are kept per frame and model in `errors`, as
+    /// [`ModelPool::run_isolated`] does.
+    ///
+    /// [`LoadedModel::infer_many`]: crate::models::LoadedModel::infer_many
+    pub fn run_batch(&mut self, set: &ModelSet, frames: &[Frame]) -> Vec<FrameOutputs> {
+        let k = self.len();
+        let mut outs: Vec<FrameOutputs> = frames.iter().map(|_| FrameOutputs::new(k)).collect();
+        self.run_batch_into(set, frames, &mut outs);
+        outs
+    }
+
+    /// [`ModelPool::run_batch`] adding to `outs` (one per frame): models that have an output
+    /// there already are not run again, and their detections feed their dependents.
+    fn run_batch_into(&mut self, set: &ModelSet, frames: &[Frame], outs: &mut [FrameOutputs]) {
+        let workers = self.workers;
+        for m in self.order.clone() {
+            if !set.contains(m) || outs.iter().all(|o| o.values[m].is_some()) {
+                continue;
+            }
+            // The frames model m can run on: all, or those its parent found boxes on.
+            let mut jobs: Vec<(usize, Option<Vec<Detection>>)> = Vec::with_capacity(frames.len());
+            for (i, out) in outs.iter_mut().enumerate() {
+                match self.parents[m] {
+                    None => jobs.push((i, None)),
+                    Some(p) => match &out.detections[p] {
+                        Some(d) => jobs.push((i, Some(d.clone()))),
+                        None => {
+                            out.errors[m] = Some(
+                                ExecError::MissingParent {
+                                    model: self.ids[m].clone(),
+                                    parent: self.ids[p].clone(),
+                                }
+                                .to_string(),
+                            )
+                        }
+                    },
+                }
+            }
+            let Some(model) = self.registry.get_mut(&self.ids[m]) else {
+                let e = ModelError::NotLoaded(self.ids[m].clone()).to_string();
+                for (i, _) in &jobs {
+                    outs[*i].errors[m] = Some(e.clone());
+                }
+                continue;
+            };
+            let inputs: Vec<(&Frame, Option<&[Detection]>)> = jobs
+                .iter()
+                .map(|(i, crops)| (&frames[*i], crops.as_deref()))
+                .collect();
+            let results = model.infer_many(&inputs, workers);
+            for ((i, _), result) in jobs.iter().zip(results) {
+                let stored = result
+                    .map_err(ExecError::from)
+                    .and_then(|inference| self.store(m, inference, &mut outs[*i]));
+                if let Err(e) = stored {
+                    outs[*i].errors[m] = Some(e.to_string());
+                }
+            }
+        }
     }
 
     /// Runs every model on every frame of `frames` without ever exceeding the memory budget:
@@ -329,8 +434,24 @@ impl ModelPool {
             for &m in &group {
                 self.load(m)?;
             }
-            for (frame, out) in frames.iter().zip(outs.iter_mut()) {
-                self.run(&set, frame, out)?;
+            if self.workers > 1 && frames.len() > 1 {
+                // The kept frames are a batch: each model of the group runs over all at once.
+                self.run_batch_into(&set, frames, &mut outs);
+                let failed = outs.iter().find_map(|o| {
+                    group
+                        .iter()
+                        .find_map(|&m| o.errors[m].as_ref().map(|e| (m, e.clone())))
+                });
+                if let Some((m, message)) = failed {
+                    return Err(ExecError::InBatch {
+                        model: self.ids[m].clone(),
+                        message,
+                    });
+                }
+            } else {
+                for (frame, out) in frames.iter().zip(outs.iter_mut()) {
+                    self.run(&set, frame, out)?;
+                }
             }
         }
         self.transition(keep)?;

@@ -1,5 +1,10 @@
 //! The frame loop: frames from the cameras and the reload timer become controller events,
 //! until the cameras end, a limit is reached or a signal stops the engine.
+//!
+//! Each turn takes the frames the cameras have ready (up to the batch size, one camera after
+//! the other), runs the serving set on all of them at once ([`Driver::run_batch`]), then hands
+//! them to the controller one by one ([`Driver::on_frame_with`]). With a batch of one, each
+//! frame is run as the controller says, one at a time.
 
 use super::driver::Driver;
 use super::reload::{self, Cameras};
@@ -87,20 +92,23 @@ pub(super) fn run_loop(
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        match next_frame(&cameras, Duration::from_millis(100)) {
-            Some(frame) => {
-                if let Err(e) = d.on_frame(frame) {
-                    break Err(e);
-                }
+        let batch = next_batch(&cameras, Duration::from_millis(100), opts.batch.max(1));
+        if !batch.is_empty() {
+            let prefetched = if batch.len() > 1 {
+                d.run_batch(&batch)
+            } else {
+                vec![None]
+            };
+            if let Err(e) = serve_batch(d, batch, prefetched, opts, stop) {
+                break Err(e);
             }
-            None => {
-                let all_done = cameras.iter().all(|(id, (_, rx))| {
-                    rx.is_empty() && ingest.state(id).is_none_or(|s| s.is_terminal())
-                });
-                if all_done && !cameras.is_empty() {
-                    tracing::info!("every camera has ended");
-                    break Ok(());
-                }
+        } else {
+            let all_done = cameras.iter().all(|(id, (_, rx))| {
+                rx.is_empty() && ingest.state(id).is_none_or(|s| s.is_terminal())
+            });
+            if all_done && !cameras.is_empty() {
+                tracing::info!("every camera has ended");
+                break Ok(());
             }
         }
     };
@@ -108,6 +116,54 @@ pub(super) fn run_loop(
     let result = result.and_then(|()| d.flush_triggers());
     ingest.shutdown();
     result
+}
+
+/// Hands a batch's frames to the controller in order, each with what its batch run gave;
+/// stops early at the frame limit or a signal (the rest of the batch is not served).
+fn serve_batch(
+    d: &mut Driver,
+    batch: Vec<Frame>,
+    prefetched: Vec<Option<(crate::schedule::ModelSet, super::exec::FrameOutputs)>>,
+    opts: &RunOptions,
+    stop: &AtomicBool,
+) -> Result<(), EngineError> {
+    for (frame, pre) in batch.into_iter().zip(prefetched) {
+        if stop.load(Ordering::SeqCst) || opts.max_frames.is_some_and(|n| d.summary.frames >= n) {
+            break;
+        }
+        // Offline, the initial training is waited for before the next frame (see run_loop).
+        while opts.offline && d.training.is_some() {
+            d.poll_background()?;
+            if d.training.is_some() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        d.on_frame_with(frame, pre)?;
+    }
+    Ok(())
+}
+
+/// Waits up to `timeout` for a frame from any camera, then takes the frames the cameras have
+/// ready now, up to `max` in all, one camera after the other.
+fn next_batch(cameras: &Cameras, timeout: Duration, max: usize) -> Vec<Frame> {
+    let Some(first) = next_frame(cameras, timeout) else {
+        return Vec::new();
+    };
+    let mut batch = vec![first];
+    let mut more = true;
+    while more && batch.len() < max {
+        more = false;
+        for (_, rx) in cameras.values() {
+            if batch.len() >= max {
+                break;
+            }
+            if let Ok(frame) = rx.try_recv() {
+                batch.push(frame);
+                more = true;
+            }
+        }
+    }
+    batch
 }
 
 /// Waits up to `timeout` for a frame from any camera.

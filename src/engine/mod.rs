@@ -18,6 +18,7 @@ pub mod exec;
 #[cfg(feature = "gst")]
 mod frames;
 pub mod online;
+pub mod rate;
 pub mod record;
 #[cfg(feature = "gst")]
 mod reload;
@@ -87,6 +88,20 @@ pub struct RunOptions {
     pub decisions: Option<PathBuf>,
     /// Also keep every record in memory (benchmarks compare runs record by record).
     pub capture: Option<std::sync::Arc<std::sync::Mutex<Vec<record::OutputRecord>>>>,
+    /// Threads the models' stages run on: ONNX Runtime intra-op threads of each session, and
+    /// the parallel pre- and post-processing of a batch. 0: the machine's cores. With
+    /// `batch` 1 and `workers` 1 the engine serves one frame at a time on one thread.
+    pub workers: usize,
+    /// Frames taken from the cameras at once and run through each model together (one
+    /// ONNX Runtime call where the model takes a batch). 0: one per camera, up to
+    /// [`rate::MAX_AUTO_BATCH`].
+    pub batch: usize,
+    /// Select without the time budget the cameras' offered rate implies (the engine before it
+    /// had one; `mlink bench engine --cameras` compares).
+    pub ignore_offered_rate: bool,
+    /// Runs every camera of the pipeline this many times (copies named `<id>-2`, `<id>-3`,
+    /// ...), for `mlink bench engine --cameras`. 0 or 1: the cameras as in the file.
+    pub camera_copies: usize,
 }
 
 /// What a run did, for the CLI, tests and benchmarks.
@@ -118,6 +133,28 @@ pub struct RunSummary {
     /// Per model predicted at some point: the accuracy of its predicted outputs measured on
     /// the latest profiling frames (model id, accuracy in [0, 1]).
     pub predicted_accuracy: Vec<(String, f64)>,
+    /// Most host memory the loaded sessions measurably took at once (RSS growth at each
+    /// session's creation, summed over the loaded ones), in MB.
+    pub peak_measured_memory_mb: f64,
+    /// Frames the cameras delivered after sampling, and those dropped because the engine was
+    /// behind (drop-oldest; offline runs drop none).
+    pub frames_ingested: u64,
+    pub frames_dropped: u64,
+    /// Of the dropped frames, those dropped while the models ran in turns over kept frames
+    /// (profiling and labelling under a memory budget that holds fewer than all models: the
+    /// active set is unloaded meanwhile, and serving waits).
+    pub frames_dropped_in_turns: u64,
+    /// Mean time from a frame's capture to its records, in seconds.
+    pub mean_frame_latency_s: f64,
+    /// Frames per second the cameras offer, and the time per frame (ms) that allows on the
+    /// engine's cores (None offline, unbounded, or without cameras).
+    pub offered_fps: f64,
+    pub rate_budget_ms: Option<f64>,
+    /// Selections made when no set could keep up with the offered rate.
+    pub rate_unmet_selections: u64,
+    /// The workers and batch size the run used.
+    pub workers: usize,
+    pub batch: usize,
 }
 
 /// CPU time (user + system) of this process so far, in seconds.

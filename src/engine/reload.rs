@@ -113,7 +113,7 @@ pub(super) fn reload(
         budget,
         costs: d.ctl.costs().clone(),
     };
-    if let Err(e) = d.send(event, None) {
+    if let Err(e) = d.send(event, None).and_then(|()| d.update_offered_rate()) {
         tracing::error!(error = %e, "re-selection after the edit failed");
     }
     d.summary.reloads_applied += 1;

@@ -5,7 +5,9 @@
 use super::driver::Driver;
 use super::exec::ModelPool;
 use super::sink::{self, SinkSet};
-use super::{EngineError, RunOptions, RunSummary, frames, process_cpu_seconds, signals, startup};
+use super::{
+    EngineError, RunOptions, RunSummary, frames, process_cpu_seconds, rate, signals, startup,
+};
 use crate::config::{self, CostConfig, Pipeline};
 use crate::control::{Cause, Controller, Settings, TrainingPolicy};
 use crate::metrics::Metrics;
@@ -27,10 +29,13 @@ pub const LINK_COST: Cost = Cost {
 /// (SIGINT/SIGTERM). Sinks are flushed and links saved before it returns.
 pub fn run(
     pipeline_path: &Path,
-    opts: RunOptions,
+    mut opts: RunOptions,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, EngineError> {
-    let cfg = config::load_and_validate(pipeline_path).map_err(EngineError::Config)?;
+    let mut cfg = config::load_and_validate(pipeline_path).map_err(EngineError::Config)?;
+    rate::copy_cameras(&mut cfg, opts.camera_copies);
+    opts.workers = rate::resolve_workers(opts.workers);
+    opts.batch = rate::resolve_batch(opts.batch, cfg.cameras.len());
     let base = config::base_dir(pipeline_path);
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(StatusBoard::new(pipeline_path, &cfg, metrics.clone()));
@@ -54,14 +59,24 @@ pub fn run(
         metrics.budget.with_label_values(&["ms_per_frame"]).set(ms);
     }
     let memory: Vec<f64> = costs.models.iter().map(|c| c.memory_mb).collect();
+    // Each session runs on the workers' threads (its own setting when that is more).
+    let session_models: Vec<config::ModelConfig> = cfg
+        .models
+        .iter()
+        .map(|m| config::ModelConfig {
+            threads: m.threads.max(opts.workers),
+            ..m.clone()
+        })
+        .collect();
     let pool = ModelPool::new(
-        &cfg.models,
+        &session_models,
         memory,
         budget.memory_mb,
         &base,
         metrics.clone(),
     )
-    .with_oracles(oracles);
+    .with_oracles(oracles)
+    .with_workers(opts.workers);
     let parents: Vec<Option<usize>> = (0..cfg.models.len()).map(|m| pool.parent(m)).collect();
 
     let mut sinks = cfg
@@ -98,6 +113,8 @@ pub fn run(
     .map_err(|e| EngineError::Other(e.to_string()))?;
     let summary = RunSummary {
         budget_memory_mb: budget.memory_mb,
+        workers: opts.workers,
+        batch: opts.batch,
         metrics_addr: metrics_server.as_ref().map(|(a, _)| a.clone()),
         ..RunSummary::default()
     };
@@ -117,6 +134,20 @@ pub fn run(
         summary,
     );
     d.status = Some(status);
+    d.workers = opts.workers;
+    d.summary.offered_fps = rate::offered_fps(&d.cfg);
+    if !opts.offline && !opts.unbounded && !opts.ignore_offered_rate {
+        // Live cameras offer frames at their rate: a set that cannot keep up drops them.
+        d.rate_cores = Some(opts.workers.min(rate::machine_cores()));
+        let ms = d.offered_rate_budget();
+        d.ctl.set_rate_budget(ms);
+    }
+    tracing::info!(
+        workers = opts.workers,
+        batch = opts.batch,
+        cameras = d.cfg.cameras.len(),
+        "frame loop"
+    );
     if opts.unbounded {
         // Every model fits: no links needed, every output exact.
         d.pool.transition(&ModelSet::full(d.ids.len()))?;
@@ -124,6 +155,7 @@ pub fn run(
         for cmd in d.ctl.start() {
             if let crate::control::Command::Select(sel) = cmd {
                 d.pool.transition(&sel.to)?;
+                d.note_rate_unmet(&sel);
                 tracing::info!(reason = %sel.reason, "standalone selection until links exist");
             }
         }
@@ -159,6 +191,8 @@ pub fn run(
     .sum();
     d.sinks.flush();
     d.summary.peak_memory_mb = d.pool.peak_mb();
+    d.summary.peak_measured_memory_mb = d.pool.peak_measured_mb();
+    sum_up_frames(&mut d.summary, &metrics, &d.cfg);
     d.summary.active = d.ctl.active().iter().map(|m| d.ids[m].clone()).collect();
     d.summary.predicted_accuracy = d
         .ids
@@ -181,6 +215,22 @@ pub fn run(
         let _ = handle.join();
     }
     result.map(|()| d.summary)
+}
+
+/// Frames ingested and dropped, and the mean frame latency, over the run's cameras.
+fn sum_up_frames(summary: &mut RunSummary, metrics: &Metrics, cfg: &Pipeline) {
+    let (mut latency_sum, mut latency_count) = (0.0, 0u64);
+    for cam in &cfg.cameras {
+        let id = cam.id.as_str();
+        summary.frames_ingested += metrics.frames_ingested.with_label_values(&[id]).get();
+        summary.frames_dropped += metrics.frames_dropped.with_label_values(&[id]).get();
+        let h = metrics.frame_seconds.with_label_values(&[id]);
+        latency_sum += h.get_sample_sum();
+        latency_count += h.get_sample_count();
+    }
+    if latency_count > 0 {
+        summary.mean_frame_latency_s = latency_sum / latency_count as f64;
+    }
 }
 
 /// Writes the selections, one JSON object a line (`{"frame":..,"active":[..],"cause":..}`),

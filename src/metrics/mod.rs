@@ -64,6 +64,11 @@ pub struct Metrics {
     pub model_failures: IntCounterVec,
     /// Accuracy of a model's predicted outputs, measured on profiling frames.
     pub predicted_accuracy: GaugeVec,
+    /// Selections made when no set keeps up with the cameras' offered rate, by cause.
+    pub rate_unmet: IntCounterVec,
+    /// Frames per second the cameras offer and the time per frame that allows on the
+    /// engine's cores (ms), as the scheduler plans with them.
+    pub offered_rate: GaugeVec,
     /// Records written and dropped per sink.
     pub sink_records: IntCounterVec,
     pub sink_dropped: IntCounterVec,
@@ -218,6 +223,17 @@ impl Metrics {
                 "mlink_sink_dropped_total",
                 "Records dropped per sink",
                 &["sink"],
+            ),
+            rate_unmet: counter(
+                "mlink_rate_unmet_selections_total",
+                "Selections made when no set of models keeps up with the cameras' offered rate",
+                &["cause"],
+            ),
+            offered_rate: gauge(
+                "mlink_offered_rate",
+                "Frames per second the cameras offer (fps) and the time per frame it allows on \
+                 the engine's cores (ms_per_frame)",
+                &["quantity"],
             ),
             registry,
         }

@@ -1,7 +1,7 @@
 //! One loaded model: its ONNX Runtime session, its family adapter and its output head.
 
 use super::ModelError;
-use super::adapters::{Adapter, AdapterOutput, InputData, RawTensor, face_region};
+use super::adapters::{Adapter, AdapterOutput, InputData, Prepared, RawTensor, face_region};
 use super::heads::Head;
 use super::onnx_info::{IoInfo, read_signature};
 use super::postprocess::Detection;
@@ -17,6 +17,10 @@ use ort::value::{Tensor, ValueType};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// What one frame's session run gave in a batch: its raw outputs, nothing when the frame had
+/// no images (no crops), or why it failed.
+type RunOutputs = Result<Option<Vec<RawTensor>>, ModelError>;
 
 /// Where the time of one inference went, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
@@ -56,6 +60,9 @@ pub struct LoadedModel {
     adapter: Adapter,
     head: Head,
     view: View,
+    /// Whether the input's first dimension is free: one run can take the images of several
+    /// frames at once.
+    batch_input: bool,
     executions: prometheus::IntCounter,
     latency: prometheus::Histogram,
 }
@@ -106,6 +113,10 @@ impl LoadedModel {
             .map_err(|e| session_err(&e))?
             .with_intra_threads(cfg.threads.max(1))
             .map_err(|e| session_err(&e))?
+            // Spinning threads would take the cores the cameras' decoders and the other
+            // stages need between runs.
+            .with_intra_op_spinning(cfg.threads <= 1)
+            .map_err(|e| session_err(&e))?
             .with_inter_threads(1)
             .map_err(|e| session_err(&e))?
             .with_execution_providers(providers)
@@ -117,6 +128,9 @@ impl LoadedModel {
             .iter()
             .map(|o| io_info(o.name(), o.dtype()))
             .collect();
+        let batch_input = inputs
+            .first()
+            .is_some_and(|i| i.dims.first().is_some_and(|d| d.is_none()));
         let outputs: Vec<IoInfo> = session
             .outputs()
             .iter()
@@ -165,7 +179,14 @@ impl LoadedModel {
             adapter,
             head,
             view,
+            batch_input,
         })
+    }
+
+    /// Whether one run can take the images of several frames (the model's input has a free
+    /// batch dimension).
+    pub fn accepts_batch(&self) -> bool {
+        self.batch_input
     }
 
     pub fn id(&self) -> &str {
@@ -201,22 +222,151 @@ impl LoadedModel {
     ) -> Result<Inference, ModelError> {
         let t0 = Instant::now();
         let regions = self.regions(frame, crops)?;
-        let raw = if regions.is_empty() {
+        let (raw, timing) = if regions.is_empty() {
             // No crops (e.g. no faces): nothing to run; the head states what that gives.
-            None
-        } else {
-            Some(self.run_regions(frame, &regions)?)
-        };
-        let (raw, mut timing) = match raw {
-            Some((raw, timing)) => (raw, timing),
-            None => (
+            (
                 vec![],
                 Timing {
                     pre_ms: ms(t0),
                     ..Timing::default()
                 },
-            ),
+            )
+        } else {
+            self.run_regions(frame, &regions)?
         };
+        Ok(self.finish(frame, raw, timing))
+    }
+
+    /// Runs the model on several frames (each with its crops, as [`LoadedModel::infer`]), in
+    /// three stages spread over `workers` threads: pre-processing of the frames in parallel,
+    /// inference (one run over every frame's images when the model takes a batch, else one
+    /// run per frame, each on the session's intra-op threads), then post-processing in
+    /// parallel. Each frame's timing is its share of each stage's wall time.
+    pub fn infer_many(
+        &mut self,
+        jobs: &[(&Frame, Option<&[Detection]>)],
+        workers: usize,
+    ) -> Vec<Result<Inference, ModelError>> {
+        let n = jobs.len().max(1) as f64;
+        let t0 = Instant::now();
+        let prepared: Vec<Result<Option<Prepared>, ModelError>> = {
+            let this = &*self;
+            parallel_map(workers, jobs.iter().collect(), |(frame, crops)| {
+                let regions = this.regions(frame, *crops)?;
+                Ok((!regions.is_empty()).then(|| this.adapter.prepare(frame, &regions)))
+            })
+        };
+        let pre_ms = ms(t0) / n;
+        let t1 = Instant::now();
+        let raws = self.run_prepared(prepared);
+        let run_ms = ms(t1) / n;
+        let t2 = Instant::now();
+        let this = &*self;
+        let work: Vec<(usize, RunOutputs)> = raws.into_iter().enumerate().collect();
+        let mut done = parallel_map(workers, work, |(i, raw)| {
+            let timing = Timing {
+                pre_ms,
+                run_ms,
+                post_ms: 0.0,
+            };
+            Ok(this.finish(jobs[i].0, raw?.unwrap_or_default(), timing))
+        });
+        let post_ms = ms(t2) / n;
+        for inference in done.iter_mut().flatten() {
+            inference.timing.post_ms = post_ms;
+        }
+        done
+    }
+
+    /// The session runs of [`LoadedModel::infer_many`]: one over every frame's images when
+    /// the model takes a batch and the images have one shape, else one per frame. A frame
+    /// with no images (no crops) gets `None`.
+    fn run_prepared(
+        &mut self,
+        prepared: Vec<Result<Option<Prepared>, ModelError>>,
+    ) -> Vec<RunOutputs> {
+        let images: Vec<i64> = prepared
+            .iter()
+            .map(|p| match p {
+                Ok(Some(p)) => p.shape.first().copied().unwrap_or(0),
+                _ => 0,
+            })
+            .collect();
+        let shapes: Vec<&[i64]> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Ok(Some(p)) => Some(p.shape.get(1..).unwrap_or(&[])),
+                _ => None,
+            })
+            .collect();
+        let batched = self.batch_input
+            && shapes.len() > 1
+            && shapes.windows(2).all(|w| w[0] == w[1])
+            && prepared.iter().all(|p| {
+                !matches!(
+                    p,
+                    Ok(Some(Prepared {
+                        data: InputData::I32(_),
+                        ..
+                    }))
+                )
+            });
+        if !batched {
+            return prepared
+                .into_iter()
+                .map(|p| match p? {
+                    Some(p) => self.session_run(p).map(Some),
+                    None => Ok(None),
+                })
+                .collect();
+        }
+        // One input: the frames' images one after the other along the batch dimension.
+        let total: i64 = images.iter().sum();
+        let mut shape = vec![total];
+        shape.extend_from_slice(shapes[0]);
+        let mut data = Vec::new();
+        let mut results: Vec<Option<RunOutputs>> = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            match p {
+                Ok(Some(Prepared {
+                    data: InputData::F32(v),
+                    ..
+                })) => {
+                    data.extend_from_slice(&v);
+                    results.push(None);
+                }
+                Ok(_) => results.push(Some(Ok(None))),
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let run = self.session_run(Prepared {
+            shape,
+            data: InputData::F32(data),
+        });
+        let split = run.and_then(|raw| split_batch(&self.cfg.id, &raw, &images));
+        match split {
+            Ok(mut per_frame) => results
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.unwrap_or_else(|| Ok(per_frame[i].take())))
+                .collect(),
+            Err(e) => results
+                .into_iter()
+                .map(|r| {
+                    r.unwrap_or_else(|| {
+                        Err(ModelError::Run {
+                            model: self.cfg.id.clone(),
+                            message: e.to_string(),
+                        })
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Decodes one run's raw outputs on `frame` into the head's value, the detections, the
+    /// class probabilities and the link view; counts the execution.
+    fn finish(&self, frame: &Frame, raw: Vec<RawTensor>, mut timing: Timing) -> Inference {
         let t2 = Instant::now();
         let min_score = self.cfg.min_score;
         // The view may need weaker detections than the head: decode down to its lowest
@@ -248,13 +398,13 @@ impl LoadedModel {
         timing.post_ms = ms(t2);
         self.executions.inc();
         self.latency.observe(timing.total_ms() / 1000.0);
-        Ok(Inference {
+        Inference {
             value,
             detections,
             probs,
             view,
             timing,
-        })
+        }
     }
 
     /// Pre-processing and the session run only: the raw output tensors, in the adapter's order.
@@ -295,6 +445,19 @@ impl LoadedModel {
     ) -> Result<(Vec<RawTensor>, Timing), ModelError> {
         let t0 = Instant::now();
         let prepared = self.adapter.prepare(frame, regions);
+        let t1 = Instant::now();
+        let raw = self.session_run(prepared)?;
+        let t2 = Instant::now();
+        let timing = Timing {
+            pre_ms: (t1 - t0).as_secs_f64() * 1000.0,
+            run_ms: (t2 - t1).as_secs_f64() * 1000.0,
+            post_ms: ms(t2),
+        };
+        Ok((raw, timing))
+    }
+
+    /// One session run on a prepared input: the raw outputs, in the adapter's order.
+    fn session_run(&mut self, prepared: Prepared) -> Result<Vec<RawTensor>, ModelError> {
         let run_err = |e: &dyn std::fmt::Display| ModelError::Run {
             model: self.cfg.id.clone(),
             message: e.to_string(),
@@ -307,7 +470,6 @@ impl LoadedModel {
                 .map_err(|e| run_err(&e))?
                 .into(),
         };
-        let t1 = Instant::now();
         let input_name = self.adapter.input_name().to_string();
         let names: Vec<String> = self
             .adapter
@@ -323,7 +485,6 @@ impl LoadedModel {
                 model: model.clone(),
                 message: e.to_string(),
             })?;
-        let t2 = Instant::now();
         let mut raw = Vec::with_capacity(names.len());
         for name in names {
             let v = outputs.get(&name).ok_or_else(|| ModelError::Run {
@@ -340,13 +501,86 @@ impl LoadedModel {
                 data: data.to_vec(),
             });
         }
-        let timing = Timing {
-            pre_ms: (t1 - t0).as_secs_f64() * 1000.0,
-            run_ms: (t2 - t1).as_secs_f64() * 1000.0,
-            post_ms: ms(t2),
-        };
-        Ok((raw, timing))
+        Ok(raw)
     }
+}
+
+/// Splits the outputs of one run over several frames' images back into each frame's outputs
+/// (`images[i]` images of frame `i`, one after the other; frames with none get `None`).
+fn split_batch(
+    model: &str,
+    raw: &[RawTensor],
+    images: &[i64],
+) -> Result<Vec<Option<Vec<RawTensor>>>, ModelError> {
+    let total: i64 = images.iter().sum();
+    let mut per_frame: Vec<Option<Vec<RawTensor>>> = images
+        .iter()
+        .map(|&n| (n > 0).then(|| Vec::with_capacity(raw.len())))
+        .collect();
+    for t in raw {
+        let rows = t.shape.first().copied().unwrap_or(0);
+        if rows != total || total <= 0 || t.data.len() % total as usize != 0 {
+            return Err(ModelError::Run {
+                model: model.to_string(),
+                message: format!(
+                    "output {} has shape {:?} for a batch of {total} images",
+                    t.name, t.shape
+                ),
+            });
+        }
+        let row = t.data.len() / total as usize;
+        let mut at = 0usize;
+        for (slot, &n) in per_frame.iter_mut().zip(images) {
+            let n = n.max(0) as usize;
+            if let Some(outs) = slot {
+                let mut shape = t.shape.clone();
+                shape[0] = n as i64;
+                outs.push(RawTensor {
+                    name: t.name.clone(),
+                    shape,
+                    data: t.data[at * row..(at + n) * row].to_vec(),
+                });
+            }
+            at += n;
+        }
+    }
+    Ok(per_frame)
+}
+
+/// `f` over `items` on up to `workers` threads (contiguous chunks, the first on the calling
+/// thread), results in the items' order.
+fn parallel_map<T: Send, R: Send>(
+    workers: usize,
+    mut items: Vec<T>,
+    f: impl Fn(T) -> R + Sync,
+) -> Vec<R> {
+    let workers = workers.clamp(1, items.len().max(1));
+    if workers == 1 {
+        return items.into_iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(workers);
+    let mut chunks = Vec::with_capacity(workers);
+    while items.len() > chunk {
+        let rest = items.split_off(chunk);
+        chunks.push(std::mem::replace(&mut items, rest));
+    }
+    chunks.push(items);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let mut chunks = chunks.into_iter();
+        let first = chunks.next().unwrap_or_default();
+        let handles: Vec<_> = chunks
+            .map(|c| scope.spawn(move || c.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.into_iter().map(f).collect();
+        for h in handles {
+            match h.join() {
+                Ok(r) => out.extend(r),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
 }
 
 fn crop_region(kind: AdapterKind, d: &Detection) -> Region {
