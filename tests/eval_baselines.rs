@@ -121,6 +121,41 @@ fn drls_keeps_to_the_budget_and_runs_nothing_when_nothing_fits() {
     assert_eq!(o.accuracy, 0.0);
 }
 
+#[test]
+fn drls_runs_together_only_models_that_fit_the_memory_together() {
+    // Three independent counts (no link helps), 10 MB each; `c` is slow, so the time a
+    // frame may spend (the slowest set that fits) would allow `a` and `b` on one frame.
+    let mut rng = StdRng::seed_from_u64(5);
+    let p = problem(
+        vec![
+            count_model("a", 10.0),
+            count_model("b", 10.0),
+            count_model("c", 40.0),
+        ],
+        None,
+        400,
+        |_| {
+            let v = |x: u32| OutputValue::Vector(vec![x as f32]);
+            let mut draw = || v(rng.random_range(0..6));
+            (vec![draw(), draw(), draw()], None)
+        },
+    );
+    let replay = Replay::new(&p, cfg()).unwrap();
+    // 15 MB holds one model at a time, 25 MB two.
+    for (mb, most) in [(15.0, 1), (25.0, 2)] {
+        let policy =
+            drls::train(&replay, &Budget::memory(mb), &drls::DrlsConfig::default()).unwrap();
+        let o = drls::run(&replay, &policy);
+        let largest = o.active.iter().map(|s| s.len()).max().unwrap_or(0);
+        assert!(
+            (1..=most).contains(&largest),
+            "{mb} MB: {:?}\n{}",
+            o.active,
+            o.detail
+        );
+    }
+}
+
 /// Counts of 0 to 3 and a three-class label (the count capped at 2), with 8x8 thumbnails whose
 /// brightness shows the count (`informative`) or pure noise.
 fn pixels(informative: bool) -> Problem {

@@ -19,9 +19,10 @@
 //! fall back to a second table keyed by the executed set alone.
 //!
 //! The budget: under a time budget a frame may spend at most its milliseconds; under a memory
-//! budget models run one after another, each must fit the memory, and a frame may spend as
-//! much time as the slowest set of models that fits the memory at once (what a fixed selection
-//! could spend). DRLS profiles nothing: it is trained once on the training part.
+//! budget the models a frame runs must fit the memory together (they stay loaded: loading and
+//! unloading models frame by frame would cost far more than running them), so a frame may
+//! spend as much time as the slowest set of models that fits the memory at once, as a fixed
+//! selection could. DRLS profiles nothing: it is trained once on the training part.
 
 use super::EvalError;
 use super::replay::{Outcome, Replay};
@@ -97,9 +98,11 @@ pub fn bucket(spec: &OutputSpec, value: &OutputValue) -> u8 {
 /// A trained DRLS scheduler for one budget.
 pub struct DrlsPolicy {
     k: usize,
-    /// Per model, its time and whether it fits the memory budget alone.
+    /// Per model, its time and memory.
     ms: Vec<f64>,
-    fits_alone: Vec<bool>,
+    mb: Vec<f64>,
+    /// The memory the models a frame runs may take together; None: unbounded.
+    memory_mb: Option<f64>,
     parents: Vec<Option<usize>>,
     specs: Vec<OutputSpec>,
     /// Time a frame may spend.
@@ -152,11 +155,23 @@ impl DrlsPolicy {
         (0..self.k)
             .filter(|&m| {
                 executed >> m & 1 == 0
-                    && self.fits_alone[m]
+                    && self.fits_with(executed, m)
                     && self.parents[m].is_none_or(|p| executed >> p & 1 == 1)
                     && spent + self.ms[m] <= self.frame_ms + 1e-9 * self.frame_ms.max(1.0)
             })
             .collect()
+    }
+
+    /// Whether `m` fits the memory budget beside the models already executed on the frame.
+    fn fits_with(&self, executed: u64, m: usize) -> bool {
+        let Some(budget) = self.memory_mb else {
+            return true;
+        };
+        let used: f64 = (0..self.k)
+            .filter(|&i| executed >> i & 1 == 1 || i == m)
+            .map(|i| self.mb[i])
+            .sum();
+        used <= budget + 1e-9 * budget.max(1.0)
     }
 
     /// The value of running `m` in `s` (0 when never tried).
@@ -221,17 +236,8 @@ pub fn train(replay: &Replay, budget: &Budget, cfg: &DrlsConfig) -> Result<DrlsP
     let mut policy = DrlsPolicy {
         k,
         ms: costs.models.iter().map(|c| c.ms_per_frame).collect(),
-        fits_alone: costs
-            .models
-            .iter()
-            .map(|c| {
-                Budget {
-                    memory_mb: budget.memory_mb,
-                    ms_per_frame: None,
-                }
-                .fits(*c)
-            })
-            .collect(),
+        mb: costs.models.iter().map(|c| c.memory_mb).collect(),
+        memory_mb: budget.memory_mb,
         parents: problem.models.iter().map(|m| m.parent).collect(),
         specs: problem.models.iter().map(|m| m.spec.clone()).collect(),
         frame_ms: frame_ms_budget(&costs, budget),
