@@ -2328,7 +2328,7 @@ mod tests {
             ms_per_frame: Some(15.0),
         };
         d.send(Event::ConfigChanged {
-            settings: settings(),
+            settings: Box::new(settings()),
             budget: b,
             costs: costs(),
         });

@@ -623,6 +623,8 @@ mod tests {
             ensembles: vec![1.0, 0.6],
             measured: vec![None, Some(0.55)],
             predict: true,
+            plan: None,
+            rate_unmet: false,
         };
         board.selected(&sel, &ids);
         let l = board.links();
