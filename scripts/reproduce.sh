@@ -59,6 +59,13 @@ log "eval traffic-file"
 # overheads of Fig. 11 (a bundle trained on the same trace for the memory figure).
 log "eval building with thumbnails (MTL, DRLS)"
 "$MLINK" eval traces/building-thumbnails.trace --report out/report-building-thumbnails
+log "eval vtest with thumbnails (MTL, DRLS)"
+if [ ! -f data/traces/vtest-thumbnails.trace ]; then
+  "$MLINK" record pipelines/record-vtest.yaml --thumbnails 32x32 \
+    --out data/traces/vtest-thumbnails.trace
+fi
+"$MLINK" eval data/traces/vtest-thumbnails.trace --models centernet,nanodet,movenet \
+  --budget-mb 30 --budget-mb 50 --report out/report-vtest-thumbnails
 log "eval traffic-file with thumbnails (MTL, DRLS)"
 "$MLINK" eval traces/traffic-file-thumbnails.trace --report out/report-traffic-file-thumbnails
 log "Fig. 5: model links against distilled students"
