@@ -21,8 +21,8 @@ use super::stats::mean;
 use crate::config::SelectionPolicy;
 use crate::control::hybrid::{Between, HybridSettings, Mode, Plan, TriggerSample};
 use crate::control::{
-    self, BundleLinks, Command, Controller, Decision, Event, Labelling, PeriodClock, PeriodLength,
-    Predictor, Purpose, Settings,
+    self, BundleLinks, Command, Controller, Decision, Event, FrameId, Labelling, PeriodClock,
+    PeriodLength, Predictor, Purpose, Settings,
 };
 use crate::link::LinkBundle;
 use crate::output::OutputValue;
@@ -249,6 +249,18 @@ const HYBRID_MATCH_TRIES: usize = 6;
 pub const LINK_MS_PER_PARAMETER: f64 = 1e-6;
 
 impl<'p> Replay<'p> {
+    /// The controller's `Measured` event for trace frames whose every model ran: their exact
+    /// outputs and link views are the samples.
+    fn measured(&self, purpose: Purpose, frames: &[FrameId]) -> Event {
+        let frame = |t: &FrameId| &self.problem.frames[*t as usize];
+        Event::Measured {
+            purpose,
+            frames: frames.len(),
+            samples: frames.iter().map(|t| frame(t).outputs.clone()).collect(),
+            views: frames.iter().map(|t| frame(t).views.clone()).collect(),
+        }
+    }
+
     /// Splits the trace, plans the periods and trains the links on the training part.
     pub fn new(problem: &'p Problem, cfg: ReplayConfig) -> Result<Self, EvalError> {
         check_config(&cfg)?;
@@ -697,12 +709,7 @@ impl<'p> Replay<'p> {
                         let t = frame as usize;
                         tally.charge(&costs, &ModelSet::full(k));
                         exact_frames[t] = true;
-                        pending.push_back(Event::Measured {
-                            purpose,
-                            frames: 1,
-                            samples: vec![self.problem.frames[t].outputs.clone()],
-                            views: vec![self.problem.frames[t].views.clone()],
-                        });
+                        pending.push_back(self.measured(purpose, &[frame]));
                     }
                     Command::RunInTurns {
                         frames: kept,
@@ -731,18 +738,7 @@ impl<'p> Replay<'p> {
                         for _ in &kept {
                             tally.charge_rest(&costs, &ran);
                         }
-                        pending.push_back(Event::Measured {
-                            purpose,
-                            frames: kept.len(),
-                            samples: kept
-                                .iter()
-                                .map(|&t| self.problem.frames[t as usize].outputs.clone())
-                                .collect(),
-                            views: kept
-                                .iter()
-                                .map(|&t| self.problem.frames[t as usize].views.clone())
-                                .collect(),
-                        });
+                        pending.push_back(self.measured(purpose, &kept));
                     }
                     Command::Select(sel) => {
                         let ids = self.ids(mask_of(&sel.to));
@@ -894,14 +890,8 @@ impl<'p> Replay<'p> {
                         }
                     }
                     Command::Profile { frame, purpose } => {
-                        let t = frame as usize;
                         tally.add(&vec![1.0; k], &costs, &ModelSet::full(k));
-                        pending.push_back(Event::Measured {
-                            purpose,
-                            frames: 1,
-                            samples: vec![self.problem.frames[t].outputs.clone()],
-                            views: vec![self.problem.frames[t].views.clone()],
-                        });
+                        pending.push_back(self.measured(purpose, &[frame]));
                     }
                     Command::RunInTurns {
                         frames, purpose, ..
@@ -912,18 +902,7 @@ impl<'p> Replay<'p> {
                         for _ in &frames {
                             tally.charge_rest(&costs, &served);
                         }
-                        pending.push_back(Event::Measured {
-                            purpose,
-                            frames: frames.len(),
-                            samples: frames
-                                .iter()
-                                .map(|&t| self.problem.frames[t as usize].outputs.clone())
-                                .collect(),
-                            views: frames
-                                .iter()
-                                .map(|&t| self.problem.frames[t as usize].views.clone())
-                                .collect(),
-                        });
+                        pending.push_back(self.measured(purpose, &frames));
                     }
                     Command::Select(sel) => {
                         let ids = self.ids(mask_of(&sel.to));
