@@ -363,6 +363,23 @@ fn correlations(problem: &Problem) -> CorrelationTable {
 
 /// The methods a report compares, in [`Method::ALL`]'s order (MTL only where the trace has
 /// thumbnails).
+/// One colour per method in the plots, in the order of [`Method::ALL`].
+const METHOD_COLOURS: [plotters::style::RGBColor; 10] = {
+    use plotters::style::RGBColor as C;
+    [
+        C(255, 0, 0),
+        C(0, 255, 255),
+        C(255, 255, 0),
+        C(0, 0, 255),
+        C(0, 255, 0),
+        C(255, 0, 255),
+        C(0, 0, 0),
+        C(255, 140, 0),
+        C(128, 0, 128),
+        C(128, 128, 128),
+    ]
+};
+
 fn methods_of(r: &Report) -> Vec<Method> {
     Method::ALL
         .into_iter()
@@ -765,20 +782,8 @@ pub fn plot_accuracy_vs_budget(r: &Report) -> Result<String, EvalError> {
             .y_desc("accuracy %")
             .draw()
             .map_err(|e| err(&e))?;
-        let colours = [
-            RED,
-            CYAN,
-            YELLOW,
-            BLUE,
-            GREEN,
-            MAGENTA,
-            BLACK,
-            RGBColor(255, 140, 0),
-            RGBColor(128, 0, 128),
-            RGBColor(128, 128, 128),
-        ];
         for (mi, method) in methods_of(r).into_iter().enumerate() {
-            let colour = colours[mi % colours.len()];
+            let colour = METHOD_COLOURS[mi % METHOD_COLOURS.len()];
             let pts: Vec<(f64, f64)> = r
                 .budgets
                 .iter()
@@ -838,20 +843,8 @@ pub fn plot_accuracy_vs_time(r: &Report) -> Result<String, EvalError> {
             .y_desc("accuracy %")
             .draw()
             .map_err(|e| err(&e))?;
-        let colours = [
-            RED,
-            CYAN,
-            YELLOW,
-            BLUE,
-            GREEN,
-            MAGENTA,
-            BLACK,
-            RGBColor(255, 140, 0),
-            RGBColor(128, 0, 128),
-            RGBColor(128, 128, 128),
-        ];
         for (mi, method) in methods_of(r).into_iter().enumerate() {
-            let colour = colours[mi % colours.len()];
+            let colour = METHOD_COLOURS[mi % METHOD_COLOURS.len()];
             let pts: Vec<(f64, f64)> = r
                 .budgets
                 .iter()
