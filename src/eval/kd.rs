@@ -198,76 +198,60 @@ pub fn render_markdown(r: &KdReport) -> String {
 
 /// Score against training size for every target (student dashed, best link solid), as SVG.
 pub fn plot(r: &KdReport) -> Result<String, EvalError> {
+    use super::plot::{err, percent_svg};
     use plotters::prelude::*;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 460)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| EvalError::Plot(e.to_string());
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let max_x = r
-            .targets
-            .iter()
-            .flatten()
-            .map(|row| row.train_percent)
-            .fold(1.0, f64::max);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Model links vs distilled students by training size",
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..max_x * 1.05, 0f64..100f64)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("training data (% of the trace)")
-            .y_desc("test score %")
-            .draw()
-            .map_err(|e| err(&e))?;
-        let colours = [RED, BLUE, GREEN, MAGENTA, BLACK, CYAN];
-        for (j, rows) in r.targets.iter().enumerate() {
-            let colour = colours[j % colours.len()];
-            let best: Vec<(f64, f64)> = rows
-                .iter()
-                .map(|row| {
-                    let b = row.links.iter().flatten().map(|l| l.0).fold(0.0, f64::max);
-                    (row.train_percent, 100.0 * b)
-                })
-                .collect();
-            let student: Vec<(f64, f64)> = rows
-                .iter()
-                .map(|row| (row.train_percent, 100.0 * row.student.0))
-                .collect();
+    let max_x = r
+        .targets
+        .iter()
+        .flatten()
+        .map(|row| row.train_percent)
+        .fold(1.0, f64::max);
+    percent_svg(
+        (760, 460),
+        "Model links vs distilled students by training size",
+        0f64..max_x * 1.05,
+        |chart| {
             chart
-                .draw_series(LineSeries::new(best, colour.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(format!("{}: best link", r.models[j]))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-            chart
-                .draw_series(
-                    student
-                        .iter()
-                        .map(|p| Cross::new(*p, 5, colour.stroke_width(2))),
-                )
-                .map_err(|e| err(&e))?
-                .label(format!("{}: KD-Student", r.models[j]))
-                .legend(move |(x, y)| Cross::new((x + 8, y), 4, colour.stroke_width(2)));
-            chart
-                .draw_series(LineSeries::new(student, colour.mix(0.5).stroke_width(1)))
-                .map_err(|e| err(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
-    Ok(svg)
+                .configure_mesh()
+                .x_desc("training data (% of the trace)")
+                .y_desc("test score %")
+                .draw()
+                .map_err(err)?;
+            let colours = [RED, BLUE, GREEN, MAGENTA, BLACK, CYAN];
+            for (j, rows) in r.targets.iter().enumerate() {
+                let colour = colours[j % colours.len()];
+                let best: Vec<(f64, f64)> = rows
+                    .iter()
+                    .map(|row| {
+                        let b = row.links.iter().flatten().map(|l| l.0).fold(0.0, f64::max);
+                        (row.train_percent, 100.0 * b)
+                    })
+                    .collect();
+                let student: Vec<(f64, f64)> = rows
+                    .iter()
+                    .map(|row| (row.train_percent, 100.0 * row.student.0))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(best, colour.stroke_width(2)))
+                    .map_err(err)?
+                    .label(format!("{}: best link", r.models[j]))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+                chart
+                    .draw_series(
+                        student
+                            .iter()
+                            .map(|p| Cross::new(*p, 5, colour.stroke_width(2))),
+                    )
+                    .map_err(err)?
+                    .label(format!("{}: KD-Student", r.models[j]))
+                    .legend(move |(x, y)| Cross::new((x + 8, y), 4, colour.stroke_width(2)));
+                chart
+                    .draw_series(LineSeries::new(student, colour.mix(0.5).stroke_width(1)))
+                    .map_err(err)?;
+            }
+            Ok(())
+        },
+    )
 }

@@ -12,6 +12,7 @@ pub mod linker;
 pub mod mtl;
 pub mod online;
 pub mod pixelnet;
+pub mod plot;
 pub mod problem;
 pub mod reducto;
 pub mod replay;

@@ -442,54 +442,38 @@ pub fn render_markdown(r: &OnlineReport) -> String {
 
 /// Per-segment score of every policy, as SVG.
 pub fn plot(r: &OnlineReport) -> Result<String, EvalError> {
+    use super::plot::{err, percent_svg};
     use plotters::prelude::*;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| EvalError::Plot(e.to_string());
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let segs = r.policies.first().map_or(1, |p| p.segments.len()).max(1);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("Online training, link {} -> {}", r.source, r.target),
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.5f64..segs as f64 + 0.5, 0f64..100f64)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("segment")
-            .y_desc("score %")
-            .draw()
-            .map_err(|e| err(&e))?;
-        let colours = [BLACK, BLUE, RED, GREEN];
-        for (i, p) in r.policies.iter().enumerate() {
-            let colour = colours[i % colours.len()];
-            let pts: Vec<(f64, f64)> = p
-                .segments
-                .iter()
-                .enumerate()
-                .map(|(s, x)| (s as f64 + 1.0, 100.0 * x))
-                .collect();
+    let segs = r.policies.first().map_or(1, |p| p.segments.len()).max(1);
+    percent_svg(
+        (720, 440),
+        &format!("Online training, link {} -> {}", r.source, r.target),
+        0.5f64..segs as f64 + 0.5,
+        |chart| {
             chart
-                .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(p.policy.name())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
-    Ok(svg)
+                .configure_mesh()
+                .x_desc("segment")
+                .y_desc("score %")
+                .draw()
+                .map_err(err)?;
+            let colours = [BLACK, BLUE, RED, GREEN];
+            for (i, p) in r.policies.iter().enumerate() {
+                let colour = colours[i % colours.len()];
+                let pts: Vec<(f64, f64)> = p
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(s, x)| (s as f64 + 1.0, 100.0 * x))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+                    .map_err(err)?
+                    .label(p.policy.name())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+            }
+            Ok(())
+        },
+    )
 }

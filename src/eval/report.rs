@@ -752,123 +752,96 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
 
 /// Accuracy (%) against budget, one line per method, as an SVG document.
 pub fn plot_accuracy_vs_budget(r: &Report) -> Result<String, EvalError> {
+    use super::plot::{err, percent_svg};
     use plotters::prelude::*;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| EvalError::Plot(e.to_string());
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let n = r.budgets.len();
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Average output accuracy vs budget", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..100f64)
-            .map_err(|e| err(&e))?;
-        let labels: Vec<String> = r.budgets.iter().map(|b| b.label.clone()).collect();
-        chart
-            .configure_mesh()
-            .x_labels(n.max(1))
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                    labels[i as usize].clone()
-                } else {
-                    String::new()
-                }
-            })
-            .x_desc("budget")
-            .y_desc("accuracy %")
-            .draw()
-            .map_err(|e| err(&e))?;
-        for (mi, method) in methods_of(r).into_iter().enumerate() {
-            let colour = METHOD_COLOURS[mi % METHOD_COLOURS.len()];
-            let pts: Vec<(f64, f64)> = r
-                .budgets
-                .iter()
-                .enumerate()
-                .filter_map(|(bi, b)| Some((bi as f64, 100.0 * outcome_of(b, method)?.accuracy)))
-                .collect();
+    let n = r.budgets.len();
+    let labels: Vec<String> = r.budgets.iter().map(|b| b.label.clone()).collect();
+    percent_svg(
+        (720, 440),
+        "Average output accuracy vs budget",
+        -0.5f64..(n as f64 - 0.5),
+        |chart| {
             chart
-                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(method.name())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
-                .map_err(|e| err(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
-    Ok(svg)
+                .configure_mesh()
+                .x_labels(n.max(1))
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                        labels[i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .x_desc("budget")
+                .y_desc("accuracy %")
+                .draw()
+                .map_err(err)?;
+            for (mi, method) in methods_of(r).into_iter().enumerate() {
+                let colour = METHOD_COLOURS[mi % METHOD_COLOURS.len()];
+                let pts: Vec<(f64, f64)> = r
+                    .budgets
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(bi, b)| {
+                        Some((bi as f64, 100.0 * outcome_of(b, method)?.accuracy))
+                    })
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                    .map_err(err)?
+                    .label(method.name())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
+                chart
+                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                    .map_err(err)?;
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Accuracy (%) against time per frame for every method and budget, as an SVG document.
 pub fn plot_accuracy_vs_time(r: &Report) -> Result<String, EvalError> {
+    use super::plot::{err, percent_svg};
     use plotters::prelude::*;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| EvalError::Plot(e.to_string());
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let max_ms = r
-            .budgets
-            .iter()
-            .flat_map(|b| b.methods.iter().map(|m| m.outcome.ms_per_frame))
-            .chain([r.reducto_at_target.ms_per_frame])
-            .fold(1.0f64, f64::max);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Average output accuracy vs time per frame",
-                ("sans-serif", 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0f64..max_ms * 1.1, 0f64..100f64)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("ms per frame")
-            .y_desc("accuracy %")
-            .draw()
-            .map_err(|e| err(&e))?;
-        for (mi, method) in methods_of(r).into_iter().enumerate() {
-            let colour = METHOD_COLOURS[mi % METHOD_COLOURS.len()];
-            let pts: Vec<(f64, f64)> = r
-                .budgets
-                .iter()
-                .filter_map(|b| {
-                    let o = outcome_of(b, method)?;
-                    Some((o.ms_per_frame, 100.0 * o.accuracy))
-                })
-                .collect();
+    let max_ms = r
+        .budgets
+        .iter()
+        .flat_map(|b| b.methods.iter().map(|m| m.outcome.ms_per_frame))
+        .chain([r.reducto_at_target.ms_per_frame])
+        .fold(1.0f64, f64::max);
+    percent_svg(
+        (720, 440),
+        "Average output accuracy vs time per frame",
+        0f64..max_ms * 1.1,
+        |chart| {
             chart
-                .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, colour.filled())))
-                .map_err(|e| err(&e))?
-                .label(method.name())
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
-    Ok(svg)
+                .configure_mesh()
+                .x_desc("ms per frame")
+                .y_desc("accuracy %")
+                .draw()
+                .map_err(err)?;
+            for (mi, method) in methods_of(r).into_iter().enumerate() {
+                let colour = METHOD_COLOURS[mi % METHOD_COLOURS.len()];
+                let pts: Vec<(f64, f64)> = r
+                    .budgets
+                    .iter()
+                    .filter_map(|b| {
+                        let o = outcome_of(b, method)?;
+                        Some((o.ms_per_frame, 100.0 * o.accuracy))
+                    })
+                    .collect();
+                chart
+                    .draw_series(pts.into_iter().map(|p| Circle::new(p, 5, colour.filled())))
+                    .map_err(err)?
+                    .label(method.name())
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Writes `report.md`, `report.json` and the SVG plots into `dir`, each atomically; returns
