@@ -8,7 +8,6 @@ mod pipeline_support;
 use mlink::engine::record::{OutputRecord, Provenance};
 use mlink::engine::{self, RunOptions, RunSummary};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,27 +87,6 @@ fn read_records(p: &Path) -> Vec<OutputRecord> {
         .collect()
 }
 
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn run_in_thread(
     path: PathBuf,
     opts: RunOptions,
@@ -138,8 +116,8 @@ fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut scraped = String::new();
     while Instant::now() < deadline && !handle.is_finished() {
-        if let Some(body) = http_get(port, "/metrics")
-            && metric(&body, "mlink_model_predictions_total") > 0.0
+        if let Some(body) = pipeline_support::http_get(port, "/metrics")
+            && pipeline_support::metric(&body, "mlink_model_predictions_total") > 0.0
         {
             scraped = body;
             break;
@@ -151,11 +129,15 @@ fn budgeted_run_predicts_the_inactive_models_and_reselects_every_period() {
         !scraped.is_empty(),
         "never scraped predictions from /metrics"
     );
-    assert!(metric(&scraped, "mlink_frames_ingested_total{camera=\"lobby\"}") > 0.0);
-    assert!(metric(&scraped, "mlink_model_executions_total") > 0.0);
+    assert!(
+        pipeline_support::metric(&scraped, "mlink_frames_ingested_total{camera=\"lobby\"}") > 0.0
+    );
+    assert!(pipeline_support::metric(&scraped, "mlink_model_executions_total") > 0.0);
     assert!(scraped.contains("mlink_source_state{camera=\"lobby\",state=\"running\"} 1"));
-    assert!(metric(&scraped, "mlink_budget{resource=\"memory_mb\"}") == 30.0);
-    assert!(metric(&scraped, "mlink_budget_used{resource=\"memory_mb\"}") <= 30.0);
+    assert!(pipeline_support::metric(&scraped, "mlink_budget{resource=\"memory_mb\"}") == 30.0);
+    assert!(
+        pipeline_support::metric(&scraped, "mlink_budget_used{resource=\"memory_mb\"}") <= 30.0
+    );
 
     assert_eq!(summary.frames, 60);
     assert!(

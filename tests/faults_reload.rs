@@ -1,6 +1,8 @@
-//! The link bundle replaced by a corrupt file while the engine runs with hot reload on: the
-//! engine keeps serving predictions from the links it holds, a pipeline edit is still applied,
-//! and SIGINT stops it cleanly. Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
+//! The link bundle replaced by a corrupt file while the engine watches it with hot reload
+//! on: the engine rejects it (logged, counted in `mlink_link_reloads_total`), keeps serving
+//! predictions from the links it holds, still applies a pipeline edit, installs a readable
+//! bundle written there afterwards, and SIGINT stops it cleanly. Needs `scripts/setup.sh`
+//! (models, footage, ONNX Runtime).
 
 mod pipeline_support;
 
@@ -21,7 +23,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn pipeline_text(comment: &str) -> String {
+fn pipeline_text(comment: &str, port: u16) -> String {
     let m = root().join("models");
     let f = root().join("data/footage/vtest.avi");
     for p in ["centernet.onnx", "nanodet.onnx"] {
@@ -59,7 +61,6 @@ metrics:
   listen: 127.0.0.1:{port}
 "#,
         f = f.display(),
-        port = free_port()
     )
 }
 
@@ -67,6 +68,43 @@ fn write_atomically(p: &Path, bytes: &[u8]) {
     let tmp = p.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, p).unwrap();
+}
+
+/// `mlink_link_reloads_total` for `result`, as the engine's /metrics serves it now.
+fn link_reloads(port: u16, result: &str) -> f64 {
+    pipeline_support::http_get(port, "/metrics")
+        .map(|body| {
+            pipeline_support::metric(
+                &body,
+                &format!("mlink_link_reloads_total{{result=\"{result}\"}}"),
+            )
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until the engine has made `more` predictions beyond `before` and `done` holds.
+fn wait_for(
+    child: &mut std::process::Child,
+    out: &Path,
+    more: usize,
+    what: &str,
+    done: &dyn Fn() -> bool,
+) {
+    let before = predicted(out);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(predicted(out) >= before + more && done()) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {before} -> {} predictions, condition {}",
+            predicted(out),
+            done()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the engine exited ({what})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn predicted(out: &Path) -> usize {
@@ -82,7 +120,8 @@ fn predicted(out: &Path) -> usize {
 fn a_corrupt_bundle_under_hot_reload_leaves_the_engine_on_its_old_links() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("pipeline.yaml");
-    write_atomically(&p, pipeline_text("first").as_bytes());
+    let port = free_port();
+    write_atomically(&p, pipeline_text("first", port).as_bytes());
     let links = dir.path().join("links.bundle");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlink"))
         .arg("run")
@@ -102,27 +141,39 @@ fn a_corrupt_bundle_under_hot_reload_leaves_the_engine_on_its_old_links() {
         assert!(child.try_wait().unwrap().is_none(), "the engine exited");
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(link_reloads(port, "rejected"), 0.0);
+    assert_eq!(link_reloads(port, "installed"), 0.0);
 
-    // Damage the bundle in place (same size, garbage bytes), then edit the pipeline so that
-    // the reload path runs.
-    let size = std::fs::metadata(&links).unwrap().len() as usize;
-    write_atomically(&links, &vec![0x5a; size]);
-    write_atomically(&p, pipeline_text("edited").as_bytes());
+    // Damage the bundle (same size, garbage bytes), then edit the pipeline so that the
+    // pipeline's reload path runs too.
+    let good = std::fs::read(&links).unwrap();
+    write_atomically(&links, &vec![0x5a; good.len()]);
+    write_atomically(&p, pipeline_text("edited", port).as_bytes());
+    wait_for(
+        &mut child,
+        &out,
+        10,
+        "after the bundle was damaged",
+        &|| link_reloads(port, "rejected") >= 1.0,
+    );
+    assert_eq!(
+        link_reloads(port, "installed"),
+        0.0,
+        "a damaged bundle was installed"
+    );
+    // The engine must not have written over the damaged file behind the operator's back
+    // unless its online trainer saved (none runs here: adaptation is off).
+    assert_eq!(std::fs::read(&links).unwrap(), vec![0x5a; good.len()]);
 
-    let before = predicted(&out);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while predicted(&out) < before + 10 {
-        assert!(
-            Instant::now() < deadline,
-            "predictions stopped after the bundle was damaged ({before} -> {})",
-            predicted(&out)
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the engine exited after the bundle was damaged"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // A readable bundle written there afterwards is served.
+    write_atomically(&links, &good);
+    wait_for(
+        &mut child,
+        &out,
+        10,
+        "after the bundle was restored",
+        &|| link_reloads(port, "installed") >= 1.0,
+    );
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

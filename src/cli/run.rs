@@ -23,7 +23,8 @@ pub struct Args {
     /// Serve /metrics here instead of the pipeline's address (`127.0.0.1:0` for any free port).
     #[arg(long)]
     pub metrics_listen: Option<String>,
-    /// Seconds between checks of the pipeline file for edits; 0 disables hot reload.
+    /// Seconds between checks of the pipeline file and the link bundle file for edits; 0
+    /// disables hot reload.
     #[arg(long, default_value_t = 1.0)]
     pub reload_check: f64,
     /// Decode files as fast as the engine takes frames, dropping none (batch processing of

@@ -45,7 +45,7 @@ pub enum Cause {
     Drift,
     /// The measured time per frame exceeded the budget.
     OverBudget,
-    /// The pipeline file changed.
+    /// The pipeline file or the link bundle file changed.
     Reload,
     /// A model failed or came back after a failure.
     ModelFailure,

@@ -38,6 +38,8 @@ pub(super) struct Driver {
     /// Pipeline model index -> bundle model index.
     pub to_bundle: Vec<usize>,
     pub links_path: PathBuf,
+    /// The links file as the engine last read or wrote it (see [`super::reload::check_links`]).
+    pub links_seen: Option<super::reload::FileStamp>,
     pub trainer: Option<Trainer>,
     pub training: Option<Receiver<Result<LinkBundle, String>>>,
     /// The latest warm-up samples, which score the links until the first period is profiled.
@@ -102,6 +104,7 @@ impl Driver {
             ctl,
             bundle: None,
             links_path,
+            links_seen: None,
             trainer: None,
             training: None,
             warm_tail: Vec::new(),
@@ -771,14 +774,18 @@ impl Driver {
             .collect()
     }
 
-    /// Starts link training on the warm-up samples, in the background.
-    fn start_training(&mut self, samples: Vec<Row>) {
-        let models: Vec<(String, OutputSpec)> = self
-            .ids
+    /// The pipeline's models with their output specs, as bundles name them.
+    pub fn models_with_specs(&self) -> Vec<(String, OutputSpec)> {
+        self.ids
             .iter()
             .cloned()
             .zip(self.specs.iter().cloned())
-            .collect();
+            .collect()
+    }
+
+    /// Starts link training on the warm-up samples, in the background.
+    fn start_training(&mut self, samples: Vec<Row>) {
+        let models = self.models_with_specs();
         let rows: Vec<Sample> = samples
             .iter()
             .map(|r| Sample::complete(r.iter().cloned()))
@@ -831,6 +838,8 @@ impl Driver {
                 newest = Some(b);
             }
             if let Some(b) = newest {
+                // The trainer saved it: not a change for the file watch to pick up.
+                self.links_seen = super::reload::stamp(&self.links_path);
                 self.bundle = Some(b);
                 self.send(Event::LinksUpdated, None)?;
             }
@@ -866,6 +875,7 @@ impl Driver {
             bundle.save(&self.links_path)?;
             tracing::info!(path = %self.links_path.display(), "links saved");
         }
+        self.links_seen = super::reload::stamp(&self.links_path);
         // Links are charged at their own size from now on (their prediction time is
         // measured while serving).
         let links = BundleLinks {

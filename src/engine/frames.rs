@@ -40,6 +40,7 @@ pub(super) fn run_loop(
     let started = Instant::now();
     let mut last_mtime = reload::mtime(pipeline_path);
     let mut last_reload_check = Instant::now();
+    let mut last_links_check = Instant::now();
     let result = loop {
         if stop.load(Ordering::SeqCst) {
             tracing::info!("stopping on signal");
@@ -85,6 +86,15 @@ pub(super) fn run_loop(
         }
         if let Err(e) = d.poll_background() {
             break Err(e);
+        }
+        // After the background work, so that the trainer's own saves are known first.
+        if opts.reload_check_s > 0.0
+            && last_links_check.elapsed().as_secs_f64() >= opts.reload_check_s
+        {
+            last_links_check = Instant::now();
+            if let Err(e) = reload::check_links(d) {
+                break Err(e);
+            }
         }
         // In offline runs, wait for the initial training before taking the next frame, so
         // that the frames the links serve do not depend on how fast training ran.

@@ -5,6 +5,11 @@
 //! configuration (the old ones flushed first); the adaptation policy and threshold. Rejected
 //! (the running configuration kept, the fields named in the log): models, links and the
 //! aggregator, which need a restart.
+//!
+//! The link bundle file is watched too ([`check_links`]): a bundle written there by another
+//! process (a `mlink train` run, an operator's copy) replaces the links being served; a file
+//! that cannot be read, or holds links for other models, is rejected and the links held keep
+//! serving.
 
 use super::driver::Driver;
 use super::sink::{self, SinkSet};
@@ -22,6 +27,73 @@ pub(super) type Cameras = BTreeMap<String, (CameraConfig, Receiver<Frame>)>;
 
 pub(super) fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// What tells one version of a file from the next: its modification time and length (an
+/// atomic replacement within the clock's resolution still changes one of them, or the inode
+/// rename updates the time).
+pub(super) type FileStamp = (SystemTime, u64);
+
+pub(super) fn stamp(p: &Path) -> Option<FileStamp> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Reads the link bundle again when its file changed since the engine last read or wrote it,
+/// and serves it when it is readable and covers the pipeline's models; otherwise logs why,
+/// counts it (`mlink_link_reloads_total{result="rejected"}`) and keeps the links it holds.
+/// Nothing is watched before the first links exist (the initial training writes the file).
+pub(super) fn check_links(d: &mut Driver) -> Result<(), super::EngineError> {
+    if d.bundle.is_none() || d.training.is_some() {
+        return Ok(());
+    }
+    let now = stamp(&d.links_path);
+    if now == d.links_seen {
+        return Ok(());
+    }
+    d.links_seen = now;
+    let path = d.links_path.clone();
+    let reject = |d: &Driver, why: String| {
+        d.metrics
+            .link_reloads
+            .with_label_values(&["rejected"])
+            .inc();
+        tracing::error!(
+            path = %path.display(),
+            error = %why,
+            "the link bundle changed on disk and is rejected; the links held keep serving"
+        );
+    };
+    if now.is_none() {
+        reject(d, "the file is gone".into());
+        return Ok(());
+    }
+    let bundle = match crate::link::LinkBundle::load(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            reject(d, e.to_string());
+            return Ok(());
+        }
+    };
+    if let Err(e) = bundle.check_models(&d.models_with_specs()) {
+        reject(d, e.to_string());
+        return Ok(());
+    }
+    // The online trainer holds its own copy and would save it over the new file: it is
+    // finished first, the new bundle written back (the trainer's last save may have replaced
+    // it), and a trainer started on the new links.
+    if let Some(t) = d.trainer.take() {
+        t.finish();
+        if let Err(e) = bundle.save(&path) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot write the reloaded links back");
+        }
+    }
+    d.metrics
+        .link_reloads
+        .with_label_values(&["installed"])
+        .inc();
+    tracing::info!(path = %path.display(), "link bundle changed on disk; serving the new links");
+    d.install_bundle(bundle, crate::control::Cause::Reload)
 }
 
 /// The parts of an edit that cannot apply without a restart, by field name.

@@ -69,6 +69,9 @@ pub struct Metrics {
     /// Frames per second the cameras offer and the time per frame that allows on the
     /// engine's cores (ms), as the scheduler plans with them.
     pub offered_rate: GaugeVec,
+    /// Link bundles read again after the file changed on disk, by result (`installed`,
+    /// `rejected`: unreadable or for other models, the links held keep serving).
+    pub link_reloads: IntCounterVec,
     /// Records written and dropped per sink.
     pub sink_records: IntCounterVec,
     pub sink_dropped: IntCounterVec,
@@ -213,6 +216,11 @@ impl Metrics {
                 "mlink_predicted_accuracy",
                 "Accuracy of the model's predicted outputs measured on profiling frames",
                 &["model"],
+            ),
+            link_reloads: counter(
+                "mlink_link_reloads_total",
+                "Link bundles read again after the file changed on disk, by result",
+                &["result"],
             ),
             sink_records: counter(
                 "mlink_sink_records_total",
