@@ -163,3 +163,66 @@ fn the_offered_rate_budgets_the_selection_and_says_when_no_set_keeps_up() {
     assert_eq!(offline.rate_budget_ms, None);
     assert_eq!(offline.rate_unmet_selections, 0);
 }
+
+/// Under a memory budget that holds one of two models, the warm-up's kept frames run in turns
+/// (both models loaded one after the other, the serving one unloaded): the frames the camera
+/// delivers meanwhile wait in the backlog and are served afterwards, in order, instead of
+/// overflowing the camera's 4-frame queue.
+#[test]
+fn frames_arriving_while_the_models_run_in_turns_are_served_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let footage = root().join("data/footage/vtest.avi");
+    assert!(
+        footage.exists(),
+        "data/footage/vtest.avi is missing: run scripts/setup.sh"
+    );
+    let entries =
+        pipeline_support::model_entries(&root().join("models"), &["nanodet", "efficientnet"]);
+    let p = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"version: 1
+cameras:
+  - id: cam
+    uri: {footage}
+    sampling: {{ fps: 5 }}
+    queue: 4
+    on_end: loop
+models:
+{entries}links:
+  warmup_samples: 12
+scheduler:
+  budget: {{ memory_mb: 25 }}
+  period_s: 30
+metrics:
+  listen: null
+"#,
+            footage = footage.display()
+        ),
+    )
+    .unwrap();
+    let (s, records) = run(
+        &p,
+        RunOptions {
+            max_frames: Some(40),
+            duration: Some(Duration::from_secs(120)),
+            workers: 2,
+            batch: 0,
+            ..RunOptions::default()
+        },
+    );
+    assert!(s.frames >= 12, "{s:?}");
+    assert!(
+        s.backlog_frames > 0,
+        "no frame arrived while the models ran in turns: {s:?}"
+    );
+    assert_eq!(
+        s.frames_dropped_in_turns, 0,
+        "frames were dropped while the models ran in turns: {s:?}"
+    );
+    // Served in the order the camera delivered them.
+    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    seqs.dedup();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}

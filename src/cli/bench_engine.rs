@@ -166,6 +166,8 @@ struct Mode {
     workers: usize,
     batch: usize,
     rate_budget: bool,
+    /// Frames taken in while the models run in turns ([`engine::backlog`]).
+    backlog: bool,
 }
 
 /// The scaling bench (see the module).
@@ -178,26 +180,37 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
         args.cameras.iter().all(|&n| n >= 1),
         "--cameras takes counts of at least 1"
     );
-    // The engine before (one frame at a time on one thread, no rate budget), the same with
-    // the rate budget, and the pipelined, batched engine with it.
+    // The engine before (one frame at a time on one thread, no rate budget, runs in turns
+    // blocking ingest), the same with the rate budget and the turns backlog, the pipelined,
+    // batched engine with the rate budget but runs in turns blocking ingest, and with both.
     let modes = [
         Mode {
             name: "before",
             workers: 1,
             batch: 1,
             rate_budget: false,
+            backlog: false,
         },
         Mode {
             name: "single_worker",
             workers: 1,
             batch: 1,
             rate_budget: true,
+            backlog: true,
+        },
+        Mode {
+            name: "pipelined_blocking",
+            workers: args.workers,
+            batch: args.batch,
+            rate_budget: true,
+            backlog: false,
         },
         Mode {
             name: "pipelined",
             workers: args.workers,
             batch: args.batch,
             rate_budget: true,
+            backlog: true,
         },
     ];
     let mut rows = Vec::new();
@@ -215,6 +228,11 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
                 workers: mode.workers,
                 batch: mode.batch,
                 ignore_offered_rate: !mode.rate_budget,
+                turns_backlog_mb: Some(if mode.backlog {
+                    engine::backlog::DEFAULT_BACKLOG_MB
+                } else {
+                    0.0
+                }),
                 reload_check_s: 0.0,
                 ..RunOptions::default()
             };
@@ -251,11 +269,13 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
         "max_real_time_cameras": {
             "before": best("before"),
             "single_worker": best("single_worker"),
+            "pipelined_blocking": best("pipelined_blocking"),
             "pipelined": best("pipelined"),
         },
         "max_real_time_cameras_between_turns": {
             "before": best_serving("before"),
             "single_worker": best_serving("single_worker"),
+            "pipelined_blocking": best_serving("pipelined_blocking"),
             "pipelined": best_serving("pipelined"),
         },
     });
@@ -291,15 +311,17 @@ fn scaling(args: &Args, links: &Path) -> anyhow::Result<ExitCode> {
             );
         }
         println!(
-            "largest real-time camera count: before {}, single worker {}, pipelined {}",
+            "largest real-time camera count: before {}, single worker {}, pipelined without the turns backlog {}, pipelined {}",
             best("before"),
             best("single_worker"),
+            best("pipelined_blocking"),
             best("pipelined")
         );
         println!(
-            "counting only drops outside runs in turns: before {}, single worker {}, pipelined {}",
+            "counting only drops outside runs in turns: before {}, single worker {}, pipelined without the turns backlog {}, pipelined {}",
             best_serving("before"),
             best_serving("single_worker"),
+            best_serving("pipelined_blocking"),
             best_serving("pipelined")
         );
     }
@@ -327,6 +349,9 @@ struct ScalingRow {
     rate_unmet_selections: u64,
     reselections: u64,
     profiling_frames: u64,
+    /// Frames taken in while the models ran in turns, and the most held at once.
+    backlog_frames: u64,
+    backlog_peak_frames: usize,
     active: Vec<String>,
     /// No more than [`REAL_TIME_DROP_SHARE`] dropped, mean latency within
     /// [`REAL_TIME_LATENCY_S`].
@@ -370,6 +395,8 @@ impl ScalingRow {
             rate_unmet_selections: s.rate_unmet_selections,
             reselections: s.reselections,
             profiling_frames: s.profiling_frames,
+            backlog_frames: s.backlog_frames,
+            backlog_peak_frames: s.backlog_peak_frames,
             active: s.active.clone(),
             real_time: keeps_up(drop_share),
             real_time_between_turns: keeps_up(drop_share - turns_drop_share),

@@ -53,6 +53,11 @@ pub struct Args {
     /// keep up with are then dropped).
     #[arg(long)]
     pub ignore_offered_rate: bool,
+    /// Most MB of frames kept from live cameras while the models run in turns (profiling and
+    /// labelling under a memory budget), served after them; 0: none (the cameras' queues drop
+    /// what does not fit meanwhile).
+    #[arg(long, value_name = "MB", default_value_t = engine::backlog::DEFAULT_BACKLOG_MB)]
+    pub turns_backlog_mb: f64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -68,6 +73,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         workers: args.workers,
         batch: args.batch,
         ignore_offered_rate: args.ignore_offered_rate,
+        turns_backlog_mb: Some(args.turns_backlog_mb),
         ..RunOptions::default()
     };
     let stop = Arc::new(AtomicBool::new(false));

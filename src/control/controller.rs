@@ -178,10 +178,13 @@ pub enum Event {
     LinksUpdated,
     /// Initial training failed: warm up again.
     TrainingFailed,
-    /// What one frame cost: inference time spent on its account (serving, profiling, probes
-    /// and runs in turns included) and each model's measured latency when it ran.
+    /// What one frame cost: `ms`, the time of serving it (the serving set and the links);
+    /// `period_ms`, the period's work done on its account (profiling, probes, labels and runs
+    /// in turns over kept frames), which the meter spreads over the frames instead of
+    /// charging it to the serving set; and each model's measured latency when it ran.
     Cost {
         ms: f64,
+        period_ms: f64,
         models: Vec<(usize, f64)>,
         /// Measured time of one link prediction on this frame (ms), when links ran.
         link_ms: Option<f64>,
@@ -314,19 +317,51 @@ pub const COST_MIN_FRAMES: u64 = 10;
 /// Measured time per frame and per model (EWMA).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Meter {
+    /// The serving time per frame (EWMA): the serving set and the links, without the
+    /// period's work.
     pub frame_ms: Option<f64>,
     pub model_ms: Vec<Option<f64>>,
     pub link_ms: Option<f64>,
     /// Frames measured since the last selection.
     pub since_selection: u64,
+    /// The period's work (profiling, probes, labels, runs in turns) and the frames served
+    /// since the latest period's profiling ended. A run in turns takes seconds on one frame's
+    /// account; charged to that frame, it would push the per-frame average over any budget
+    /// for tens of frames and re-select for nothing.
+    pub window_work_ms: f64,
+    pub window_frames: u64,
+    /// Periods whose profiling has ended while serving.
+    pub periods_done: u64,
+    /// The period's work per frame over the latest whole period (from the end of one
+    /// period's profiling to the end of the next, so one profiling burst and the frames of
+    /// one period); None until a whole period has been measured.
+    pub period_share_ms: Option<f64>,
+    /// The next frame's serving runs on sessions just loaded (not metered).
+    pub fresh_sessions: bool,
+    /// The latest `over_budget` selection kept the set it replaced: no other re-selects on
+    /// the measured time until a selection for another cause.
+    pub settled: bool,
 }
 
 impl Meter {
+    /// A period's profiling has ended: the window since the previous one is a whole period
+    /// (the first window, from the start of serving, is not).
+    fn close_period(&mut self) {
+        if self.periods_done > 0 && self.window_frames > 0 {
+            self.period_share_ms = Some(self.window_work_ms / self.window_frames as f64);
+        }
+        self.periods_done += 1;
+        self.window_work_ms = 0.0;
+        self.window_frames = 0;
+    }
+
     /// A new set is measured afresh: the time per frame of the previous one says nothing of
     /// it (model latencies are kept).
     fn restart(&mut self) {
         self.frame_ms = None;
         self.since_selection = 0;
+        self.fresh_sessions = true;
+        self.settled = false;
     }
 }
 
@@ -528,6 +563,12 @@ impl Controller {
                 model_ms: vec![None; k],
                 link_ms: None,
                 since_selection: 0,
+                window_work_ms: 0.0,
+                window_frames: 0,
+                periods_done: 0,
+                period_share_ms: None,
+                fresh_sessions: false,
+                settled: false,
             },
         })
     }
@@ -595,8 +636,18 @@ impl Controller {
     }
 
     /// The measured time per frame (EWMA, ms), profiling and probes included.
+    /// The measured time per frame: serving, plus the period's work spread over the frames
+    /// once a period has been measured.
     pub fn measured_ms_per_frame(&self) -> Option<f64> {
-        self.meter.frame_ms
+        self.meter
+            .frame_ms
+            .map(|f| f + self.meter.period_share_ms.unwrap_or(0.0))
+    }
+
+    /// The period's work (profiling, probes, labels, runs in turns) per frame served, once a
+    /// period has been measured.
+    pub fn period_ms_per_frame(&self) -> Option<f64> {
+        self.meter.period_share_ms
     }
 
     /// The models excluded after a failure, until their retry.
@@ -690,13 +741,14 @@ impl Controller {
             Event::ModelFailed { model } => self.on_model_failed(model, links),
             Event::Cost {
                 ms,
+                period_ms,
                 models,
                 link_ms,
             } => {
                 if let Some(t) = link_ms.filter(|t| t.is_finite() && *t >= 0.0) {
                     self.meter.link_ms = Some(ewma(self.meter.link_ms, t));
                 }
-                self.on_cost(ms, &models, links)
+                self.on_cost(ms, period_ms, &models, links)
             }
             Event::TrainingFailed => {
                 self.phase = Phase::Warmup {
@@ -1025,34 +1077,55 @@ impl Controller {
         groups
     }
 
-    /// Updates the measured costs; when the measured time per frame exceeds the time budget,
-    /// re-selects with the measured model latencies under the budget less the measured
-    /// overhead (profiling, probes, links): cause `over_budget`.
+    /// Updates the measured costs; when the measured time per frame (serving plus the
+    /// period's share) exceeds the time budget, re-selects with the measured model latencies
+    /// under the budget less the measured overhead (the period's share, links): cause
+    /// `over_budget`.
     fn on_cost(
         &mut self,
         ms: f64,
+        period_ms: f64,
         models: &[(usize, f64)],
         links: Option<&dyn Predictor>,
     ) -> Result<Vec<Command>, ControlError> {
         if !ms.is_finite() || ms < 0.0 {
             return Ok(Vec::new());
         }
-        self.meter.frame_ms = Some(ewma(self.meter.frame_ms, ms));
-        for &(m, t) in models {
-            if let Some(slot) = self.meter.model_ms.get_mut(m)
-                && t.is_finite()
-                && t >= 0.0
-            {
-                *slot = Some(ewma(*slot, t));
+        if matches!(self.phase, Phase::Serving(_)) {
+            if period_ms.is_finite() && period_ms > 0.0 {
+                self.meter.window_work_ms += period_ms;
+            }
+            self.meter.window_frames += 1;
+        }
+        // The first run of sessions just loaded (after a selection or a run in turns, which
+        // reloads the serving set) is several times slower than the next ones: metered, it
+        // would re-select on a time no later frame takes.
+        let fresh = std::mem::replace(&mut self.meter.fresh_sessions, period_ms > 0.0);
+        if !fresh {
+            self.meter.frame_ms = Some(ewma(self.meter.frame_ms, ms));
+            for &(m, t) in models {
+                if let Some(slot) = self.meter.model_ms.get_mut(m)
+                    && t.is_finite()
+                    && t >= 0.0
+                {
+                    *slot = Some(ewma(*slot, t));
+                }
             }
         }
         self.meter.since_selection += 1;
         let limit = self.selection_budget().ms_per_frame;
-        let (Some(limit), Some(measured)) = (limit, self.meter.frame_ms) else {
+        let Some(measured) = self.measured_ms_per_frame() else {
+            return Ok(Vec::new());
+        };
+        let Some(limit) = limit else {
             return Ok(Vec::new());
         };
         let serving = matches!(self.phase, Phase::Serving(_));
-        if !serving || measured <= limit || self.meter.since_selection < COST_MIN_FRAMES {
+        if !serving
+            || measured <= limit
+            || self.meter.since_selection < COST_MIN_FRAMES
+            || self.meter.settled
+        {
             return Ok(Vec::new());
         }
         for (m, t) in self.meter.model_ms.iter().enumerate() {
@@ -1079,8 +1152,14 @@ impl Controller {
             self.budget.ms_per_frame = reduced;
             self.rate_ms = None;
         }
+        let before = self.active.clone();
         let sel = self.select(Cause::OverBudget, links);
         (self.budget, self.rate_ms) = (budget, rate);
+        // The same set again, or one no cheaper by the measured costs: nothing cheaper fits,
+        // so measuring further cannot change the choice until another selection (period,
+        // rate, configuration) comes; re-selecting would only move between equals.
+        let ms = |c: &Self, set: &ModelSet| c.costs.set_cost(set).ms_per_frame;
+        self.meter.settled = self.active == before || ms(self, &self.active) >= ms(self, &before);
         Ok(vec![sel?])
     }
 
@@ -1125,6 +1204,7 @@ impl Controller {
                     let batch = s.period.samples.clone();
                     let queued = std::mem::take(&mut s.queue.frames);
                     self.remember(batch.clone());
+                    self.meter.close_period();
                     out.push(self.select(Cause::Period, links)?);
                     if !queued.is_empty() {
                         out.push(self.label(queued));
@@ -2202,9 +2282,8 @@ mod tests {
         assert_eq!(d.selections().len(), before);
     }
 
-    #[test]
-    fn a_measured_time_over_the_budget_reselects_with_measured_costs() {
-        // Declared 10 ms each: two models fit 25 ms. They really take 20 ms each.
+    /// Three models declared at 10 ms under a 25 ms time budget, serving with links.
+    fn serving_within_25_ms() -> Driver<'static> {
         let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
         let ctl = Controller::new(
             settings(),
@@ -2220,10 +2299,18 @@ mod tests {
         d.send(Event::LinksReady {
             cause: Cause::Startup,
         });
+        d
+    }
+
+    #[test]
+    fn a_measured_time_over_the_budget_reselects_with_measured_costs() {
+        // Declared 10 ms each: two models fit 25 ms. They really take 20 ms each.
+        let mut d = serving_within_25_ms();
         assert_eq!(d.c.active().len(), 2);
         let active: Vec<usize> = d.c.active().iter().collect();
         for _ in 0..COST_MIN_FRAMES {
             d.send(Event::Cost {
+                period_ms: 0.0,
                 ms: 40.0,
                 models: active.iter().map(|&m| (m, 20.0)).collect(),
                 link_ms: None,
@@ -2241,6 +2328,7 @@ mod tests {
         let before = d.selections().len();
         for _ in 0..2 * COST_MIN_FRAMES {
             d.send(Event::Cost {
+                period_ms: 0.0,
                 ms: 20.0,
                 models: vec![(last.1[0], 20.0)],
                 link_ms: None,
@@ -2294,6 +2382,7 @@ mod tests {
         let active: Vec<usize> = d.c.active().iter().collect();
         for _ in 0..COST_MIN_FRAMES {
             d.send(Event::Cost {
+                period_ms: 0.0,
                 ms: 400.0,
                 models: active.iter().map(|&m| (m, 10.0)).collect(),
                 link_ms: None,
@@ -2303,6 +2392,24 @@ mod tests {
         assert_eq!(sel.cause, Cause::OverBudget);
         assert_eq!(sel.to.len(), 1, "{sel:?}");
         assert!(sel.rate_unmet, "{sel:?}");
+        // Each model measured at 400 ms makes the others, still at their declared 10 ms,
+        // look cheaper: the set moves until every model has been measured, then stays, as
+        // nothing cheaper exists.
+        let cost_400 = |d: &mut Driver, frames: u64| {
+            for _ in 0..frames {
+                let models = d.c.active().iter().map(|m| (m, 400.0)).collect();
+                d.send(Event::Cost {
+                    period_ms: 0.0,
+                    ms: 400.0,
+                    models,
+                    link_ms: None,
+                });
+            }
+        };
+        cost_400(&mut d, 3 * 3 * COST_MIN_FRAMES);
+        let n = d.selections().len();
+        cost_400(&mut d, 3 * COST_MIN_FRAMES);
+        assert_eq!(d.selections().len(), n, "{:?}", &d.selections()[n..]);
         d.send(Event::OfferedRate {
             ms_per_frame: Some(5.0),
         });
@@ -2340,24 +2447,11 @@ mod tests {
     fn profiling_overhead_counts_against_the_time_budget() {
         // Declared costs are right (10 ms), but profiling adds 10 ms a frame on average:
         // 20 + 10 = 30 > 25, so one model must go.
-        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
-        let ctl = Controller::new(
-            settings(),
-            specs,
-            costs(),
-            Budget::time(25.0),
-            vec![None; 3],
-            false,
-        )
-        .unwrap();
-        let mut d = Driver::new(ctl, |_| sample(false));
-        d.links = Some(&CopyLinks);
-        d.send(Event::LinksReady {
-            cause: Cause::Startup,
-        });
+        let mut d = serving_within_25_ms();
         let active: Vec<usize> = d.c.active().iter().collect();
         for _ in 0..COST_MIN_FRAMES {
             d.send(Event::Cost {
+                period_ms: 0.0,
                 ms: 30.0,
                 models: active.iter().map(|&m| (m, 10.0)).collect(),
                 link_ms: None,
@@ -2365,6 +2459,77 @@ mod tests {
         }
         let last = d.selections().last().cloned().unwrap();
         assert_eq!((last.2, last.1.len()), (Cause::OverBudget, 1));
+    }
+
+    #[test]
+    fn the_first_run_of_freshly_loaded_sessions_does_not_reselect() {
+        // Two models at 10 ms serve within 25 ms; the first frame after the selection takes
+        // 200 ms (sessions just created), the next ones 20 ms. Metered, the first would keep
+        // the average over 25 ms for more than 20 frames.
+        let mut d = serving_within_25_ms();
+        let before = d.selections().len();
+        for i in 0..3 * COST_MIN_FRAMES {
+            let models = d.c.active().iter().map(|m| (m, 10.0)).collect();
+            d.send(Event::Cost {
+                ms: if i == 0 { 200.0 } else { 20.0 },
+                period_ms: 0.0,
+                models,
+                link_ms: None,
+            });
+        }
+        assert_eq!(d.selections().len(), before, "{:?}", d.selections());
+        assert_eq!(d.c.measured_ms_per_frame(), Some(20.0));
+    }
+
+    #[test]
+    fn a_period_burst_is_spread_over_the_period_not_charged_to_its_frame() {
+        // Two models at 10 ms serve within 25 ms. Each period's profiling takes 60 ms on the
+        // account of one frame: spread over the period's 10 frames that is 6 ms a frame,
+        // 26 ms in all, one over. Charged to its frame, the burst alone would have pushed
+        // the per-frame average to 24 + 20 = 44 ms at once.
+        let mut d = serving_within_25_ms();
+        assert_eq!(d.c.active().len(), 2);
+        let cost = |d: &mut Driver, period_ms: f64| {
+            let models = d.c.active().iter().map(|m| (m, 10.0)).collect();
+            d.send(Event::Cost {
+                ms: 20.0,
+                period_ms,
+                models,
+                link_ms: None,
+            });
+        };
+        // The first period: its burst lands in the partial window from the start of serving.
+        for i in 0..10u64 {
+            d.frame(i, i as f64);
+            cost(&mut d, if i == 1 { 60.0 } else { 0.0 });
+            assert_eq!(d.c.period_ms_per_frame(), None, "frame {i}");
+        }
+        let before = d.selections().len();
+        // The second period ends its profiling at frame 11: the window since frame 1 holds
+        // one burst over 10 frames.
+        for i in 10..12u64 {
+            d.frame(i, i as f64);
+            cost(&mut d, if i == 11 { 60.0 } else { 0.0 });
+        }
+        let share = d.c.period_ms_per_frame().unwrap();
+        assert!((share - 6.0).abs() < 1e-9, "{share}");
+        let over: Vec<_> = d.selections()[before..]
+            .iter()
+            .filter(|s| s.2 == Cause::OverBudget)
+            .cloned()
+            .collect();
+        assert!(over.is_empty(), "the burst alone re-selected: {over:?}");
+        // Serving plus the share (20 + 6) exceeds 25: the next frames re-select to one model.
+        let before = d.selections().len();
+        for i in 12..12 + 3 * COST_MIN_FRAMES {
+            d.frame(i, i as f64);
+            cost(&mut d, if i % 10 == 1 { 60.0 } else { 0.0 });
+        }
+        let over = d.selections()[before..]
+            .iter()
+            .find(|s| s.2 == Cause::OverBudget)
+            .cloned();
+        assert_eq!(over.map(|s| s.1.len()), Some(1));
     }
 
     #[test]

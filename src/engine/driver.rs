@@ -24,6 +24,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+/// Where a run's time is charged (see [`Driver::charge`]).
+#[derive(Clone, Copy)]
+enum Account {
+    Serving,
+    Period,
+}
+
 /// Everything the frame path owns.
 pub(super) struct Driver {
     pub cfg: Pipeline,
@@ -50,8 +57,10 @@ pub(super) struct Driver {
     /// Video time origin for frames without a PTS.
     started: Instant,
     pub decisions: Vec<Decision>,
-    /// Inference time spent on the current frame's account, and each model's latency.
+    /// Inference time spent serving the current frame, the period's work done on its
+    /// account (profiling, labels, runs in turns), and each model's latency.
     frame_ms: f64,
+    period_ms: f64,
     frame_model_ms: Vec<(usize, f64)>,
     /// Time of one link prediction on the current frame (ms), when links ran.
     frame_link_ms: Option<f64>,
@@ -69,6 +78,8 @@ pub(super) struct Driver {
     /// gave (used when the controller serves or profiles the frame with that set).
     prefetched: Option<(ModelSet, FrameOutputs)>,
     pub summary: RunSummary,
+    /// The cameras' queues and the frames taken from them while the models run in turns.
+    pub intake: super::backlog::Intake,
     /// What the status page shows, when the engine serves one.
     pub status: Option<Arc<StatusBoard>>,
     /// Under the hybrid policy: per camera, the frame-difference features at ingest.
@@ -91,6 +102,8 @@ impl Driver {
     ) -> Self {
         let ids: Vec<String> = cfg.models.iter().map(|m| m.id.clone()).collect();
         let k = ids.len();
+        // No backlog until the wiring sets one (offline runs have none).
+        let intake = super::backlog::Intake::new(0.0, Arc::clone(&metrics));
         Driver {
             cfg,
             pipeline_name,
@@ -115,12 +128,14 @@ impl Driver {
             started: Instant::now(),
             decisions: Vec::new(),
             frame_ms: 0.0,
+            period_ms: 0.0,
             frame_model_ms: Vec::new(),
             frame_link_ms: None,
             failed_now: Vec::new(),
             workers: 1,
             rate_cores: None,
             prefetched: None,
+            intake,
             summary,
             status: None,
         }
@@ -238,6 +253,7 @@ impl Driver {
             .pts_ns
             .map_or(self.started.elapsed().as_secs_f64(), |p| p as f64 / 1e9);
         self.frame_ms = 0.0;
+        self.period_ms = 0.0;
         self.frame_model_ms.clear();
         self.frame_link_ms = None;
         #[cfg(feature = "opencv")]
@@ -245,10 +261,11 @@ impl Driver {
             self.send_features(id, &frame)?;
         }
         self.send(Event::Frame { id, time_s }, Some(&frame))?;
-        // Everything run on this frame's account is charged to it: serving, profiling,
-        // probes and runs in turns over kept frames.
+        // Serving is charged to the frame; profiling, probes and runs in turns over kept
+        // frames are the period's work, which the controller spreads over the period.
         let cost = Event::Cost {
             ms: self.frame_ms,
+            period_ms: self.period_ms,
             models: std::mem::take(&mut self.frame_model_ms),
             link_ms: self.frame_link_ms,
         };
@@ -264,15 +281,26 @@ impl Driver {
                 .with_label_values(&["ms_per_frame"])
                 .set(ms);
         }
+        if let Some(ms) = self.ctl.period_ms_per_frame() {
+            // Profiling and runs in turns, spread over the latest whole period.
+            self.metrics
+                .budget_used
+                .with_label_values(&["period_ms_per_frame"])
+                .set(ms);
+        }
         Ok(())
     }
 
-    /// Adds what a run of models on one frame cost to the current frame's account, in core
-    /// time: the wall time (the frame's share of its batch) times the threads the stages ran
-    /// on, which is what the declared costs and the rate budget count in.
-    fn charge(&mut self, out: &FrameOutputs) {
+    /// Adds what a run of models on one frame cost to the current frame's account (serving)
+    /// or to the period's work done on it (`Account::Period`), in core time: the wall time
+    /// (the frame's share of its batch) times the threads the stages ran on, which is what
+    /// the declared costs and the rate budget count in.
+    fn charge(&mut self, out: &FrameOutputs, account: Account) {
         let cores = self.workers.max(1) as f64;
-        self.frame_ms += out.inference_ms * cores;
+        match account {
+            Account::Serving => self.frame_ms += out.inference_ms * cores,
+            Account::Period => self.period_ms += out.inference_ms * cores,
+        }
         for (m, ms) in out.model_ms.iter().enumerate() {
             if let Some(ms) = ms {
                 self.frame_model_ms.push((m, *ms * cores));
@@ -323,12 +351,16 @@ impl Driver {
                     }
                     None => FrameOutputs::new(self.k()),
                 };
-                if let Err(e) = self.pool.transition(&all) {
-                    tracing::error!(error = %e, "cannot load the models for profiling");
-                }
-                self.pool.run_isolated(&all, frame, &mut out);
+                // Loading every model takes a while: the cameras' frames wait in the backlog.
+                let pool = &mut self.pool;
+                self.intake.while_busy(|| {
+                    if let Err(e) = pool.transition(&all) {
+                        tracing::error!(error = %e, "cannot load the models for profiling");
+                    }
+                    pool.run_isolated(&all, frame, &mut out);
+                });
                 self.note_failures(&out);
-                self.charge(&out);
+                self.charge(&out, Account::Period);
                 self.summary.profiling_frames += 1;
                 self.emit_exact(frame, &out);
                 let samples = complete(&out).into_iter().collect();
@@ -376,7 +408,10 @@ impl Driver {
                     .filter(|g: &Vec<usize>| !g.is_empty())
                     .collect();
                 let dropped_before = self.frames_dropped();
-                let outs = self.pool.run_all_in_turns(&groups, &kept, &keep);
+                let pool = &mut self.pool;
+                let outs = self
+                    .intake
+                    .while_busy(|| pool.run_all_in_turns(&groups, &kept, &keep));
                 self.summary.frames_dropped_in_turns +=
                     self.frames_dropped().saturating_sub(dropped_before);
                 let outs = match outs {
@@ -392,7 +427,7 @@ impl Driver {
                     }
                 };
                 for out in &outs {
-                    self.charge(out);
+                    self.charge(out, Account::Period);
                 }
                 if purpose == Purpose::Trigger {
                     for (frame, out) in kept.iter().zip(&outs) {
@@ -657,7 +692,7 @@ impl Driver {
                 (out, failure.map(|e| e.to_string()))
             }
         };
-        self.charge(&out);
+        self.charge(&out, Account::Serving);
         if let Some(e) = &failure {
             tracing::error!(error = %e, "inference failed on a frame; its outputs are unavailable");
         }

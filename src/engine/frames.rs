@@ -4,7 +4,8 @@
 //! Each turn takes the frames the cameras have ready (up to the batch size, one camera after
 //! the other), runs the serving set on all of them at once ([`Driver::run_batch`]), then hands
 //! them to the controller one by one ([`Driver::on_frame_with`]). With a batch of one, each
-//! frame is run as the controller says, one at a time.
+//! frame is run as the controller says, one at a time. Frames taken in while the models ran
+//! in turns ([`super::backlog`]) are served first, in batches, oldest first.
 
 use super::driver::Driver;
 use super::reload::{self, Cameras};
@@ -37,6 +38,7 @@ pub(super) fn run_loop(
         let rx = ingest.add_camera(cam, base)?;
         cameras.insert(cam.id.clone(), (cam.clone(), rx));
     }
+    d.intake.cameras = receivers(&cameras);
     let started = Instant::now();
     let mut last_mtime = reload::mtime(pipeline_path);
     let mut last_reload_check = Instant::now();
@@ -67,6 +69,7 @@ pub(super) fn run_loop(
                     &mut cameras,
                     opts.capture.as_ref(),
                 );
+                d.intake.cameras = receivers(&cameras);
             }
         }
         // Camera edits from the status API, through the same reload path.
@@ -80,6 +83,7 @@ pub(super) fn run_loop(
                 opts.capture.as_ref(),
                 &edit,
             );
+            d.intake.cameras = receivers(&cameras);
             // The file watcher must not apply the same edit a second time.
             last_mtime = reload::mtime(pipeline_path);
             let _ = edit.reply.send(result);
@@ -102,7 +106,12 @@ pub(super) fn run_loop(
             std::thread::sleep(Duration::from_millis(20));
             continue;
         }
-        let batch = next_batch(&cameras, Duration::from_millis(100), opts.batch.max(1));
+        // Frames taken in while the models ran in turns come first: they are the oldest.
+        let batch = if d.intake.is_empty() {
+            next_batch(&cameras, Duration::from_millis(100), opts.batch.max(1))
+        } else {
+            d.intake.take(opts.batch.max(1))
+        };
         if !batch.is_empty() {
             let prefetched = if batch.len() > 1 {
                 d.run_batch(&batch)
@@ -113,9 +122,10 @@ pub(super) fn run_loop(
                 break Err(e);
             }
         } else {
-            let all_done = cameras.iter().all(|(id, (_, rx))| {
-                rx.is_empty() && ingest.state(id).is_none_or(|s| s.is_terminal())
-            });
+            let all_done = d.intake.is_empty()
+                && cameras.iter().all(|(id, (_, rx))| {
+                    rx.is_empty() && ingest.state(id).is_none_or(|s| s.is_terminal())
+                });
             if all_done && !cameras.is_empty() {
                 tracing::info!("every camera has ended");
                 break Ok(());
@@ -124,12 +134,14 @@ pub(super) fn run_loop(
     };
     // Frames the hybrid's trigger kept for models run in turns are run before the end.
     let result = result.and_then(|()| d.flush_triggers());
+    d.intake.discard();
     ingest.shutdown();
     result
 }
 
 /// Hands a batch's frames to the controller in order, each with what its batch run gave;
-/// stops early at the frame limit or a signal (the rest of the batch is not served).
+/// stops early at the frame limit or a signal (the rest of the batch is not served and is
+/// counted as dropped).
 fn serve_batch(
     d: &mut Driver,
     batch: Vec<Frame>,
@@ -137,8 +149,18 @@ fn serve_batch(
     opts: &RunOptions,
     stop: &AtomicBool,
 ) -> Result<(), EngineError> {
-    for (frame, pre) in batch.into_iter().zip(prefetched) {
+    let mut frames = batch.into_iter().zip(prefetched);
+    while let Some((frame, pre)) = frames.next() {
         if stop.load(Ordering::SeqCst) || opts.max_frames.is_some_and(|n| d.summary.frames >= n) {
+            // Taken from live cameras and never served: counted as dropped (offline, the
+            // rest of the files is not served either, and nothing counts as dropped).
+            let rest = std::iter::once(frame).chain(frames.map(|(f, _)| f));
+            for f in rest.filter(|_| !opts.offline) {
+                d.metrics
+                    .frames_dropped
+                    .with_label_values(&[&f.camera])
+                    .inc();
+            }
             break;
         }
         // Offline, the initial training is waited for before the next frame (see run_loop).
@@ -151,6 +173,11 @@ fn serve_batch(
         d.on_frame_with(frame, pre)?;
     }
     Ok(())
+}
+
+/// Clones of the cameras' receivers, for the intake that runs while the models run in turns.
+fn receivers(cameras: &Cameras) -> Vec<Receiver<Frame>> {
+    cameras.values().map(|(_, rx)| rx.clone()).collect()
 }
 
 /// Waits up to `timeout` for a frame from any camera, then takes the frames the cameras have

@@ -13,6 +13,7 @@
 //! - [`record`], [`sink`]: output records and where they go.
 
 #[cfg(feature = "gst")]
+pub mod backlog;
 mod driver;
 pub mod exec;
 #[cfg(feature = "gst")]
@@ -102,6 +103,10 @@ pub struct RunOptions {
     /// Runs every camera of the pipeline this many times (copies named `<id>-2`, `<id>-3`,
     /// ...), for `mlink bench engine --cameras`. 0 or 1: the cameras as in the file.
     pub camera_copies: usize,
+    /// Most MB of frames kept from the cameras while the models run in turns, served after
+    /// them ([`backlog`]); None: [`backlog::DEFAULT_BACKLOG_MB`]; 0: none (runs in turns
+    /// block ingest and the cameras' queues drop what does not fit).
+    pub turns_backlog_mb: Option<f64>,
 }
 
 /// What a run did, for the CLI, tests and benchmarks.
@@ -144,6 +149,11 @@ pub struct RunSummary {
     /// (profiling and labelling under a memory budget that holds fewer than all models: the
     /// active set is unloaded meanwhile, and serving waits).
     pub frames_dropped_in_turns: u64,
+    /// Frames taken from the cameras while the models ran in turns and served after them,
+    /// those dropped over the backlog's bound, and the most it held at once.
+    pub backlog_frames: u64,
+    pub backlog_dropped: u64,
+    pub backlog_peak_frames: usize,
     /// Mean time from a frame's capture to its records, in seconds.
     pub mean_frame_latency_s: f64,
     /// Frames per second the cameras offer, and the time per frame (ms) that allows on the

@@ -135,6 +135,13 @@ pub fn run(
     );
     d.status = Some(status);
     d.workers = opts.workers;
+    if !opts.offline {
+        // Offline runs wait for the engine instead of dropping: nothing to keep.
+        let mb = opts
+            .turns_backlog_mb
+            .unwrap_or(super::backlog::DEFAULT_BACKLOG_MB);
+        d.intake = super::backlog::Intake::new(mb, metrics.clone());
+    }
     d.summary.offered_fps = rate::offered_fps(&d.cfg);
     if !opts.offline && !opts.unbounded && !opts.ignore_offered_rate {
         // Live cameras offer frames at their rate: a set that cannot keep up drops them.
@@ -167,6 +174,9 @@ pub fn run(
 
     let cpu_start = process_cpu_seconds();
     let result = frames::run_loop(&mut d, pipeline_path, &base, &opts, &stop);
+    d.summary.backlog_frames = d.intake.taken;
+    d.summary.backlog_dropped = d.intake.dropped;
+    d.summary.backlog_peak_frames = d.intake.peak_frames;
     d.finish_training();
     if let Some(t) = d.trainer.take() {
         t.finish();

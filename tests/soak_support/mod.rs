@@ -331,10 +331,10 @@ pub fn run(mut cfg: SoakConfig) -> Report {
         .arg(&pipeline_path)
         .arg("--links-out")
         .arg(cfg.out_dir.join("links.bundle"))
-        .args(["--reload-check", "0"])
+        .args(["--reload-check", "0", "--summary-json"])
         .current_dir(&cfg.out_dir)
         .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
+        .stdout(log("summary.json"))
         .stderr(log("engine.log"))
         .spawn()
         .expect("mlink run starts");
@@ -482,8 +482,19 @@ fn summarise(
         })
         .count() as u64;
     let served = per_frame.len() as u64;
-    let ingested = metric_sum(final_metrics, "mlink_frames_ingested_total") as u64;
-    let dropped = metric_sum(final_metrics, "mlink_frames_dropped_total") as u64;
+    // The engine's own totals at its exit (frames still held when it stopped count as
+    // dropped there); the last scrape when it printed none (it crashed).
+    let at_exit: Option<serde_json::Value> = std::fs::read(cfg.out_dir.join("summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let total = |key: &str, metric: &str| {
+        at_exit
+            .as_ref()
+            .and_then(|v| v[key].as_u64())
+            .unwrap_or_else(|| metric_sum(final_metrics, metric) as u64)
+    };
+    let ingested = total("frames_ingested", "mlink_frames_ingested_total");
+    let dropped = total("frames_dropped", "mlink_frames_dropped_total");
     let buckets = histogram(final_metrics, "mlink_frame_seconds");
     let lat_sum = metric_sum(final_metrics, "mlink_frame_seconds_sum");
     let lat_count = metric_sum(final_metrics, "mlink_frame_seconds_count");
