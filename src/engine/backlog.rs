@@ -94,10 +94,7 @@ impl Intake {
     /// run ends: they will not be served).
     pub fn discard(&mut self) {
         for f in self.backlog.drain(..) {
-            self.metrics
-                .frames_dropped
-                .with_label_values(&[&f.camera])
-                .inc();
+            count_dropped(&self.metrics, &f);
             self.dropped += 1;
         }
         self.bytes = 0;
@@ -133,6 +130,15 @@ impl Intake {
         }
         result
     }
+}
+
+/// Counts a frame taken from its camera and never served as one of the camera's dropped
+/// frames (`mlink_frames_dropped_total`).
+pub fn count_dropped(metrics: &Metrics, frame: &Frame) {
+    metrics
+        .frames_dropped
+        .with_label_values(&[&frame.camera])
+        .inc();
 }
 
 fn frame_bytes(f: &Frame) -> usize {
@@ -200,10 +206,7 @@ impl Drain {
             };
             self.bytes -= frame_bytes(&old);
             self.dropped += 1;
-            metrics
-                .frames_dropped
-                .with_label_values(&[&old.camera])
-                .inc();
+            count_dropped(metrics, &old);
         }
         self.peak = self.peak.max(self.backlog.len());
     }

@@ -156,10 +156,7 @@ fn serve_batch(
             // rest of the files is not served either, and nothing counts as dropped).
             let rest = std::iter::once(frame).chain(frames.map(|(f, _)| f));
             for f in rest.filter(|_| !opts.offline) {
-                d.metrics
-                    .frames_dropped
-                    .with_label_values(&[&f.camera])
-                    .inc();
+                super::backlog::count_dropped(&d.metrics, &f);
             }
             break;
         }

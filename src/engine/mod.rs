@@ -149,8 +149,9 @@ pub struct RunSummary {
     /// (profiling and labelling under a memory budget that holds fewer than all models: the
     /// active set is unloaded meanwhile, and serving waits).
     pub frames_dropped_in_turns: u64,
-    /// Frames taken from the cameras while the models ran in turns and served after them,
-    /// those dropped over the backlog's bound, and the most it held at once.
+    /// Frames taken into the turns backlog (while the models ran in turns, and from the
+    /// cameras while the backlog was served), those dropped over its bound or left at the
+    /// end, and the most it held at once.
     pub backlog_frames: u64,
     pub backlog_dropped: u64,
     pub backlog_peak_frames: usize,
