@@ -21,7 +21,8 @@ const RIDGE_LAMBDAS: [f64; 3] = [1.0, 10.0, 100.0];
 const KNN_KS: [usize; 3] = [1, 3, 5];
 
 /// Which input a candidate reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Input {
     /// The source's link view.
     View,
@@ -263,7 +264,51 @@ fn blocked_score(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::learner::LearnerState;
     use crate::output::TaskKind;
+
+    #[test]
+    fn every_candidate_restored_from_its_stored_form_predicts_the_same() {
+        let x: Vec<[f32; 3]> = (0..30)
+            .map(|i| [(i % 5) as f32, ((i * 7) % 3) as f32, 0.5 * i as f32])
+            .collect();
+        let xr: Vec<&[f32]> = x.iter().map(|v| &v[..]).collect();
+        let count: Vec<[f32; 1]> = x.iter().map(|v| [v[0] + v[1]]).collect();
+        let label: Vec<[f32; 3]> = x
+            .iter()
+            .map(|v| {
+                let mut l = [0.0; 3];
+                l[v[1] as usize] = 1.0;
+                l
+            })
+            .collect();
+        let params = TrainParams {
+            epochs: 3,
+            ..TrainParams::default()
+        };
+        let count_spec = OutputSpec::vector(1, TaskKind::Count);
+        let label_spec = OutputSpec::vector(3, TaskKind::SingleLabel);
+        let targets: [(&OutputSpec, Vec<&[f32]>); 2] = [
+            (&count_spec, count.iter().map(|v| &v[..]).collect()),
+            (&label_spec, label.iter().map(|v| &v[..]).collect()),
+        ];
+        for (spec, t) in &targets {
+            for c in Candidate::all() {
+                let l = c.fit(&xr, t, spec, &params).unwrap();
+                let json = serde_json::to_string(&l.state()).unwrap();
+                let state: LearnerState = serde_json::from_str(&json).unwrap();
+                let back = state.restore(spec).unwrap();
+                assert_eq!(back.name(), l.name());
+                assert_eq!(back.parameters(), l.parameters());
+                for q in [[0.0f32, 1.0, 2.0], [4.0, 2.0, 14.5], [9.0, -1.0, 0.0]] {
+                    assert_eq!(back.predict(&q), l.predict(&q), "{c:?}");
+                }
+                // The same state cannot serve a target of another length.
+                let other = OutputSpec::vector(5, spec.task);
+                assert!(l.state().restore(&other).is_err(), "{c:?}");
+            }
+        }
+    }
 
     #[test]
     fn the_held_out_block_picks_a_learner_that_fits_the_link() {

@@ -4,18 +4,20 @@
 //! mean) with the flag 0. Training copies every frame with random subsets of its sources
 //! dropped, so one trained link serves any subset without retraining.
 
-use super::learner::{Learner, MlpLearner, Standardise};
+use super::learner::{Learner, LearnerState, MlpLearner, Standardise};
 use super::net::TrainParams;
 use super::ridge::Ridge;
 use crate::output::OutputSpec;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
 
 /// Copies of each training frame with random source drop-out (besides the complete one).
 pub const DROPOUT_COPIES: usize = 6;
 
 /// The learner inside a joint link.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JointKind {
     /// The paper's MLP over the joint input.
     Mlp,
@@ -119,6 +121,65 @@ impl JointLink {
     }
 }
 
+/// A joint link's stored form.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JointState {
+    pub kind: JointKind,
+    pub sources: Vec<usize>,
+    pub norms: Vec<Standardise>,
+    pub learner: LearnerState,
+}
+
+impl JointLink {
+    pub fn state(&self) -> JointState {
+        JointState {
+            kind: self.kind,
+            sources: self.sources.clone(),
+            norms: self.norms.clone(),
+            learner: self.learner.state(),
+        }
+    }
+
+    /// A stored joint link back, checked against the models' view lengths (`view_dims[m]`)
+    /// and the target's spec.
+    pub fn restore(
+        state: JointState,
+        view_dims: &[usize],
+        target: &OutputSpec,
+    ) -> Result<Self, String> {
+        if state.sources.is_empty() || state.sources.len() != state.norms.len() {
+            return Err(format!(
+                "{} sources and {} standardisations",
+                state.sources.len(),
+                state.norms.len()
+            ));
+        }
+        for (s, n) in state.sources.iter().zip(&state.norms) {
+            n.check()?;
+            match view_dims.get(*s) {
+                Some(&d) if d == n.len() => {}
+                _ => {
+                    return Err(format!(
+                        "source {s}'s view does not match its standardisation"
+                    ));
+                }
+            }
+        }
+        let input: usize = state.norms.iter().map(|n| n.len() + 1).sum();
+        if state.learner.in_dim() != Some(input) {
+            return Err(format!(
+                "its learner does not read the {input}-long joint input"
+            ));
+        }
+        Ok(Self {
+            kind: state.kind,
+            sources: state.sources,
+            norms: state.norms,
+            learner: state.learner.restore(target)?,
+        })
+    }
+}
+
 /// Flag, then the standardised view (zeros when absent), per source.
 fn encode(norms: &[Standardise], views: &[&[f32]], present: &[bool]) -> Vec<f32> {
     let mut x = Vec::with_capacity(norms.iter().map(|n| n.len() + 1).sum());
@@ -161,5 +222,20 @@ mod tests {
         assert_eq!(j.predict(&[(5, &[4.0])]), Some(vec![3.0]));
         assert_eq!(j.predict(&[(3, &[1.0, 0.5]), (5, &[2.0])]), Some(vec![1.0]));
         assert_eq!(j.predict(&[(7, &[1.0])]), None);
+
+        // Stored and restored, it predicts the same; against other view lengths it is refused.
+        let json = serde_json::to_string(&j.state()).unwrap();
+        let state: JointState = serde_json::from_str(&json).unwrap();
+        let dims = [0, 0, 0, 2, 0, 1];
+        let back = JointLink::restore(state.clone(), &dims, &spec).unwrap();
+        assert_eq!(back.name(), j.name());
+        for present in [
+            vec![(3, &[2.0f32, 0.5][..])],
+            vec![(5, &[4.0f32][..])],
+            vec![(3, &[1.0f32, 0.5][..]), (5, &[2.0f32][..])],
+        ] {
+            assert_eq!(back.predict(&present), j.predict(&present));
+        }
+        assert!(JointLink::restore(state, &[0, 0, 0, 3, 0, 1], &spec).is_err());
     }
 }

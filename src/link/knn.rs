@@ -3,7 +3,7 @@
 //! their targets for counts and labels, ties to the nearer; the mean for regressions). With
 //! few samples of a discrete target it is the learnt form of the ceiling's lookup table.
 
-use super::learner::{Learner, Standardise, decode, mode};
+use super::learner::{Learner, LearnerState, Standardise, check_finite, decode, mode};
 use crate::output::TaskKind;
 
 pub struct Knn {
@@ -29,6 +29,40 @@ impl Knn {
             norm,
         })
     }
+
+    /// A stored lookup back ([`LearnerState::Knn`]), checked: at least one sample, every
+    /// input as long as the standardisation, every target `m` long, all finite.
+    pub fn from_parts(
+        k: usize,
+        task: TaskKind,
+        norm: Standardise,
+        x: Vec<Vec<f64>>,
+        t: Vec<Vec<f32>>,
+        m: usize,
+    ) -> Result<Self, String> {
+        norm.check()?;
+        if k == 0 || x.is_empty() || x.len() != t.len() {
+            return Err(format!(
+                "knn with k={k}, {} inputs and {} targets",
+                x.len(),
+                t.len()
+            ));
+        }
+        for (i, (a, b)) in x.iter().zip(&t).enumerate() {
+            if a.len() != norm.len() || b.len() != m {
+                return Err(format!("knn sample {i} has the wrong length"));
+            }
+            check_finite("knn input", a)?;
+            check_finite("knn target", b)?;
+        }
+        Ok(Self {
+            k,
+            task,
+            norm,
+            x,
+            t,
+        })
+    }
 }
 
 impl Learner for Knn {
@@ -39,6 +73,14 @@ impl Learner for Knn {
         let stored: usize =
             self.x.iter().map(Vec::len).sum::<usize>() + self.t.iter().map(Vec::len).sum::<usize>();
         stored + self.norm.parameters()
+    }
+    fn state(&self) -> LearnerState {
+        LearnerState::Knn {
+            k: self.k,
+            norm: self.norm.clone(),
+            x: self.x.clone(),
+            t: self.t.clone(),
+        }
     }
 
     fn predict(&self, x: &[f32]) -> Vec<f32> {

@@ -8,10 +8,14 @@
 //! [`LinkNet`]). [`choose`](super::choose) picks one per link on a held-out block in time.
 
 use super::LinkError;
+use super::knn::Knn;
 use super::net::{LinkNet, TrainParams};
-use crate::output::{OutputSpec, OutputValue, TaskKind};
+use super::norm::Norm;
+use super::ridge::Ridge;
+use crate::output::{OutputForm, OutputSpec, OutputValue, TaskKind};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
 
 /// A trained map from an input vector to a target value (already decoded for the task).
 pub trait Learner: Send + Sync {
@@ -22,6 +26,136 @@ pub trait Learner: Send + Sync {
     /// Numbers it holds to predict (weights, standardisation, stored samples): what the
     /// scheduler charges as the link's memory (4 bytes each).
     fn parameters(&self) -> usize;
+    /// Its stored form ([`LearnerState::restore`] gives it back).
+    fn state(&self) -> LearnerState;
+}
+
+/// A learner's stored form: everything it predicts with, so that a restored learner
+/// predicts exactly as the trained one. The target's spec is not stored: the link knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "learner", rename_all = "snake_case")]
+pub enum LearnerState {
+    Majority {
+        value: Vec<f32>,
+    },
+    Knn {
+        k: usize,
+        norm: Standardise,
+        /// The stored samples' standardised inputs.
+        x: Vec<Vec<f64>>,
+        t: Vec<Vec<f32>>,
+    },
+    Ridge {
+        lambda: f64,
+        norm: Standardise,
+        /// Input length x target length weights, row-major.
+        w: Vec<f64>,
+        y_mean: Vec<f64>,
+    },
+    Mlp {
+        /// What it reads: `view`, `head` or `joint`.
+        input: String,
+        in_dim: usize,
+        hidden_factor: usize,
+        in_norm: Norm,
+        out_norm: Option<Norm>,
+        params: Vec<f32>,
+    },
+}
+
+/// The length of a vector spec's values; an error for a token sequence.
+fn target_len(target: &OutputSpec) -> Result<usize, String> {
+    match target.form {
+        OutputForm::Vector { len } => Ok(len),
+        OutputForm::Sequence { .. } => Err("the target's output is a token sequence".into()),
+    }
+}
+
+/// An error naming the first non-finite value of `v`, if any.
+pub(super) fn check_finite<T: Into<f64> + Copy>(what: &str, v: &[T]) -> Result<(), String> {
+    match v.iter().position(|x| !(*x).into().is_finite()) {
+        Some(i) => Err(format!("{what}: value {i} is not finite")),
+        None => Ok(()),
+    }
+}
+
+impl LearnerState {
+    /// The input length it reads (None: it reads none, the majority).
+    pub fn in_dim(&self) -> Option<usize> {
+        match self {
+            LearnerState::Majority { .. } => None,
+            LearnerState::Knn { norm, .. } | LearnerState::Ridge { norm, .. } => Some(norm.len()),
+            LearnerState::Mlp { in_dim, .. } => Some(*in_dim),
+        }
+    }
+
+    /// The learner back, predicting values of `target`, after checking every length and
+    /// value it predicts with (a stored form that loads cannot index out of bounds).
+    pub fn restore(self, target: &OutputSpec) -> Result<Box<dyn Learner>, String> {
+        let m = target_len(target)?;
+        match self {
+            LearnerState::Majority { value } => {
+                if value.len() != m {
+                    return Err(format!("majority of {} values for {m}", value.len()));
+                }
+                check_finite("majority", &value)?;
+                Ok(Box::new(Majority { value }))
+            }
+            LearnerState::Knn { k, norm, x, t } => {
+                Knn::from_parts(k, target.task, norm, x, t, m).map(|l| Box::new(l) as _)
+            }
+            LearnerState::Ridge {
+                lambda,
+                norm,
+                w,
+                y_mean,
+            } => {
+                Ridge::from_parts(lambda, target.task, norm, w, y_mean, m).map(|l| Box::new(l) as _)
+            }
+            LearnerState::Mlp {
+                input,
+                in_dim,
+                hidden_factor,
+                in_norm,
+                out_norm,
+                params,
+            } => {
+                let input = match input.as_str() {
+                    "view" => "view",
+                    "head" => "head",
+                    "joint" => "joint",
+                    other => return Err(format!("mlp input {other:?} is not view, head or joint")),
+                };
+                if hidden_factor == 0 || hidden_factor > 1024 {
+                    return Err(format!("mlp hidden factor {hidden_factor} is out of range"));
+                }
+                in_norm
+                    .check(in_dim)
+                    .map_err(|e| format!("mlp input norm: {e}"))?;
+                if let Some(n) = &out_norm {
+                    n.check(m).map_err(|e| format!("mlp output norm: {e}"))?;
+                }
+                let src = OutputSpec::vector(in_dim, TaskKind::Regression);
+                let mut rng = StdRng::seed_from_u64(0);
+                let mut net = LinkNet::with_norms(
+                    &src,
+                    target,
+                    hidden_factor,
+                    Some(in_norm),
+                    out_norm,
+                    &mut rng,
+                )
+                .map_err(|e| e.to_string())?;
+                net.set_params(&params).map_err(|e| format!("mlp: {e}"))?;
+                Ok(Box::new(MlpLearner {
+                    net,
+                    input,
+                    hidden_factor,
+                    in_dim,
+                }))
+            }
+        }
+    }
 }
 
 /// Turns a learner's raw output into a value of the target's task: counts are rounded to
@@ -57,7 +191,7 @@ pub fn decode(task: TaskKind, mut raw: Vec<f32>) -> Vec<f32> {
 }
 
 /// Per-dimension standardisation fitted on training inputs; constant dimensions map to 0.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Standardise {
     mean: Vec<f64>,
     inv_std: Vec<f64>,
@@ -93,6 +227,23 @@ impl Standardise {
 
     pub fn is_empty(&self) -> bool {
         self.mean.is_empty()
+    }
+
+    /// Checks a stored one: a scale per mean, all finite, no negative scale.
+    pub fn check(&self) -> Result<(), String> {
+        if self.mean.len() != self.inv_std.len() {
+            return Err(format!(
+                "{} means and {} scales",
+                self.mean.len(),
+                self.inv_std.len()
+            ));
+        }
+        check_finite("standardisation mean", &self.mean)?;
+        check_finite("standardisation scale", &self.inv_std)?;
+        if self.inv_std.iter().any(|s| *s < 0.0) {
+            return Err("a standardisation scale is negative".into());
+        }
+        Ok(())
     }
 
     /// Numbers it holds (a mean and a scale per dimension).
@@ -132,6 +283,11 @@ impl Learner for Majority {
     fn predict(&self, _: &[f32]) -> Vec<f32> {
         self.value.clone()
     }
+    fn state(&self) -> LearnerState {
+        LearnerState::Majority {
+            value: self.value.clone(),
+        }
+    }
 }
 
 /// The most frequent vector among `(value, tie-break key)` pairs; ties go to the smallest
@@ -157,6 +313,8 @@ pub fn mode<'a>(items: impl Iterator<Item = (&'a [f32], f64)>) -> Option<Vec<f32
 pub struct MlpLearner {
     net: LinkNet,
     input: &'static str,
+    hidden_factor: usize,
+    in_dim: usize,
 }
 
 impl MlpLearner {
@@ -177,7 +335,12 @@ impl MlpLearner {
         let mut rng = StdRng::seed_from_u64(params.seed ^ 0x006d_6c70);
         let mut net = LinkNet::new(&src, target, params, &xr, &tr, &mut rng)?;
         net.fit(&xr, &tr, params, &mut rng)?;
-        Ok(Self { net, input })
+        Ok(Self {
+            net,
+            input,
+            hidden_factor: params.hidden_factor,
+            in_dim: d,
+        })
     }
 }
 
@@ -192,6 +355,20 @@ impl Learner for MlpLearner {
         match self.net.predict(&OutputValue::Vector(x.to_vec())) {
             Ok(OutputValue::Vector(v)) => v,
             _ => Vec::new(),
+        }
+    }
+    fn state(&self) -> LearnerState {
+        LearnerState::Mlp {
+            input: self.input.to_string(),
+            in_dim: self.in_dim,
+            hidden_factor: self.hidden_factor,
+            in_norm: self
+                .net
+                .in_norm()
+                .cloned()
+                .unwrap_or_else(|| Norm::identity(self.in_dim)),
+            out_norm: self.net.out_norm().cloned(),
+            params: self.net.params(),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! dual (n x n system, `w = X^T (X X^T + l I)^-1 Y`) otherwise, so a 1,000-long classifier view
 //! with 28 samples costs a 28 x 28 solve.
 
-use super::learner::{Learner, Standardise, decode};
+use super::learner::{Learner, LearnerState, Standardise, check_finite, decode};
 use crate::output::TaskKind;
 
 pub struct Ridge {
@@ -91,6 +91,40 @@ impl Ridge {
             m,
         })
     }
+
+    /// A stored map back ([`LearnerState::Ridge`]), checked: input length x `m` finite
+    /// weights and `m` target means.
+    pub fn from_parts(
+        lambda: f64,
+        task: TaskKind,
+        norm: Standardise,
+        w: Vec<f64>,
+        y_mean: Vec<f64>,
+        m: usize,
+    ) -> Result<Self, String> {
+        norm.check()?;
+        if y_mean.len() != m || w.len() != norm.len().saturating_mul(m) {
+            return Err(format!(
+                "ridge with {} weights and {} means for {} inputs and {m} outputs",
+                w.len(),
+                y_mean.len(),
+                norm.len()
+            ));
+        }
+        check_finite("ridge weight", &w)?;
+        check_finite("ridge mean", &y_mean)?;
+        if !lambda.is_finite() {
+            return Err("ridge penalty is not finite".into());
+        }
+        Ok(Self {
+            lambda,
+            task,
+            norm,
+            w,
+            y_mean,
+            m,
+        })
+    }
 }
 
 impl Learner for Ridge {
@@ -99,6 +133,14 @@ impl Learner for Ridge {
     }
     fn parameters(&self) -> usize {
         self.w.len() + self.y_mean.len() + self.norm.parameters()
+    }
+    fn state(&self) -> LearnerState {
+        LearnerState::Ridge {
+            lambda: self.lambda,
+            norm: self.norm.clone(),
+            w: self.w.clone(),
+            y_mean: self.y_mean.clone(),
+        }
     }
 
     fn predict(&self, x: &[f32]) -> Vec<f32> {

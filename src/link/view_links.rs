@@ -6,11 +6,16 @@
 //!
 //! Inputs are frames in time order; per model its link view and its head output (vectors).
 //! Targets with a token-sequence head are not handled here (the paper's bundle is).
+//!
+//! [`ViewLinks::state`] and [`ViewLinks::restore`] are the links' stored form and its checked
+//! way back: a restored set predicts exactly as the trained one.
 
 use super::choose::{Candidate, Chosen, Input, LinkData, choose, held_out_start};
-use super::joint::{JointKind, JointLink};
+use super::joint::{JointKind, JointLink, JointState};
+use super::learner::LearnerState;
 use super::net::TrainParams;
 use crate::output::{OutputForm, OutputSpec, OutputValue, score};
+use serde::{Deserialize, Serialize};
 
 /// Ridge penalty of the joint linear link.
 const JOINT_RIDGE_LAMBDA: f64 = 10.0;
@@ -44,6 +49,8 @@ pub struct LinkChoice {
 
 pub struct ViewLinks {
     specs: Vec<OutputSpec>,
+    /// Per model, the length of the link view its links were trained on.
+    view_dims: Vec<usize>,
     /// Indexed by `source * k + target`.
     links: Vec<Option<Chosen>>,
     joints: Vec<Option<JointLink>>,
@@ -179,6 +186,9 @@ impl ViewLinks {
         }
         ViewLinks {
             specs: specs.to_vec(),
+            view_dims: (0..k)
+                .map(|m| frames.first().map_or(0, |f| f[m].view.len()))
+                .collect(),
             links,
             joints,
             combiners,
@@ -256,5 +266,256 @@ impl ViewLinks {
     /// Per target, how several sources are combined.
     pub fn combiners(&self) -> &[Combiner] {
         &self.combiners
+    }
+
+    /// The stored form of every link and joint link, JSON-serialisable; link bundles do not
+    /// hold it yet (they keep the paper's links only).
+    pub fn state(&self) -> ViewLinksState {
+        let k = self.specs.len();
+        ViewLinksState {
+            view_dims: self.view_dims.clone(),
+            links: self
+                .links
+                .iter()
+                .enumerate()
+                .filter_map(|(at, c)| {
+                    c.as_ref().map(|c| LinkState {
+                        source: at / k,
+                        target: at % k,
+                        input: c.input,
+                        held_out: c.held_out,
+                        learner: c.learner.state(),
+                    })
+                })
+                .collect(),
+            joints: self
+                .joints
+                .iter()
+                .enumerate()
+                .filter_map(|(j, jl)| jl.as_ref().map(|jl| (j, jl.state())))
+                .collect(),
+        }
+    }
+
+    /// The links back from their stored form, for models of `specs`, checking every index,
+    /// length and score against them.
+    pub fn restore(specs: &[OutputSpec], state: ViewLinksState) -> Result<Self, String> {
+        let k = specs.len();
+        if !Self::supports(specs) {
+            return Err("a model's output is a token sequence".into());
+        }
+        if state.view_dims.len() != k {
+            return Err(format!(
+                "{} view lengths for {k} models",
+                state.view_dims.len()
+            ));
+        }
+        let mut links: Vec<Option<Chosen>> = (0..k * k).map(|_| None).collect();
+        for l in state.links {
+            let (i, j) = (l.source, l.target);
+            if i >= k || j >= k || i == j || links[i * k + j].is_some() {
+                return Err(format!("link {i} -> {j} is out of range or stored twice"));
+            }
+            if let Some(s) = l.held_out
+                && !(0.0..=1.0).contains(&s)
+            {
+                return Err(format!(
+                    "link {i} -> {j}: held-out score {s} is not in [0, 1]"
+                ));
+            }
+            let want = match l.input {
+                Input::View => state.view_dims[i],
+                Input::Head => vector_len(&specs[i]).unwrap_or(0),
+            };
+            if l.learner.in_dim().is_some_and(|d| d != want) {
+                return Err(format!(
+                    "link {i} -> {j}: its learner does not read the {want}-long {}",
+                    l.input.name()
+                ));
+            }
+            let learner = l
+                .learner
+                .restore(&specs[j])
+                .map_err(|e| format!("link {i} -> {j}: {e}"))?;
+            links[i * k + j] = Some(Chosen {
+                learner,
+                input: l.input,
+                held_out: l.held_out,
+                scores: Vec::new(),
+                held_out_predictions: Vec::new(),
+            });
+        }
+        let mut joints: Vec<Option<JointLink>> = (0..k).map(|_| None).collect();
+        let mut combiners = vec![Combiner::BestLink; k];
+        for (j, js) in state.joints {
+            if j >= k || joints[j].is_some() || js.sources.iter().any(|&s| s >= k || s == j) {
+                return Err(format!("the joint link of model {j} is out of range"));
+            }
+            let jl = JointLink::restore(js, &state.view_dims, &specs[j])
+                .map_err(|e| format!("joint link of model {j}: {e}"))?;
+            combiners[j] = Combiner::Joint(jl.name());
+            joints[j] = Some(jl);
+        }
+        Ok(ViewLinks {
+            specs: specs.to_vec(),
+            view_dims: state.view_dims,
+            links,
+            joints,
+            combiners,
+        })
+    }
+}
+
+/// The stored form of [`ViewLinks`]: JSON-serialisable, restored by [`ViewLinks::restore`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ViewLinksState {
+    pub view_dims: Vec<usize>,
+    pub links: Vec<LinkState>,
+    /// (target, its joint link) for the targets a joint link serves.
+    pub joints: Vec<(usize, JointState)>,
+}
+
+/// One link's stored form.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkState {
+    pub source: usize,
+    pub target: usize,
+    pub input: Input,
+    pub held_out: Option<f64>,
+    pub learner: LearnerState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::TaskKind;
+
+    /// Per frame, per model: its link view and its head.
+    type Rows = Vec<Vec<(Vec<f32>, Vec<f32>)>>;
+
+    /// Three models over 48 frames: a person count (view: counts at two thresholds and a
+    /// constant), a vehicle count and a 3-class scene label, related so that links have
+    /// something to learn.
+    fn frames() -> (Vec<OutputSpec>, Rows) {
+        let specs = vec![
+            OutputSpec::vector(1, TaskKind::Count),
+            OutputSpec::vector(1, TaskKind::Count),
+            OutputSpec::vector(3, TaskKind::SingleLabel),
+        ];
+        let rows = (0..48)
+            .map(|f| {
+                let persons = (f % 4) as f32;
+                let vehicles = ((f / 3) % 3) as f32;
+                let mut label = vec![0.0; 3];
+                label[(f % 4).min(2)] = 1.0;
+                vec![
+                    (vec![persons, persons + 1.0, 1.0], vec![persons]),
+                    (vec![vehicles, (f % 2) as f32], vec![vehicles]),
+                    (label.iter().map(|p| 0.8 * p + 0.05).collect(), label),
+                ]
+            })
+            .collect();
+        (specs, rows)
+    }
+
+    fn inputs(rows: &Rows) -> Vec<Vec<ModelInput<'_>>> {
+        rows.iter()
+            .map(|f| {
+                f.iter()
+                    .map(|(v, h)| ModelInput { view: v, head: h })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn trained() -> (Vec<OutputSpec>, Rows, ViewLinks) {
+        let (specs, rows) = frames();
+        let params = TrainParams {
+            epochs: 5,
+            ..TrainParams::default()
+        };
+        let links = ViewLinks::train(&specs, &inputs(&rows), &params);
+        (specs, rows, links)
+    }
+
+    #[test]
+    fn restored_links_predict_exactly_as_the_trained_ones() {
+        let (specs, rows, links) = trained();
+        let json = serde_json::to_string(&links.state()).unwrap();
+        let state: ViewLinksState = serde_json::from_str(&json).unwrap();
+        let restored = ViewLinks::restore(&specs, state).unwrap();
+        assert_eq!(restored.choices(), links.choices());
+        assert_eq!(restored.combiners(), links.combiners());
+        let all = inputs(&rows);
+        let mut predicted = 0;
+        for frame in &all {
+            for target in 0..3 {
+                for bits in 1u32..8 {
+                    let sources: Vec<(usize, ModelInput<'_>)> = (0..3)
+                        .filter(|&i| i != target && bits >> i & 1 == 1)
+                        .map(|i| (i, frame[i]))
+                        .collect();
+                    let a = links.predict(target, &sources);
+                    assert_eq!(a, restored.predict(target, &sources));
+                    predicted += usize::from(a.is_some());
+                }
+            }
+        }
+        assert!(predicted > 0);
+    }
+
+    #[test]
+    fn a_damaged_stored_form_is_refused_with_the_reason() {
+        let (specs, _, links) = trained();
+        let good = links.state();
+        assert!(ViewLinks::restore(&specs, good.clone()).is_ok());
+
+        let mut wrong_dims = good.clone();
+        wrong_dims.view_dims[0] += 1;
+        let e = ViewLinks::restore(&specs, wrong_dims).err().unwrap();
+        assert!(e.contains("link 0 ->") || e.contains("joint"), "{e}");
+
+        let mut bad_index = good.clone();
+        bad_index.links[0].target = 7;
+        assert!(ViewLinks::restore(&specs, bad_index).is_err());
+
+        let mut bad_score = good.clone();
+        bad_score.links[0].held_out = Some(1.5);
+        let e = ViewLinks::restore(&specs, bad_score).err().unwrap();
+        assert!(e.contains("[0, 1]"), "{e}");
+
+        // A non-finite number anywhere in a learner's state.
+        let mut poisoned = 0;
+        for at in 0..good.links.len() {
+            let mut s = good.clone();
+            let changed = match &mut s.links[at].learner {
+                LearnerState::Knn { x, .. } => {
+                    x[0][0] = f64::NAN;
+                    true
+                }
+                LearnerState::Ridge { w, .. } if !w.is_empty() => {
+                    w[0] = f64::INFINITY;
+                    true
+                }
+                LearnerState::Mlp { params, .. } => {
+                    params[0] = f32::NAN;
+                    true
+                }
+                LearnerState::Majority { value } => {
+                    value[0] = f32::NAN;
+                    true
+                }
+                LearnerState::Ridge { .. } => false,
+            };
+            if changed {
+                poisoned += 1;
+                assert!(ViewLinks::restore(&specs, s).is_err(), "link {at}");
+            }
+        }
+        assert!(poisoned > 0);
+
+        // Models that are not the ones trained for.
+        let other = vec![OutputSpec::vector(2, TaskKind::Count); 3];
+        assert!(ViewLinks::restore(&other, good).is_err());
     }
 }
