@@ -1,6 +1,7 @@
 //! One Algorithm 2 for `mlink run` and `mlink eval`: a short trace of a file is recorded,
 //! links are trained from it, and `mlink run --offline` on the same file with those links and
-//! `mlink eval` on the trace make the same sequence of (frame, active set, cause) decisions.
+//! `mlink eval` on the trace make the same sequence of (frame, active set, cause) decisions,
+//! with the bundle's view links serving on both sides.
 //! Needs `scripts/setup.sh` (models, footage, ONNX Runtime).
 
 mod pipeline_support;
@@ -81,6 +82,10 @@ fn run_offline_and_eval_make_the_same_decisions() {
         "--seed",
         "0",
     ]);
+    // The trace records link views, so the bundle serves view links where the views are at
+    // hand: both sides below predict through them.
+    let links = mlink::link::LinkBundle::load(&bundle).expect("load the trained links");
+    assert!(links.view_links().is_some(), "no view links were trained");
     mlink(&[
         "run",
         &s(&p),

@@ -170,12 +170,30 @@ fn training_is_reproducible() {
     assert_eq!(a.ensemble_score(&[1, 2], 0), b.ensemble_score(&[1, 2], 0));
 }
 
-#[test]
-fn trains_from_a_trace_file() {
+/// A model's link view computed from its head.
+type ViewOf = dyn Fn(&[f32]) -> Vec<f32>;
+
+/// Writes `samples` as a trace of `models` (ten frames a second) and reads it back; with
+/// `view`, each model's link view on a frame is `view(head)` (trace format 2).
+fn trace_of(
+    dir: &std::path::Path,
+    models: &Models,
+    samples: &Samples,
+    view: Option<&ViewOf>,
+) -> (
+    mlink::link::trace::TraceHeader,
+    Vec<mlink::link::trace::TraceRecord>,
+) {
     use mlink::link::trace::{TraceHeader, TraceModel, TraceRecord, TraceWriter, read_all};
-    let (models, samples) = data();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.trace");
+    let view_len = |spec: &OutputSpec| {
+        let len = match spec.form {
+            mlink::output::OutputForm::Vector { len } => len,
+            mlink::output::OutputForm::Sequence { .. } => 0,
+        };
+        let zeros = vec![0.0; len];
+        view.map_or(0, |f| f(&zeros).len())
+    };
+    let path = dir.join("t.trace");
     let header = TraceHeader {
         models: models
             .iter()
@@ -185,7 +203,7 @@ fn trains_from_a_trace_file() {
                 memory_mb: None,
                 latency_ms: None,
                 crops_from: None,
-                view: vec![],
+                view: (0..view_len(spec)).map(|d| format!("v{d}")).collect(),
             })
             .collect(),
         frame_feature_names: vec![],
@@ -194,19 +212,37 @@ fn trains_from_a_trace_file() {
     };
     let mut w = TraceWriter::create(&path, &header).unwrap();
     for (n, s) in samples.iter().enumerate() {
+        let views = match view {
+            None => vec![],
+            Some(f) => s
+                .outputs
+                .iter()
+                .map(|o| match o {
+                    Some(OutputValue::Vector(h)) => Some(f(h)),
+                    _ => None,
+                })
+                .collect(),
+        };
         w.append(&TraceRecord {
             camera: "c".into(),
             seq: n as u64,
             time_s: n as f64 / 10.0,
             outputs: s.outputs.clone(),
-            views: vec![],
+            views,
             frame_features: vec![],
             thumbnail: None,
         })
         .unwrap();
     }
     w.finish().unwrap();
-    let (h, recs) = read_all(&path).unwrap();
+    read_all(&path).unwrap()
+}
+
+#[test]
+fn trains_from_a_trace_file() {
+    let (models, samples) = data();
+    let dir = tempfile::tempdir().unwrap();
+    let (h, recs) = trace_of(dir.path(), &models, &samples, None);
     let p = TrainParams {
         epochs: 5,
         ..TrainParams::default()
@@ -214,6 +250,107 @@ fn trains_from_a_trace_file() {
     let b = LinkBundle::train_from_trace(&h, &recs, &p, 0.2, 2, &|_| {}).unwrap();
     assert_eq!(b.meta.source, "synthetic");
     assert!(b.link_score(1, 0) > 0.5);
+    // A format 1 trace records no views: the bundle has the paper's links only.
+    assert!(b.view_links().is_none());
+}
+
+/// A link view richer than the head: the head, then each entry squared.
+fn squared_view(head: &[f32]) -> Vec<f32> {
+    head.iter()
+        .copied()
+        .chain(head.iter().map(|x| x * x))
+        .collect()
+}
+
+#[test]
+fn view_links_from_a_trace_serve_and_survive_save_and_load() {
+    let (models, samples) = class_data(160, 3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (h, recs) = trace_of(dir.path(), &models, &samples, Some(&squared_view));
+    let p = TrainParams {
+        epochs: 10,
+        ..TrainParams::default()
+    };
+    let b = LinkBundle::train_from_trace(&h, &recs, &p, 0.2, 2, &|_| {}).unwrap();
+    let vl = b
+        .view_links()
+        .expect("a trace with views trains view links");
+    assert_eq!(vl.view_dims(), &[12, 12, 12]);
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let c = LinkBundle::load(&path).unwrap();
+    let restored = c.view_links().expect("the view links are stored");
+    assert_eq!(restored.state(), vl.state());
+    let mut served_by_views = 0;
+    for s in &samples[..40] {
+        let outs: Vec<&OutputValue> = s.outputs.iter().map(|o| o.as_ref().unwrap()).collect();
+        let views: Vec<Vec<f32>> = outs
+            .iter()
+            .map(|o| match o {
+                OutputValue::Vector(h) => squared_view(h),
+                OutputValue::Tokens(_) => unreachable!(),
+            })
+            .collect();
+        let active = [(1, outs[1]), (2, outs[2])];
+        let viewed = [(1, views[1].as_slice()), (2, views[2].as_slice())];
+        let before = b.predict_viewed(0, &active, &viewed).unwrap();
+        let after = c.predict_viewed(0, &active, &viewed).unwrap();
+        assert_eq!(before, after);
+        // The view links' value serves where every source's view is at hand...
+        let inputs: Vec<(usize, mlink::link::view_links::ModelInput<'_>)> = [1, 2]
+            .iter()
+            .map(|&i| {
+                let OutputValue::Vector(head) = outs[i] else {
+                    unreachable!()
+                };
+                (
+                    i,
+                    mlink::link::view_links::ModelInput {
+                        view: &views[i],
+                        head,
+                    },
+                )
+            })
+            .collect();
+        let direct = vl.predict(0, &inputs).unwrap();
+        assert_eq!(before.value, OutputValue::Vector(direct));
+        let paper = b.predict(0, &active).unwrap();
+        served_by_views += usize::from(paper.value != before.value);
+        // ...and the paper's ensemble where a view is missing or of another length.
+        let short = [(1, &views[1][..6]), (2, views[2].as_slice())];
+        assert_eq!(b.predict_viewed(0, &active, &short).unwrap(), paper);
+        assert_eq!(b.predict_viewed(0, &active, &viewed[..1]).unwrap(), paper);
+    }
+    assert!(served_by_views > 0, "the view links never served");
+
+    // Damage inside the view links, under a recomputed checksum, is refused with the reason;
+    // under the original checksum the checksum catches it.
+    let bad = dir.path().join("bad.mlb");
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["view_links"]["links"][0]["held_out"] = 1.5.into()
+    });
+    let e = load_err(&bad);
+    assert!(
+        e.contains("view links") && e.contains("not in [0, 1]"),
+        "{e}"
+    );
+    edit_manifest(&path, &bad, Seal::Keep, |m| {
+        m["view_links"]["links"][0]["held_out"] = 0.25.into()
+    });
+    assert!(load_err(&bad).contains("checksum mismatch"));
+    // View links in a version 2 manifest cannot have been written by version 2.
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["format_version"] = 2.into()
+    });
+    let e = load_err(&bad);
+    assert!(e.contains("view links in a version 2 bundle"), "{e}");
+    // A version 2 file without them is read, and serves the paper's links.
+    edit_manifest(&path, &bad, Seal::Current, |m| {
+        m["format_version"] = 2.into();
+        m.as_object_mut().unwrap().remove("view_links");
+    });
+    let v2 = LinkBundle::load(&bad).unwrap();
+    assert!(v2.view_links().is_none());
 }
 
 /// Two counting models: `a` counts objects, `b` counts the same objects plus one
@@ -569,9 +706,9 @@ fn the_checksum_covers_the_manifest() {
     edit_manifest(&path, &v1, Seal::Keep, |m| m["format_version"] = 1.into());
     assert!(load_err(&v1).contains("checksum mismatch"));
     edit_manifest(&path, &bad, Seal::Current, |m| {
-        m["format_version"] = 3.into()
+        m["format_version"] = 4.into()
     });
-    assert!(load_err(&bad).contains("version 3 is newer"));
+    assert!(load_err(&bad).contains("version 4 is newer"));
 }
 
 #[test]

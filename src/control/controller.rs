@@ -257,9 +257,13 @@ pub enum Command {
     },
     /// Move from one active set to another.
     Select(Box<Selected>),
-    /// Train the links on the warm-up samples, off the frame path; report
+    /// Train the links on the warm-up samples (complete rows, with each row's link views:
+    /// `views[s]` for `samples[s]`, empty when unknown), off the frame path; report
     /// `Event::LinksReady { cause: Cause::Trained }` or `Event::TrainingFailed`.
-    StartTraining { samples: Vec<Row> },
+    StartTraining {
+        samples: Vec<Row>,
+        views: Vec<Views>,
+    },
     /// Fine-tune the links on labelled samples, off the frame path.
     Train {
         samples: Vec<Row>,
@@ -375,7 +379,8 @@ pub enum Phase {
     /// Every model exact, nothing selected (no budget).
     AllExact,
     Warmup {
-        samples: Vec<Row>,
+        /// The complete samples gathered so far, with their link views.
+        samples: Batch,
         kept: Vec<FrameId>,
     },
     Training {
@@ -529,7 +534,7 @@ impl Controller {
             Phase::AllExact
         } else {
             Phase::Warmup {
-                samples: Vec::new(),
+                samples: Batch::default(),
                 kept: Vec::new(),
             }
         };
@@ -752,7 +757,7 @@ impl Controller {
             }
             Event::TrainingFailed => {
                 self.phase = Phase::Warmup {
-                    samples: Vec::new(),
+                    samples: Batch::default(),
                     kept: Vec::new(),
                 };
                 Ok(Vec::new())
@@ -1187,13 +1192,16 @@ impl Controller {
                         }
                     }
                 }
-                samples.extend(batch.rows);
+                samples.extend(batch.rows, batch.views);
                 if samples.len() >= self.settings.warmup_samples {
-                    let samples = std::mem::take(samples);
+                    let Batch { rows, views } = std::mem::take(samples);
                     self.phase = Phase::Training {
-                        samples: samples.len(),
+                        samples: rows.len(),
                     };
-                    out.push(Command::StartTraining { samples });
+                    out.push(Command::StartTraining {
+                        samples: rows,
+                        views,
+                    });
                 }
             }
             (Phase::Serving(s), Purpose::Period) => {
@@ -2009,7 +2017,7 @@ mod tests {
         let training = d
             .log
             .iter()
-            .filter(|c| matches!(c, Command::StartTraining { samples } if samples.len() == 3))
+            .filter(|c| matches!(c, Command::StartTraining { samples, views } if samples.len() == 3 && views.len() == 3))
             .count();
         assert_eq!(training, 1);
         // While training, the standalone set (every model fits) serves.

@@ -113,8 +113,39 @@ impl Predictor for BundleLinks<'_> {
             .map(|p| p.value)
     }
 
+    fn predict_viewed(
+        &self,
+        target: usize,
+        sources: &[(usize, &OutputValue)],
+        views: &[Vec<f32>],
+    ) -> Option<OutputValue> {
+        let inputs: Vec<(usize, &OutputValue)> = sources
+            .iter()
+            .map(|&(i, v)| (self.to_bundle[i], v))
+            .collect();
+        let views: Vec<(usize, &[f32])> = views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(m, v)| Some((*self.to_bundle.get(m)?, v.as_slice())))
+            .collect();
+        self.bundle
+            .predict_viewed(self.to_bundle[target], &inputs, &views)
+            .ok()
+            .map(|p| p.value)
+    }
+
     fn prior(&self, sources: &[usize], target: usize) -> Option<f64> {
         let t = self.to_bundle[target];
+        // View links, where the bundle holds them, serve whenever the sources' views are at
+        // hand (always in the engine and in a format 2 trace): their held-out score is the
+        // prior of what serves.
+        if let Some(vl) = self.bundle.view_links() {
+            let s: Vec<usize> = sources.iter().map(|&i| self.to_bundle[i]).collect();
+            if let Some(score) = vl.held_out(&s, t) {
+                return Some(score);
+            }
+        }
         Some(match sources {
             [i] => self.bundle.link_score(self.to_bundle[*i], t),
             _ => {

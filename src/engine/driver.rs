@@ -9,10 +9,11 @@ use super::sink::SinkSet;
 use super::{EngineError, RunSummary};
 use crate::config::Pipeline;
 use crate::control::{
-    BundleLinks, Cause, Command, Controller, Decision, Event, FrameId, Labelling, Predictor,
-    Purpose, Row, Selected,
+    Batch, BundleLinks, Cause, Command, Controller, Decision, Event, FrameId, Labelling, Predictor,
+    Purpose, Row, Selected, Views,
 };
 use crate::frame::Frame;
+use crate::link::view_links::ModelInput;
 use crate::link::{LinkBundle, Sample, TrainParams};
 use crate::metrics::Metrics;
 use crate::output::{OutputSpec, OutputValue};
@@ -49,8 +50,8 @@ pub(super) struct Driver {
     pub links_seen: Option<super::reload::FileStamp>,
     pub trainer: Option<Trainer>,
     pub training: Option<Receiver<Result<LinkBundle, String>>>,
-    /// The latest warm-up samples, which score the links until the first period is profiled.
-    warm_tail: Vec<Row>,
+    /// The warm-up samples, whose latest score the links until the first period is profiled.
+    warm_tail: Batch,
     /// Frames kept for a run in turns or for labelling, by id.
     kept: BTreeMap<FrameId, Frame>,
     next_id: FrameId,
@@ -120,7 +121,7 @@ impl Driver {
             links_seen: None,
             trainer: None,
             training: None,
-            warm_tail: Vec::new(),
+            warm_tail: Batch::default(),
             #[cfg(feature = "opencv")]
             differs: BTreeMap::new(),
             kept: BTreeMap::new(),
@@ -363,13 +364,12 @@ impl Driver {
                 self.charge(&out, Account::Period);
                 self.summary.profiling_frames += 1;
                 self.emit_exact(frame, &out);
-                let samples = complete(&out).into_iter().collect();
+                let (samples, views) = complete(&out).into_iter().unzip();
                 Ok(Some(Event::Measured {
                     purpose,
                     frames: 1,
                     samples,
-                    // The bundle's links read the heads only.
-                    views: Vec::new(),
+                    views,
                 }))
             }
             Command::Keep { frame: id } => {
@@ -438,26 +438,26 @@ impl Driver {
                 if purpose != Purpose::Label {
                     self.summary.profiling_frames += kept.len() as u64;
                 }
-                let samples = outs.iter().filter_map(complete).collect();
+                let (samples, views) = outs.iter().filter_map(complete).unzip();
                 Ok(Some(Event::Measured {
                     purpose,
                     frames: frames.len(),
                     samples,
-                    views: Vec::new(),
+                    views,
                 }))
             }
             Command::Select(sel) => {
                 self.apply_selection(&sel)?;
                 Ok(None)
             }
-            Command::StartTraining { samples } => {
-                self.warm_tail = samples
-                    .iter()
-                    .rev()
-                    .take(crate::control::controller::WARM_SCORING_SAMPLES)
-                    .cloned()
-                    .collect();
-                self.start_training(samples);
+            Command::StartTraining { samples, views } => {
+                // Newest first, as the controller's seeding takes them.
+                let newest = crate::control::controller::WARM_SCORING_SAMPLES;
+                self.warm_tail = Batch::new(
+                    samples.iter().rev().take(newest).cloned().collect(),
+                    views.iter().rev().take(newest).cloned().collect(),
+                );
+                self.start_training(samples, views);
                 Ok(None)
             }
             Command::Train { samples, policy } => {
@@ -702,6 +702,12 @@ impl Driver {
             .enumerate()
             .filter_map(|(m, v)| v.as_ref().map(|v| (self.to_bundle[m], v)))
             .collect();
+        let views: Vec<(usize, &[f32])> = out
+            .views
+            .iter()
+            .enumerate()
+            .filter_map(|(m, v)| v.as_deref().map(|v| (self.to_bundle[m], v)))
+            .collect();
         let mut batch = Vec::with_capacity(self.k());
         let mut uncertainty: Option<f64> = None;
         for m in 0..self.k() {
@@ -722,7 +728,7 @@ impl Driver {
                 }
                 (Some(bundle), _) => {
                     let t = Instant::now();
-                    match bundle.predict(self.to_bundle[m], &sources) {
+                    match bundle.predict_viewed(self.to_bundle[m], &sources, &views) {
                         Ok(p) => {
                             let secs = t.elapsed().as_secs_f64();
                             self.metrics
@@ -819,7 +825,7 @@ impl Driver {
     }
 
     /// Starts link training on the warm-up samples, in the background.
-    fn start_training(&mut self, samples: Vec<Row>) {
+    fn start_training(&mut self, samples: Vec<Row>, views: Vec<Views>) {
         let models = self.models_with_specs();
         let rows: Vec<Sample> = samples
             .iter()
@@ -839,6 +845,12 @@ impl Driver {
                 let threads = std::thread::available_parallelism()
                     .map_or(1, |n| n.get().saturating_sub(1).max(1));
                 let r = LinkBundle::train(&models, &rows, &params, split, threads, &|_| {})
+                    .map(|mut b| {
+                        // Beside the paper's links, the few-sample links over the link views,
+                        // from the same samples (the driver's bundle is in pipeline order).
+                        b.train_view_links(view_inputs(&samples, &views), &params);
+                        b
+                    })
                     .map_err(|e| e.to_string());
                 metrics
                     .link_training_runs
@@ -928,7 +940,7 @@ impl Driver {
         self.bundle = Some(Arc::new(bundle));
         self.start_trainer();
         let tail = std::mem::take(&mut self.warm_tail);
-        self.ctl.seed_samples(&tail);
+        self.ctl.seed_batch(&tail);
         self.send(Event::LinksReady { cause }, None)
     }
 
@@ -951,6 +963,35 @@ impl Driver {
 }
 
 /// A complete sample (every model's output) from one frame's outputs.
-fn complete(out: &FrameOutputs) -> Option<Row> {
-    out.values.iter().cloned().collect::<Option<Vec<_>>>()
+/// Per complete sample its inputs for view links (`samples[s]` with `views[s]`); a sample
+/// with a token-sequence head or a model without a view gives an incomplete frame, which
+/// view-link training leaves out.
+fn view_inputs<'a>(samples: &'a [Row], views: &'a [Views]) -> Vec<Vec<ModelInput<'a>>> {
+    samples
+        .iter()
+        .zip(views)
+        .map(|(row, views)| {
+            row.iter()
+                .zip(views)
+                .filter_map(|(o, v)| match o {
+                    OutputValue::Vector(head) if !v.is_empty() => {
+                        Some(ModelInput { view: v, head })
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn complete(out: &FrameOutputs) -> Option<(Row, Views)> {
+    let row = out.values.iter().cloned().collect::<Option<Vec<_>>>()?;
+    // A model without a view (none configured) leaves its entry empty: links that read
+    // views then fall back to the heads.
+    let views = out
+        .views
+        .iter()
+        .map(|v| v.clone().unwrap_or_default())
+        .collect();
+    Some((row, views))
 }

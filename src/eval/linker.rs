@@ -133,13 +133,7 @@ impl Linker for ViewLinks {
     }
 
     fn held_out(&self, sources: &[usize], target: usize) -> Option<f64> {
-        // With several sources the best link serves or a joint link that beat it on the
-        // same block: the best single link's score is the prior either way.
-        self.choices()
-            .iter()
-            .filter(|c| c.target == target && sources.contains(&c.source))
-            .filter_map(|c| c.held_out)
-            .reduce(f64::max)
+        ViewLinks::held_out(self, sources, target)
     }
 
     fn link_parameters(&self, source: usize, target: usize) -> Option<usize> {

@@ -229,7 +229,7 @@ impl Predictor for ServingLinks<'_> {
     ) -> Option<OutputValue> {
         match self.chosen {
             Some(c) => c.predict_viewed(target, sources, views),
-            None => self.bundle.predict(target, sources),
+            None => self.bundle.predict_viewed(target, sources, views),
         }
     }
 
@@ -476,7 +476,7 @@ impl<'p> Replay<'p> {
                 } else {
                     let p = match &self.chosen {
                         Some(c) => c.predict_frame(j, &source_ids, frame),
-                        None => self.predictor().predict(j, &sources),
+                        None => self.predictor().predict_viewed(j, &sources, &frame.views),
                     };
                     match p {
                         Some(p) => {
@@ -496,9 +496,11 @@ impl<'p> Replay<'p> {
         let frame = &self.problem.frames[t];
         let p = match &self.chosen {
             Some(c) => c.predict_frame(target, &[source], frame),
-            None => self
-                .predictor()
-                .predict(target, &[(source, &frame.outputs[source])]),
+            None => self.predictor().predict_viewed(
+                target,
+                &[(source, &frame.outputs[source])],
+                &frame.views,
+            ),
         };
         match p {
             Some(p) => super::score(

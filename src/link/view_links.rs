@@ -268,8 +268,28 @@ impl ViewLinks {
         &self.combiners
     }
 
-    /// The stored form of every link and joint link, JSON-serialisable; link bundles do not
-    /// hold it yet (they keep the paper's links only).
+    /// Per model, the length of the link view its links read.
+    pub fn view_dims(&self) -> &[usize] {
+        &self.view_dims
+    }
+
+    /// The held-out score of predicting `target` from `sources`: with several sources the
+    /// best link serves, or a joint link that beat it on the same block, so the best single
+    /// link's score is the prior either way. None without a scored link from them.
+    pub fn held_out(&self, sources: &[usize], target: usize) -> Option<f64> {
+        let k = self.specs.len();
+        if target >= k {
+            return None;
+        }
+        sources
+            .iter()
+            .filter(|&&i| i < k && i != target)
+            .filter_map(|&i| self.links[i * k + target].as_ref().and_then(|c| c.held_out))
+            .reduce(f64::max)
+    }
+
+    /// The stored form of every link and joint link, JSON-serialisable (link bundles of
+    /// format 3 hold it beside the paper's links).
     pub fn state(&self) -> ViewLinksState {
         let k = self.specs.len();
         ViewLinksState {

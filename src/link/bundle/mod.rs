@@ -7,7 +7,9 @@
 //!   continues training on new samples (online adaptation), and
 //!   [`LinkBundle::fine_tune_and_rescore`] also refreshes the validation scores.
 //! - [`predict`]: [`LinkBundle::predict`] gives h_{A,j} for the executed models A, with the
-//!   validation score of that source set and an uncertainty;
+//!   validation score of that source set and an uncertainty; [`LinkBundle::predict_viewed`]
+//!   lets the few-sample links over the link views ([`ViewLinks`]) serve where the bundle
+//!   holds them and the sources' views are at hand;
 //!   [`LinkBundle::predicted_loss`] and [`LinkBundle::link_predicted_loss`] give the loss the
 //!   links are predicted to make on a frame (loss-prediction heads, for active learning).
 //! - [`score`]: [`LinkBundle::link_score`] and [`LinkBundle::ensemble_score`] are p(g_ij) and
@@ -33,6 +35,7 @@ use super::ensemble::Ensemble;
 use super::loss_head::LossHead;
 use super::net::{Arch, LinkNet, TrainParams};
 use super::sample::{Sample, check_samples};
+use super::view_links::ViewLinks;
 use crate::output::{OutputSpec, OutputValue};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -140,6 +143,10 @@ pub struct LinkBundle {
     /// One per target model.
     ensembles: Vec<TargetEnsemble>,
     pub meta: TrainingMeta,
+    /// The few-sample links over the models' link views, trained beside the paper's links
+    /// from the same frames where every model's view was recorded; they serve a prediction
+    /// whenever every source's view is at hand ([`predict_viewed`](Self::predict_viewed)).
+    view_links: Option<ViewLinks>,
     /// Scores of source subsets computed on demand (closed form) when not stored.
     cache: Mutex<HashMap<(u64, usize), f64>>,
 }
@@ -177,6 +184,11 @@ impl LinkBundle {
         (source < k && target < k)
             .then(|| self.links[source * k + target].as_ref())
             .flatten()
+    }
+
+    /// The few-sample links over the link views, when the bundle holds them.
+    pub fn view_links(&self) -> Option<&ViewLinks> {
+        self.view_links.as_ref()
     }
 
     /// The ensemble of a target (its sources and weights).

@@ -4,6 +4,7 @@
 use super::{LinkBundle, Prediction, TargetEnsemble};
 use crate::link::LinkError;
 use crate::link::net::check;
+use crate::link::view_links::ModelInput;
 use crate::output::{
     Activation, OutputForm, OutputValue, TaskKind, activate, entropy, strip_end, wer,
 };
@@ -140,6 +141,52 @@ impl LinkBundle {
             score,
             uncertainty,
         })
+    }
+
+    /// [`predict`](Self::predict) with the executed models' link views (`(model index,
+    /// view)`): where the bundle holds view links and every source used has a view of the
+    /// length they were trained on, the view links' value serves, with their held-out score;
+    /// otherwise (no view links, a view missing or of another length) the paper's ensemble
+    /// does. The uncertainty is the paper ensemble's either way (the view links have no
+    /// measure of their own), so uncertainty-based labelling ranks frames as before.
+    pub fn predict_viewed(
+        &self,
+        target: usize,
+        active: &[(usize, &OutputValue)],
+        views: &[(usize, &[f32])],
+    ) -> Result<Prediction, LinkError> {
+        let mut p = self.predict(target, active)?;
+        let Some(vl) = &self.view_links else {
+            return Ok(p);
+        };
+        let dims = vl.view_dims();
+        let mut inputs = Vec::with_capacity(p.sources.len());
+        for &i in &p.sources {
+            let head = active.iter().find(|(m, _)| *m == i).map(|(_, v)| *v);
+            let view = views.iter().find(|(m, _)| *m == i).map(|(_, v)| *v);
+            match (head, view) {
+                (Some(OutputValue::Vector(head)), Some(view))
+                    if dims.get(i) == Some(&view.len()) && view.iter().all(|x| x.is_finite()) =>
+                {
+                    inputs.push((i, ModelInput { view, head }));
+                }
+                _ => return Ok(p),
+            }
+        }
+        let want = match self.models[target].spec.form {
+            OutputForm::Vector { len } => len,
+            OutputForm::Sequence { .. } => return Ok(p),
+        };
+        if let Some(v) = vl.predict(target, &inputs)
+            && v.len() == want
+            && v.iter().all(|x| x.is_finite())
+        {
+            p.value = OutputValue::Vector(v);
+            if let Some(s) = vl.held_out(&p.sources, target) {
+                p.score = s;
+            }
+        }
+        Ok(p)
     }
 
     /// The loss g_ij is predicted to make on `input` (its loss head), None for links without

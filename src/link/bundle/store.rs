@@ -1,14 +1,16 @@
 //! Saving and loading a bundle.
 //!
-//! # File format (version 2)
+//! # File format (version 3)
 //! One safetensors file. Each link's flat parameters are the 1-D f32 tensor `link.I.J`, each
 //! ensemble's weights `ensemble.J` (sources x dims), each vec2vec link's loss-prediction head
 //! `losshead.I.J` (flat, optional). The safetensors metadata holds
 //! `mlink.manifest` (the JSON [`Manifest`]: format version, models, links with their
 //! architecture, standardisation and scores, ensembles' subset scores, training metadata) and
 //! `mlink.sha256`: SHA-256 over the manifest's bytes and then all tensor data in name order,
-//! so damage or an edit anywhere (weights, norms, scores, dims) is caught. Version 1 files
-//! (checksum over the tensors only) are still read. Written atomically (temporary file, then
+//! so damage or an edit anywhere (weights, norms, scores, dims) is caught. Version 3 adds the
+//! manifest's optional `view_links`: the few-sample links over the link views in their stored
+//! form ([`ViewLinksState`], inside the manifest and so under its checksum). Version 2 files
+//! (no view links) and version 1 files (checksum over the tensors only) are still read. Written atomically (temporary file, then
 //! rename).
 //!
 //! Loading checks everything a prediction later relies on, so a bundle that loads cannot
@@ -25,6 +27,7 @@ use crate::link::loss_head::LossHead;
 use crate::link::mlp::Mlp;
 use crate::link::net::{Arch, LinkNet};
 use crate::link::norm::Norm;
+use crate::link::view_links::{ViewLinks, ViewLinksState};
 use crate::output::{Activation, OutputForm, OutputSpec};
 use crate::versioned::{self, Format, VersionedError};
 use rand::SeedableRng;
@@ -35,7 +38,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 /// The bundle format this build writes and the newest it reads.
-pub const BUNDLE_VERSION: u32 = 2;
+pub const BUNDLE_VERSION: u32 = 3;
 const FORMAT: Format = Format {
     name: "mlink-link-bundle",
     what: "link bundle",
@@ -83,6 +86,10 @@ struct Manifest {
     links: Vec<LinkEntry>,
     ensembles: Vec<EnsembleEntry>,
     meta: TrainingMeta,
+    /// The few-sample links over the link views (version 3; absent when the bundle was
+    /// trained without views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    view_links: Option<ViewLinksState>,
 }
 
 const MANIFEST_KEY: &str = "mlink.manifest";
@@ -173,6 +180,7 @@ impl LinkBundle {
             links,
             ensembles,
             meta: self.meta.clone(),
+            view_links: self.view_links.as_ref().map(ViewLinks::state),
         };
         let json = serde_json::to_string(&manifest).map_err(|e| corrupt(e.to_string()))?;
         let hash = versioned::sha256_hex(
@@ -284,11 +292,27 @@ impl LinkBundle {
                 .map_err(|reason| corrupt(format!("ensemble of model {j}: {reason}")))?;
             ensembles.push(te);
         }
+        let view_links = match m.view_links {
+            Some(_) if version < 3 => {
+                return Err(corrupt(format!(
+                    "view links in a version {version} bundle (they came with version 3)"
+                )));
+            }
+            Some(state) => {
+                let specs: Vec<OutputSpec> = m.models.iter().map(|b| b.spec.clone()).collect();
+                Some(
+                    ViewLinks::restore(&specs, state)
+                        .map_err(|reason| corrupt(format!("view links: {reason}")))?,
+                )
+            }
+            None => None,
+        };
         Ok(LinkBundle {
             models: m.models,
             links,
             ensembles,
             meta: m.meta,
+            view_links,
             cache: Mutex::new(HashMap::new()),
         })
     }

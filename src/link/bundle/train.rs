@@ -7,6 +7,7 @@ use crate::link::ensemble::Ensemble;
 use crate::link::net::{Arch, LinkNet, TrainParams};
 use crate::link::sample::{Sample, check_samples, pairs_of};
 use crate::link::trace::{TraceHeader, TraceRecord};
+use crate::link::view_links::{ModelInput, ViewLinks};
 use crate::output::{OutputForm, OutputSpec, OutputValue, try_mean_score};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -113,6 +114,7 @@ impl LinkBundle {
                     .map_or(0, |d| d.as_secs()),
                 source: String::new(),
             },
+            view_links: None,
             cache: Mutex::new(HashMap::new()),
         };
         let ens = parallel(k, threads, |j| {
@@ -124,7 +126,10 @@ impl LinkBundle {
         Ok(bundle)
     }
 
-    /// Trains from trace records (the header's models, in order; the records in time order).
+    /// Trains from trace records (the header's models, in order; the records in time order):
+    /// the paper's links and ensembles from every record, and, where the trace records link
+    /// views (format 2), the few-sample links over them ([`ViewLinks`]) from the records in
+    /// which every model ran with its view.
     pub fn train_from_trace(
         header: &TraceHeader,
         records: &[TraceRecord],
@@ -154,7 +159,32 @@ impl LinkBundle {
             progress,
         )?;
         b.meta.source = header.source.clone();
+        progress("view links");
+        b.train_view_links(view_inputs(&ordered, models.len()), params);
         Ok(b)
+    }
+
+    /// Trains the few-sample links over the link views on `frames` (time order,
+    /// `frames[f][m]`: model m's inputs), replacing the ones held. A frame without every
+    /// model, or where a model's view is not as long as on the first frame (a pipeline
+    /// edited while recording), is left out; fewer than [`MIN_VIEW_FRAMES`] frames, or a
+    /// token-sequence head, leave the bundle without view links.
+    pub fn train_view_links(&mut self, frames: Vec<Vec<ModelInput<'_>>>, params: &TrainParams) {
+        let specs: Vec<OutputSpec> = self.models.iter().map(|m| m.spec.clone()).collect();
+        let first: Vec<usize> = frames
+            .iter()
+            .find(|f| f.len() == specs.len())
+            .map(|f| f.iter().map(|m| m.view.len()).collect())
+            .unwrap_or_default();
+        let frames: Vec<Vec<ModelInput<'_>>> = frames
+            .into_iter()
+            .filter(|f| {
+                f.len() == specs.len() && f.iter().zip(&first).all(|(m, &d)| m.view.len() == d)
+            })
+            .collect();
+        self.view_links = (frames.len() >= MIN_VIEW_FRAMES && ViewLinks::supports(&specs))
+            .then(|| ViewLinks::train(&specs, &frames, params));
+        self.clear_cache();
     }
 
     /// Fits the ensemble of target j on the training samples and scores its source subsets on
@@ -291,6 +321,29 @@ impl LinkBundle {
         self.fine_tune(train, epochs)?;
         self.rescore(validation)
     }
+}
+
+/// The fewest frames with every model's view that view links are trained on: fewer leave
+/// no block to choose learners on.
+pub const MIN_VIEW_FRAMES: usize = 8;
+
+/// Each record's inputs for view links (time order), where every model ran with a vector
+/// head and a view (format 1 records hold no views, and give none).
+fn view_inputs<'a>(records: &[&'a TraceRecord], k: usize) -> Vec<Vec<ModelInput<'a>>> {
+    records
+        .iter()
+        .filter_map(|r| {
+            (0..k)
+                .map(|m| match (r.outputs.get(m)?, r.views.get(m)?) {
+                    (Some(OutputValue::Vector(head)), Some(view)) => Some(ModelInput {
+                        view: view.as_slice(),
+                        head: head.as_slice(),
+                    }),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+        })
+        .collect()
 }
 
 /// Trains link i -> j on the training samples where both models ran and scores it on the
