@@ -165,6 +165,16 @@ impl JointLink {
                 }
             }
         }
+        // The kind names the learner in reports: a stored pair that disagrees would describe
+        // one learner and serve another.
+        let kind_matches = match (state.kind, &state.learner) {
+            (JointKind::Mlp, LearnerState::Mlp { .. }) => true,
+            (JointKind::Ridge(l), LearnerState::Ridge { lambda, .. }) => l == *lambda,
+            _ => false,
+        };
+        if !kind_matches {
+            return Err("its learner is not of the kind it names".into());
+        }
         let input: usize = state.norms.iter().map(|n| n.len() + 1).sum();
         if state.learner.in_dim() != Some(input) {
             return Err(format!(
@@ -236,6 +246,20 @@ mod tests {
         ] {
             assert_eq!(back.predict(&present), j.predict(&present));
         }
-        assert!(JointLink::restore(state, &[0, 0, 0, 3, 0, 1], &spec).is_err());
+        assert!(JointLink::restore(state.clone(), &[0, 0, 0, 3, 0, 1], &spec).is_err());
+        // A kind that is not its learner's is refused with the reason.
+        for kind in [JointKind::Mlp, JointKind::Ridge(0.2)] {
+            let e = JointLink::restore(
+                JointState {
+                    kind,
+                    ..state.clone()
+                },
+                &dims,
+                &spec,
+            )
+            .err()
+            .unwrap_or_default();
+            assert!(e.contains("not of the kind"), "{kind:?}: {e:?}");
+        }
     }
 }
