@@ -962,7 +962,6 @@ impl Driver {
     }
 }
 
-/// A complete sample (every model's output) from one frame's outputs.
 /// Per complete sample its inputs for view links (`samples[s]` with `views[s]`); a sample
 /// with a token-sequence head or a model without a view gives an incomplete frame, which
 /// view-link training leaves out.
@@ -984,6 +983,8 @@ fn view_inputs<'a>(samples: &'a [Row], views: &'a [Views]) -> Vec<Vec<ModelInput
         .collect()
 }
 
+/// A complete sample (every model's output) from one frame's outputs, with every model's
+/// link view.
 fn complete(out: &FrameOutputs) -> Option<(Row, Views)> {
     let row = out.values.iter().cloned().collect::<Option<Vec<_>>>()?;
     // A model without a view (none configured) leaves its entry empty: links that read

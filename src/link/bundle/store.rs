@@ -10,8 +10,8 @@
 //! so damage or an edit anywhere (weights, norms, scores, dims) is caught. Version 3 adds the
 //! manifest's optional `view_links`: the few-sample links over the link views in their stored
 //! form ([`ViewLinksState`], inside the manifest and so under its checksum). Version 2 files
-//! (no view links) and version 1 files (checksum over the tensors only) are still read. Written atomically (temporary file, then
-//! rename).
+//! (no view links) and version 1 files (checksum over the tensors only) are still read.
+//! Written atomically (temporary file, then rename).
 //!
 //! Loading checks everything a prediction later relies on, so a bundle that loads cannot
 //! index out of bounds or divide by zero: at most [`MAX_MODELS`](super::MAX_MODELS) models,
