@@ -407,6 +407,28 @@ fn profiling_ratio_out_of_range_is_rejected() {
 }
 
 #[test]
+fn max_output_age_must_be_positive_and_may_be_infinite() {
+    expect_one(
+        &edit(
+            "  period_s: 60\n",
+            "  period_s: 60\n  max_output_age_s: 0\n",
+        ),
+        29,
+        21,
+        "scheduler.max_output_age_s",
+        &["more than 0", "found 0"],
+    );
+    let case = Case::new(&edit(
+        "  period_s: 60\n",
+        "  period_s: 60\n  max_output_age_s: .inf\n",
+    ));
+    let p = mlink::config::load_and_validate(&case.file()).expect("`.inf` turns the refresh off");
+    assert_eq!(p.scheduler.max_output_age_s, f64::INFINITY);
+    let p = mlink::config::load_and_validate(&Case::new(BASE).file()).unwrap();
+    assert_eq!(p.scheduler.max_output_age_s, 10.0);
+}
+
+#[test]
 fn bad_listen_address_is_rejected() {
     expect_one(
         &edit("  listen: 127.0.0.1:9464\n", "  listen: localhost\n"),

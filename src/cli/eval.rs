@@ -41,6 +41,10 @@ pub struct Args {
     /// model run in turns (plus a fixed 20 ms).
     #[arg(long, default_value_t = crate::control::hybrid::DEFAULT_LOAD_MS_PER_MB)]
     pub load_ms_per_mb: f64,
+    /// Hybrid and memory-bound Reducto: video seconds a triggered model's last exact output
+    /// is served at most before the model runs again (`inf`: only its trigger runs it).
+    #[arg(long = "max-age-s", default_value_t = crate::control::hybrid::DEFAULT_MAX_AGE_S)]
+    pub max_age_s: f64,
     /// Share of the trace, in time, that trains the links.
     #[arg(long, default_value_t = 0.1)]
     pub train_fraction: f64,
@@ -167,12 +171,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         links: args.links,
         latency_s: args.latency_s,
         load_ms_per_mb: args.load_ms_per_mb,
+        max_age_s: args.max_age_s,
     };
     if !(args.latency_s.is_finite() && args.latency_s >= 0.0) {
         bail!("--latency-s must be a finite number of at least 0");
     }
     if !(args.load_ms_per_mb.is_finite() && args.load_ms_per_mb >= 0.0) {
         bail!("--load-ms-per-mb must be a finite number of at least 0");
+    }
+    if args.max_age_s.is_nan() || args.max_age_s <= 0.0 {
+        bail!("--max-age-s must be more than 0 seconds (inf: never)");
     }
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");

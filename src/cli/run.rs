@@ -82,11 +82,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     eprintln!(
-        "mlink: {} frames: {} exact, {} predicted, {} unavailable outputs; {} profiling frames; {} re-selections; \
+        "mlink: {} frames: {} exact, {} predicted, {} reused, {} unavailable outputs; {} profiling frames; {} re-selections; \
          peak model memory {:.1} MB (budget {}); {:.1} ms CPU per frame; active at the end: {:?}",
         summary.frames,
         summary.exact_outputs,
         summary.predicted_outputs,
+        summary.reused_outputs,
         summary.unavailable_outputs,
         summary.profiling_frames,
         summary.reselections,

@@ -150,7 +150,8 @@ pub fn json_schema() -> Value {
                     "policy": {"enum": ["mlink", "gain", "optimal", "standalone", "hybrid"], "default": "mlink"},
                     "drift_margin": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "Re-select early when profiled accuracy drops by more than this."},
                     "latency_allowance_s": {"type": "number", "minimum": 0, "default": 10.0, "description": "Policy hybrid: video seconds a triggered frame may wait for a model that runs in turns."},
-                    "load_ms_per_mb": {"type": "number", "minimum": 0, "default": 5.0, "description": "Policy hybrid: load and unload time charged per MB of a model run in turns."}
+                    "load_ms_per_mb": {"type": "number", "minimum": 0, "default": 5.0, "description": "Policy hybrid: load and unload time charged per MB of a model run in turns."},
+                    "max_output_age_s": {"type": "number", "exclusiveMinimum": 0, "default": 10.0, "description": "Policy hybrid: video seconds a triggered model's last exact output is served at most before the model runs again (.inf in YAML: never)."}
                 }
             },
             "adaptation": {

@@ -763,10 +763,17 @@ pub struct SchedulerConfig {
     /// that runs in turns (on top of `LOAD_MS_FIXED`), until the engine has measured its own.
     #[serde(default = "default_load_ms_per_mb")]
     pub load_ms_per_mb: f64,
+    /// Under `policy: hybrid`: video seconds a triggered model's last exact output on a camera
+    /// is served at most; the next frame is then selected whatever its change (`.inf`: never).
+    #[serde(default = "default_max_output_age")]
+    pub max_output_age_s: f64,
 }
 
 fn default_latency_allowance() -> f64 {
     crate::control::hybrid::DEFAULT_LATENCY_S
+}
+fn default_max_output_age() -> f64 {
+    crate::control::hybrid::DEFAULT_MAX_AGE_S
 }
 fn default_load_ms_per_mb() -> f64 {
     crate::control::hybrid::DEFAULT_LOAD_MS_PER_MB

@@ -560,6 +560,13 @@ fn check_scheduler(p: &Pipeline, out: &mut Vec<Issue>) {
             ));
         }
     }
+    let age = s.max_output_age_s;
+    if age.is_nan() || age <= 0.0 {
+        out.push(Issue::new(
+            "scheduler.max_output_age_s",
+            format!("must be more than 0 seconds (`.inf`: never refreshed), found {age}"),
+        ));
+    }
 }
 
 fn check_adaptation(a: &AdaptationConfig, out: &mut Vec<Issue>) {

@@ -121,6 +121,7 @@ impl Settings {
             federated: cfg.adaptation.aggregator.is_some(),
             hybrid: HybridSettings {
                 latency_s: cfg.scheduler.latency_allowance_s,
+                max_age_s: cfg.scheduler.max_output_age_s,
                 load_ms: Vec::new(),
                 load_ms_per_mb: cfg.scheduler.load_ms_per_mb,
                 ms_per_frame: None,
@@ -274,6 +275,12 @@ pub enum Command {
 }
 
 impl Selected {
+    /// The models to hold loaded: the active set and, under the hybrid policy, the triggered
+    /// models that stay loaded beside it.
+    pub fn loaded(&self) -> ModelSet {
+        with_resident(&self.to, self.plan.as_ref())
+    }
+
     /// The decision-file line of this selection, with the models' ids.
     pub fn decision(&self, ids: &[String]) -> Decision {
         Decision {
@@ -498,7 +505,7 @@ pub struct Controller {
     features: Option<(FrameId, usize, Vec<f32>)>,
     /// Warm-up frames sent to be measured, in order, with their camera and features (to pair
     /// with their samples for the curves).
-    warm_features: VecDeque<Option<(usize, Vec<f32>)>>,
+    warm_features: VecDeque<Option<(usize, f64, Vec<f32>)>>,
     /// Commands to send after the current frame's (a new plan's flush).
     deferred: Vec<Command>,
 }
@@ -580,6 +587,12 @@ impl Controller {
 
     pub fn active(&self) -> &ModelSet {
         &self.active
+    }
+
+    /// The models to hold loaded now: the active set and, under the hybrid policy, the
+    /// triggered models that stay loaded beside it (what a run in turns restores).
+    pub fn loaded(&self) -> ModelSet {
+        with_resident(&self.active, self.plan())
     }
 
     pub fn phase(&self) -> &Phase {
@@ -848,8 +861,11 @@ impl Controller {
                     _ => false,
                 };
                 if sent {
-                    self.warm_features
-                        .push_back(features.as_ref().map(|(_, cam, d)| (*cam, d.clone())));
+                    self.warm_features.push_back(
+                        features
+                            .as_ref()
+                            .map(|(_, cam, d)| (*cam, time_s, d.clone())),
+                    );
                 }
             }
         }
@@ -880,7 +896,7 @@ impl Controller {
             .any(|c| matches!(c, Command::Profile { frame, .. } if *frame == id));
         if profiled {
             // Every model ran exactly on the frame.
-            t.reset_camera(camera);
+            t.reset_camera(camera, time_s);
         } else {
             let fired = t.on_frame(id, time_s, camera, diffs);
             for c in out.iter_mut() {
@@ -941,7 +957,11 @@ impl Controller {
 
     fn measure_curves(&self) -> Vec<Vec<hybrid::Point>> {
         hybrid::one_feature(
-            hybrid::curves(&self.trigger_samples, &self.specs),
+            hybrid::curves(
+                &self.trigger_samples,
+                &self.specs,
+                self.settings.hybrid.max_age_s,
+            ),
             self.settings.hybrid.trigger_target,
         )
     }
@@ -1133,6 +1153,11 @@ impl Controller {
         {
             return Ok(Vec::new());
         }
+        // Under the hybrid policy the triggered models' runs are part of serving, not overhead:
+        // their share as the plan expected it, at the costs it was planned with.
+        let triggers_ms = self.plan().map_or(0.0, |p| {
+            (p.ms_per_frame - self.costs.set_cost(&p.exact).ms_per_frame).max(0.0)
+        });
         for (m, t) in self.meter.model_ms.iter().enumerate() {
             if let Some(t) = t {
                 self.costs.models[m].ms_per_frame = *t;
@@ -1145,7 +1170,7 @@ impl Controller {
                 c.ms_per_frame = t;
             }
         }
-        let serving_ms = self.costs.set_cost(&self.active).ms_per_frame;
+        let serving_ms = self.costs.set_cost(&self.active).ms_per_frame + triggers_ms;
         let overhead = (measured - serving_ms).max(0.0);
         let (budget, rate) = (self.budget, self.rate_ms);
         let reduced = Some((limit - overhead).max(0.0));
@@ -1178,14 +1203,15 @@ impl Controller {
         let mut out = Vec::new();
         match (&mut self.phase, purpose) {
             (Phase::Warmup { samples, .. }, Purpose::Warmup) => {
-                let paired: Vec<Option<(usize, Vec<f32>)>> = (0..frames)
+                let paired: Vec<Option<(usize, f64, Vec<f32>)>> = (0..frames)
                     .map(|_| self.warm_features.pop_front().flatten())
                     .collect();
                 if batch.rows.len() == frames {
                     for (f, row) in paired.into_iter().zip(&batch.rows) {
-                        if let Some((camera, diffs)) = f {
+                        if let Some((camera, time_s, diffs)) = f {
                             self.trigger_samples.push(TriggerSample {
                                 camera,
+                                time_s,
                                 diffs,
                                 row: row.clone(),
                             });
@@ -1665,9 +1691,9 @@ impl Controller {
                 Some(t) => {
                     // Frames kept under the old plan run now.
                     self.deferred.extend(Self::turns(t));
-                    t.replan(p);
+                    t.replan(p, self.settings.hybrid.max_age_s);
                 }
-                None => self.triggers = Some(Triggers::new(p)),
+                None => self.triggers = Some(Triggers::new(p, self.settings.hybrid.max_age_s)),
             }
         } else {
             self.triggers = None;
@@ -1712,6 +1738,15 @@ impl Controller {
             rate_unmet: false,
         })))
     }
+}
+
+/// `active` and the plan's resident triggered models.
+fn with_resident(active: &ModelSet, plan: Option<&Plan>) -> ModelSet {
+    let mut set = active.clone();
+    for m in plan.into_iter().flat_map(|p| p.resident.iter()) {
+        set.insert(m);
+    }
+    set
 }
 
 /// Makes every model's parent run in the same group as the model or an earlier one: a
@@ -1910,6 +1945,7 @@ mod tests {
             (0..40)
                 .map(|i| TriggerSample {
                     camera: 0,
+                    time_s: i as f64,
                     diffs: diff(i),
                     row: row(i),
                 })

@@ -9,6 +9,12 @@
 //!   exact models, whichever the plan expects to score better.
 //! - `Predicted`: the links predict it from the exact models on every frame.
 //!
+//! A triggered model's output is also refreshed once its last selected frame of the camera is
+//! `max_age_s` old (video time), as if its trigger had fired: the curves measure reuse on a
+//! short stretch of frames, and an output reused for longer than that stretch is reused
+//! beyond what they measured (a scene that is still while the curves are measured would
+//! otherwise keep its first output for the rest of the stream).
+//!
 //! A triggered model that fits the memory budget beside the exact models stays loaded and runs
 //! on its selected frames at once. One that does not runs in turns: its selected frames are
 //! kept, and once the oldest has waited the latency allowance (video time) it is loaded, run
@@ -34,6 +40,9 @@ use crate::schedule::{Budget, Costs, ModelSet};
 
 /// Video seconds a triggered frame may wait for a model run in turns, by default.
 pub const DEFAULT_LATENCY_S: f64 = 10.0;
+/// Video seconds a triggered model's last exact output is served at most, by default: the
+/// latency allowance, so a model run in turns is refreshed at most once per turn.
+pub const DEFAULT_MAX_AGE_S: f64 = DEFAULT_LATENCY_S;
 /// Milliseconds of loading and unloading charged per MB of model, by default: about what
 /// creating an ONNX Runtime session of the project's models takes on a CPU.
 pub const DEFAULT_LOAD_MS_PER_MB: f64 = 5.0;
@@ -50,6 +59,9 @@ const RATE_STEPS: i32 = 160;
 pub struct HybridSettings {
     /// Video seconds a selected frame may wait for a model run in turns.
     pub latency_s: f64,
+    /// Video seconds after a triggered model's last selected frame of a camera at which the
+    /// next frame is selected whatever its change (infinite: never).
+    pub max_age_s: f64,
     /// Per model, milliseconds to load and unload it once (empty: estimated from its memory
     /// at `load_ms_per_mb`).
     pub load_ms: Vec<f64>,
@@ -83,6 +95,7 @@ impl Default for HybridSettings {
     fn default() -> Self {
         HybridSettings {
             latency_s: DEFAULT_LATENCY_S,
+            max_age_s: DEFAULT_MAX_AGE_S,
             load_ms: Vec::new(),
             load_ms_per_mb: DEFAULT_LOAD_MS_PER_MB,
             ms_per_frame: None,
@@ -134,6 +147,8 @@ impl Mode {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TriggerSample {
     pub camera: usize,
+    /// Video time of the frame (seconds).
+    pub time_s: f64,
     pub diffs: Vec<f32>,
     pub row: Row,
 }
@@ -150,8 +165,9 @@ pub struct Point {
 }
 
 /// Per model, the operating points of every feature and candidate threshold on `samples`
-/// (time order; frames of different cameras are filtered apart).
-pub fn curves(samples: &[TriggerSample], specs: &[OutputSpec]) -> Vec<Vec<Point>> {
+/// (time order; frames of different cameras are filtered apart), with outputs refreshed at
+/// `max_age_s` as the trigger does.
+pub fn curves(samples: &[TriggerSample], specs: &[OutputSpec], max_age_s: f64) -> Vec<Vec<Point>> {
     let nf = samples.first().map_or(0, |s| s.diffs.len());
     if samples.len() < 2 || samples.iter().any(|s| s.diffs.len() != nf) {
         return vec![Vec::new(); specs.len()];
@@ -166,6 +182,7 @@ pub fn curves(samples: &[TriggerSample], specs: &[OutputSpec]) -> Vec<Vec<Point>
                     .iter()
                     .map(|s| DiffStep {
                         stream: s.camera,
+                        time_s: s.time_s,
                         diff: s.diffs[f],
                     })
                     .collect();
@@ -173,7 +190,7 @@ pub fn curves(samples: &[TriggerSample], specs: &[OutputSpec]) -> Vec<Vec<Point>
                 let cands = reducto::candidate_thresholds(&diffs);
                 let mut reuse =
                     |a: usize, b: usize| score(spec, &samples[a].row[m], &samples[b].row[m]);
-                for o in reducto::curve(&steps, &cands, &mut reuse) {
+                for o in reducto::curve(&steps, &cands, max_age_s, &mut reuse) {
                     points.push(Point {
                         feature: f,
                         threshold: o.threshold,
@@ -593,15 +610,24 @@ pub fn plan(input: &PlanInput<'_>) -> Option<Plan> {
 }
 
 /// The trigger at serving time: per camera and model, the feature accumulated since the
-/// model's last selected frame; per model run in turns, its kept frames.
+/// model's last selected frame and that frame's time; per model run in turns, its kept frames.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Triggers {
     pub plan: Plan,
-    acc: Vec<Vec<Option<f64>>>,
+    /// Video seconds after which a model's output is refreshed whatever the change.
+    max_age_s: f64,
+    acc: Vec<Vec<Option<Since>>>,
     /// Per model, the frames kept for its next turn.
     pub buffered: Vec<Vec<u64>>,
     /// Video time of the oldest kept frame.
     since: Option<f64>,
+}
+
+/// A model's change and age on one camera since its last selected frame.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Since {
+    change: f64,
+    selected_at_s: f64,
 }
 
 /// What the trigger says of one frame.
@@ -614,19 +640,22 @@ pub struct Fired {
 }
 
 impl Triggers {
-    pub fn new(plan: Plan) -> Self {
+    pub fn new(plan: Plan, max_age_s: f64) -> Self {
         let k = plan.modes.len();
         Triggers {
             plan,
+            max_age_s,
             acc: Vec::new(),
             buffered: vec![Vec::new(); k],
             since: None,
         }
     }
 
-    /// A new plan; the accumulated changes go on (kept frames are flushed by the caller).
-    pub fn replan(&mut self, plan: Plan) {
+    /// A new plan (and maximum age, which a configuration change may move); the accumulated
+    /// changes go on (kept frames are flushed by the caller).
+    pub fn replan(&mut self, plan: Plan, max_age_s: f64) {
         self.plan = plan;
+        self.max_age_s = max_age_s;
     }
 
     /// Advances the trigger over a frame of `camera` with its feature changes (`None`: not
@@ -656,9 +685,18 @@ impl Triggers {
             let slot = &mut self.acc[camera][m];
             let fire = match *slot {
                 None => true,
-                Some(a) => a + d >= threshold,
+                Some(s) => s.change + d >= threshold || time_s - s.selected_at_s >= self.max_age_s,
             };
-            *slot = Some(if fire { 0.0 } else { slot.unwrap_or(0.0) + d });
+            *slot = Some(match *slot {
+                Some(s) if !fire => Since {
+                    change: s.change + d,
+                    ..s
+                },
+                _ => Since {
+                    change: 0.0,
+                    selected_at_s: time_s,
+                },
+            });
             if fire {
                 if self.plan.in_turns.contains(m) {
                     fired.later.push(m);
@@ -688,11 +726,15 @@ impl Triggers {
             .collect()
     }
 
-    /// A model whose every frame was just run exactly (profiling): its change restarts.
-    pub fn reset_camera(&mut self, camera: usize) {
+    /// Every model just ran exactly on a frame of `camera` at `time_s` (profiling): their
+    /// change and age restart.
+    pub fn reset_camera(&mut self, camera: usize, time_s: f64) {
         if let Some(row) = self.acc.get_mut(camera) {
             for a in row.iter_mut().filter(|a| a.is_some()) {
-                *a = Some(0.0);
+                *a = Some(Since {
+                    change: 0.0,
+                    selected_at_s: time_s,
+                });
             }
         }
     }
@@ -715,6 +757,7 @@ mod tests {
                 let jump = i % 10 == 0;
                 TriggerSample {
                     camera: 0,
+                    time_s: f64::from(i),
                     diffs: vec![if jump { 1.0 } else { 0.01 }],
                     row: vec![v((i / 10) as f32), v(3.0)],
                 }
@@ -728,7 +771,7 @@ mod tests {
 
     #[test]
     fn curves_find_the_threshold_that_follows_the_scene() {
-        let c = curves(&samples(), &specs());
+        let c = curves(&samples(), &specs(), f64::INFINITY);
         // A threshold at the jumps: a tenth of the frames sent, every output right.
         assert!(
             c[0].iter()
@@ -771,7 +814,7 @@ mod tests {
             Cost::ZERO,
         );
         let budget = Budget::memory(10.0);
-        let c = curves(&samples(), &specs());
+        let c = curves(&samples(), &specs(), f64::INFINITY);
         // Links from model 1 cannot predict model 0 (half right), and the reverse is perfect.
         let ensemble = |e: &ModelSet, j: usize| if e.contains(1) && j == 0 { 0.5 } else { 1.0 };
         let load = [100.0, 100.0];
@@ -809,7 +852,7 @@ mod tests {
         };
         plan.modes[1] = plan.modes[0];
         plan.in_turns.insert(1);
-        let mut t = Triggers::new(plan);
+        let mut t = Triggers::new(plan, f64::INFINITY);
         let f = t.on_frame(0, 0.0, 0, Some(&[0.0]));
         assert_eq!((f.now, f.later), (vec![0], vec![1]));
         // Another camera's first frame fires too; small changes accumulate.
@@ -820,5 +863,42 @@ mod tests {
         assert!(t.due(10.0, 10.0));
         assert_eq!(t.take(), vec![(1, vec![0, 1, 3])]);
         assert!(!t.due(20.0, 10.0));
+    }
+
+    #[test]
+    fn a_trigger_refreshes_its_output_once_it_is_max_age_old() {
+        let mut plan = Plan::exact_only(ModelSet::empty(1));
+        plan.modes[0] = Mode::Triggered {
+            feature: 0,
+            threshold: 1.0,
+            between: Between::Reuse,
+        };
+        let mut t = Triggers::new(plan, 3.0);
+        // Nothing changes; one frame a second: the first frame, then every third second.
+        let fired: Vec<bool> = (0..8)
+            .map(|i| !t.on_frame(i, i as f64, 0, Some(&[0.0])).now.is_empty())
+            .collect();
+        assert_eq!(fired, [true, false, false, true, false, false, true, false]);
+        // A profiled frame restarts the age: 8 is profiled, so 9 and 10 are not due.
+        t.reset_camera(0, 8.0);
+        assert!(t.on_frame(9, 9.0, 0, Some(&[0.0])).now.is_empty());
+        assert!(t.on_frame(10, 10.0, 0, Some(&[0.0])).now.is_empty());
+        assert_eq!(t.on_frame(11, 11.0, 0, Some(&[0.0])).now, vec![0]);
+        // The curves count the refreshes as sent frames.
+        let still: Vec<TriggerSample> = (0..9)
+            .map(|i| TriggerSample {
+                camera: 0,
+                time_s: f64::from(i),
+                // Small changes: the largest candidate threshold never fires in 9 frames.
+                diffs: vec![0.001],
+                row: vec![v(1.0)],
+            })
+            .collect();
+        let spec = [OutputSpec::vector(1, TaskKind::Count)];
+        let never = curves(&still, &spec, f64::INFINITY);
+        let aged = curves(&still, &spec, 3.0);
+        let largest = |c: &[Point]| c.iter().map(|p| p.sent).fold(1.0, f64::min);
+        assert!((largest(&never[0]) - 1.0 / 9.0).abs() < 1e-9);
+        assert!((largest(&aged[0]) - 3.0 / 9.0).abs() < 1e-9);
     }
 }

@@ -8,6 +8,7 @@ use super::record::{OutputRecord, Provenance, RECORD_VERSION};
 use super::sink::SinkSet;
 use super::{EngineError, RunSummary};
 use crate::config::Pipeline;
+use crate::control::hybrid::{Between, Mode};
 use crate::control::{
     Batch, BundleLinks, Cause, Command, Controller, Decision, Event, FrameId, Labelling, Predictor,
     Purpose, Row, Selected, Views,
@@ -86,6 +87,9 @@ pub(super) struct Driver {
     /// Under the hybrid policy: per camera, the frame-difference features at ingest.
     #[cfg(feature = "opencv")]
     differs: BTreeMap<Arc<str>, crate::eval::features::FrameDiffer>,
+    /// Every model's newest exact output per camera: what a triggered model reuses between
+    /// the frames its trigger selects.
+    last_exact: super::reuse::LastOutputs,
 }
 
 impl Driver {
@@ -124,6 +128,7 @@ impl Driver {
             warm_tail: Batch::default(),
             #[cfg(feature = "opencv")]
             differs: BTreeMap::new(),
+            last_exact: Default::default(),
             kept: BTreeMap::new(),
             next_id: 0,
             started: Instant::now(),
@@ -400,7 +405,7 @@ impl Driver {
                         }
                     })
                     .collect();
-                let keep = self.ctl.active().clone();
+                let keep = self.ctl.loaded();
                 let failed = self.ctl.failed();
                 let groups: Vec<Vec<usize>> = groups
                     .into_iter()
@@ -518,7 +523,7 @@ impl Driver {
 
     /// Loads or unloads for a new active set and publishes what the scheduler saw.
     fn apply_selection(&mut self, sel: &Selected) -> Result<(), EngineError> {
-        if let Err(e) = self.pool.transition(&sel.to) {
+        if let Err(e) = self.pool.transition(&sel.loaded()) {
             // Serving then finds the model not loaded, which marks it failed.
             tracing::error!(error = %e, "cannot load the selected models");
         }
@@ -619,6 +624,7 @@ impl Driver {
             })
             .collect();
         self.summary.exact_outputs += batch.len() as u64;
+        self.last_exact.note(frame, &out.values);
         self.sinks.send(batch);
     }
 
@@ -638,6 +644,7 @@ impl Driver {
         if let Some(board) = &self.status {
             board.frame_served(frame, &out.detections, &batch);
         }
+        self.last_exact.note(frame, &out.values);
         self.sinks.send(batch);
         self.observe_frame(frame);
     }
@@ -721,6 +728,15 @@ impl Driver {
                 ));
                 continue;
             }
+            // A triggered model that failed on the frame says so rather than serve its last
+            // output.
+            if out.errors[m].is_none()
+                && let Some(reused) = self.reused(frame, m)
+            {
+                self.summary.reused_outputs += 1;
+                batch.push(reused);
+                continue;
+            }
             let predicted = match (&self.bundle, &out.errors[m]) {
                 (_, Some(e)) => Err(format!("the model failed: {e}")),
                 (Some(_), _) if !predict => {
@@ -778,6 +794,7 @@ impl Driver {
         if let Some(board) = &self.status {
             board.frame_served(frame, &out.detections, &batch);
         }
+        self.last_exact.note(frame, &out.values);
         self.sinks.send(batch);
         self.observe_frame(frame);
         // The links' loss-prediction heads estimate how wrong each prediction is.
@@ -791,6 +808,32 @@ impl Driver {
             _ => None,
         };
         (uncertainty, predicted_loss)
+    }
+
+    /// Under the hybrid policy, the record of a triggered model that reuses its last exact
+    /// output between the frames its trigger selects (None: predicted as any other, also
+    /// before its first exact output on the camera).
+    fn reused(&self, frame: &Frame, m: usize) -> Option<OutputRecord> {
+        let plan = self.ctl.plan()?;
+        let reuses = matches!(
+            plan.modes.get(m),
+            Some(Mode::Triggered {
+                between: Between::Reuse,
+                ..
+            })
+        );
+        if !reuses {
+            return None;
+        }
+        let last = self.last_exact.before(frame, m)?;
+        let now_s = frame.pts_ns.map(|p| p as f64 / 1e9);
+        let provenance = Provenance::Reused {
+            from_seq: last.seq,
+            age_s: now_s
+                .zip(last.pts_s)
+                .map(|(now, then)| (now - then).max(0.0)),
+        };
+        Some(self.record(frame, m, provenance, Some(last.value.clone())))
     }
 
     fn bundle_id(&self, bundle_index: usize) -> String {

@@ -23,6 +23,7 @@ pub mod rate;
 pub mod record;
 #[cfg(feature = "gst")]
 mod reload;
+mod reuse;
 #[cfg(feature = "gst")]
 mod signals;
 pub mod sink;
@@ -115,6 +116,8 @@ pub struct RunSummary {
     pub frames: u64,
     pub exact_outputs: u64,
     pub predicted_outputs: u64,
+    /// Outputs of triggered models served from their last exact output (policy hybrid).
+    pub reused_outputs: u64,
     pub unavailable_outputs: u64,
     pub profiling_frames: u64,
     pub reselections: u64,

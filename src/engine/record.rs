@@ -4,7 +4,8 @@ use crate::output::OutputValue;
 use serde::{Deserialize, Serialize};
 
 /// Format version of the JSON records the sinks write.
-pub const RECORD_VERSION: u32 = 1;
+/// Version 2 added `reused`.
+pub const RECORD_VERSION: u32 = 2;
 
 /// How a record's value was obtained. Nothing is silently skipped: a model that neither ran
 /// nor could be predicted still gets a record saying why.
@@ -26,6 +27,15 @@ pub enum Provenance {
         /// regressions and boxes the spread across the source links, or with one source the
         /// squared error its loss head predicts.
         uncertainty: f64,
+    },
+    /// Policy hybrid: the model's trigger did not select this frame, and its last exact
+    /// output on the camera is served.
+    Reused {
+        /// Sequence number of the frame the output was computed on.
+        from_seq: u64,
+        /// Video seconds since that frame, when both presentation times are known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        age_s: Option<f64>,
     },
     /// No value: the model is not active and no link can predict it (yet).
     Unavailable { reason: String },

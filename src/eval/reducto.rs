@@ -25,37 +25,40 @@ pub struct DiffStep {
     /// Index of the camera stream this frame belongs to (frames of different cameras are
     /// filtered independently).
     pub stream: usize,
+    /// Video time of the frame (seconds), for the refresh of [`filter`]'s `max_age_s`.
+    pub time_s: f64,
     /// Difference to the previous frame of the same stream.
     pub diff: f32,
 }
 
 /// Which frames are sent for `threshold`: a frame is sent when the accumulated difference since
 /// the last sent frame of its stream reaches the threshold (so a zero threshold sends every
-/// frame) or when it is the first frame of its stream.
-pub fn filter(steps: &[DiffStep], threshold: f64) -> Vec<bool> {
-    let mut acc: Vec<Option<f64>> = Vec::new();
+/// frame), when it is the first frame of its stream, or when the last sent frame of its stream
+/// is `max_age_s` or more older (infinite: never; Reducto's own filter has no refresh).
+pub fn filter(steps: &[DiffStep], threshold: f64, max_age_s: f64) -> Vec<bool> {
+    // Per stream: the accumulated difference and the time of the last sent frame.
+    let mut last: Vec<Option<(f64, f64)>> = Vec::new();
     steps
         .iter()
         .map(|s| {
-            if acc.len() <= s.stream {
-                acc.resize(s.stream + 1, None);
+            if last.len() <= s.stream {
+                last.resize(s.stream + 1, None);
             }
-            match acc[s.stream] {
-                None => {
-                    acc[s.stream] = Some(0.0);
-                    true
-                }
-                Some(a) => {
-                    let a = a + f64::from(s.diff.max(0.0));
-                    if a >= threshold {
-                        acc[s.stream] = Some(0.0);
-                        true
-                    } else {
-                        acc[s.stream] = Some(a);
-                        false
+            let send = match last[s.stream] {
+                None => true,
+                Some((acc, sent_at)) => {
+                    let acc = acc + f64::from(s.diff.max(0.0));
+                    let send = acc >= threshold || s.time_s - sent_at >= max_age_s;
+                    if !send {
+                        last[s.stream] = Some((acc, sent_at));
                     }
+                    send
                 }
+            };
+            if send {
+                last[s.stream] = Some((0.0, s.time_s));
             }
+            send
         })
         .collect()
 }
@@ -101,9 +104,10 @@ pub struct Operating {
 pub fn evaluate(
     steps: &[DiffStep],
     threshold: f64,
+    max_age_s: f64,
     reuse_score: &mut dyn FnMut(usize, usize) -> f64,
 ) -> Operating {
-    let sent = filter(steps, threshold);
+    let sent = filter(steps, threshold, max_age_s);
     let mut last: Vec<Option<usize>> = Vec::new();
     let mut total = 0.0;
     let mut n_sent = 0usize;
@@ -131,11 +135,12 @@ pub fn evaluate(
 pub fn curve(
     steps: &[DiffStep],
     candidates: &[f64],
+    max_age_s: f64,
     reuse_score: &mut dyn FnMut(usize, usize) -> f64,
 ) -> Vec<Operating> {
     candidates
         .iter()
-        .map(|&t| evaluate(steps, t, reuse_score))
+        .map(|&t| evaluate(steps, t, max_age_s, reuse_score))
         .collect()
 }
 
@@ -193,20 +198,30 @@ mod tests {
     use super::*;
 
     fn one_stream(d: &[f32]) -> Vec<DiffStep> {
-        d.iter().map(|&diff| DiffStep { stream: 0, diff }).collect()
+        d.iter()
+            .enumerate()
+            .map(|(i, &diff)| DiffStep {
+                stream: 0,
+                time_s: i as f64,
+                diff,
+            })
+            .collect()
     }
 
     #[test]
     fn zero_threshold_sends_every_frame() {
         let s = one_stream(&[0.0, 0.0, 0.3, 0.0, 0.1]);
-        assert!(filter(&s, 0.0).iter().all(|&x| x));
+        assert!(filter(&s, 0.0, f64::INFINITY).iter().all(|&x| x));
     }
 
     #[test]
     fn differences_accumulate_since_the_last_sent_frame() {
         let s = one_stream(&[0.9, 0.1, 0.1, 0.1, 0.5, 0.05]);
         // first always sent; 0.1+0.1+0.1 = 0.3 reaches 0.3 at frame 3; 0.5 at frame 4.
-        assert_eq!(filter(&s, 0.3), vec![true, false, false, true, true, false]);
+        assert_eq!(
+            filter(&s, 0.3, f64::INFINITY),
+            vec![true, false, false, true, true, false]
+        );
     }
 
     #[test]
@@ -214,22 +229,52 @@ mod tests {
         let s = vec![
             DiffStep {
                 stream: 0,
+                time_s: 0.0,
                 diff: 0.0,
             },
             DiffStep {
                 stream: 1,
+                time_s: 0.0,
                 diff: 0.0,
             },
             DiffStep {
                 stream: 0,
+                time_s: 1.0,
                 diff: 0.2,
             },
             DiffStep {
                 stream: 1,
+                time_s: 1.0,
                 diff: 0.0,
             },
         ];
-        assert_eq!(filter(&s, 0.1), vec![true, true, true, false]);
+        assert_eq!(
+            filter(&s, 0.1, f64::INFINITY),
+            vec![true, true, true, false]
+        );
+    }
+
+    #[test]
+    fn a_stream_is_refreshed_once_its_last_sent_frame_is_max_age_old() {
+        // One frame a second, nothing changes: only the age sends frames.
+        let s = one_stream(&[0.0; 7]);
+        assert_eq!(
+            filter(&s, 1.0, 3.0),
+            vec![true, false, false, true, false, false, true]
+        );
+        // A send on the difference restarts the age.
+        let s = one_stream(&[0.0, 0.0, 2.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            filter(&s, 1.0, 3.0),
+            vec![true, false, true, false, false, true]
+        );
+        assert_eq!(
+            filter(&s, 1.0, f64::INFINITY)
+                .iter()
+                .filter(|&&x| x)
+                .count(),
+            2
+        );
     }
 
     #[test]
@@ -239,11 +284,11 @@ mod tests {
         let s = one_stream(&[0.0, 0.01, 0.5, 0.01, 0.01]);
         let mut reuse = |a: usize, b: usize| f64::from(u8::from(outputs[a] == outputs[b]));
         let cands = candidate_thresholds(&[0.01, 0.5]);
-        let c = curve(&s, &cands, &mut reuse);
+        let c = curve(&s, &cands, f64::INFINITY, &mut reuse);
         let best = pick_for_target(&c, 1.0);
         assert_eq!(best.accuracy, 1.0);
         assert!((best.sent - 0.4).abs() < 1e-9, "{best:?}");
-        let zero = evaluate(&s, 0.0, &mut reuse);
+        let zero = evaluate(&s, 0.0, f64::INFINITY, &mut reuse);
         assert_eq!((zero.sent, zero.accuracy), (1.0, 1.0));
     }
 

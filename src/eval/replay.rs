@@ -75,6 +75,9 @@ pub struct ReplayConfig {
     /// Hybrid and memory-bound Reducto: load and unload time charged per MB of a model run
     /// in turns (plus a fixed `control::hybrid::LOAD_MS_FIXED`).
     pub load_ms_per_mb: f64,
+    /// Hybrid and memory-bound Reducto: video seconds a triggered model's last exact output
+    /// is served at most (infinite: never refreshed).
+    pub max_age_s: f64,
 }
 
 impl Default for ReplayConfig {
@@ -92,6 +95,7 @@ impl Default for ReplayConfig {
             links: LinkLearners::default(),
             latency_s: control::hybrid::DEFAULT_LATENCY_S,
             load_ms_per_mb: control::hybrid::DEFAULT_LOAD_MS_PER_MB,
+            max_age_s: control::hybrid::DEFAULT_MAX_AGE_S,
         }
     }
 }
@@ -560,6 +564,7 @@ impl<'p> Replay<'p> {
             federated: false,
             hybrid: HybridSettings {
                 latency_s: self.cfg.latency_s,
+                max_age_s: self.cfg.max_age_s,
                 load_ms: Vec::new(),
                 load_ms_per_mb: self.cfg.load_ms_per_mb,
                 ms_per_frame: None,
@@ -644,6 +649,7 @@ impl<'p> Replay<'p> {
                 .clone()
                 .map(|t| TriggerSample {
                     camera: self.problem.frames[t].camera,
+                    time_s: self.problem.frames[t].time_s,
                     diffs: self.trigger_diffs(t, &features),
                     row: self.problem.frames[t].outputs.clone(),
                 })
@@ -1068,6 +1074,7 @@ impl<'p> Replay<'p> {
             .iter()
             .map(|f| DiffStep {
                 stream: f.camera,
+                time_s: f.time_s,
                 diff: f.features[feature],
             })
             .collect()
@@ -1103,7 +1110,7 @@ impl<'p> Replay<'p> {
                         &frames[base + b].outputs[m],
                     )
                 };
-                let curve = reducto::curve(&steps, &cands, &mut reuse);
+                let curve = reducto::curve(&steps, &cands, f64::INFINITY, &mut reuse);
                 let at_target = reducto::pick_for_target(&curve, self.cfg.reducto_target);
                 let better = best
                     .as_ref()
@@ -1148,7 +1155,7 @@ impl<'p> Replay<'p> {
                     &frames[base + b].outputs[m],
                 )
             };
-            let o = reducto::evaluate(&steps, point.threshold, &mut reuse);
+            let o = reducto::evaluate(&steps, point.threshold, f64::INFINITY, &mut reuse);
             model_accuracy.push(o.accuracy);
             ms += o.sent * self.problem.models[m].cost.ms_per_frame;
             executions += o.sent * n;
@@ -1213,7 +1220,7 @@ impl<'p> Replay<'p> {
         (0..self.k)
             .map(|m| {
                 let steps = self.diff_steps(self.test.clone(), tuning.models[m].feature);
-                let sent = reducto::filter(&steps, points[m].threshold);
+                let sent = reducto::filter(&steps, points[m].threshold, f64::INFINITY);
                 let share = sent.iter().filter(|&&s| s).count() as f64 / sent.len().max(1) as f64;
                 share * self.problem.models[m].cost.ms_per_frame
             })
