@@ -307,6 +307,7 @@ fn exported_series() -> BTreeSet<String> {
     touch(&m.source_reconnects);
     touch(&m.model_executions);
     touch(&m.model_predictions);
+    touch(&m.model_reused);
     touch(&m.model_loads);
     touch(&m.model_unloads);
     touch(&m.model_active);

@@ -228,6 +228,47 @@ fn pool_refuses_a_load_over_the_budget() {
     assert_eq!(pool.peak_mb(), 25.0);
 }
 
+/// A run in turns keeps the models to keep loaded when the group fits beside them, and
+/// unloads them for the group (loading them again after) when it does not.
+#[test]
+fn a_turn_keeps_the_loaded_models_when_it_fits_beside_them() {
+    use mlink::engine::exec::ModelPool;
+    use mlink::schedule::ModelSet;
+    mlink::models::init_runtime().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &vtest_camera("c"), 30.0, free_port(), "");
+    let cfg = mlink::config::load_and_validate(&p).unwrap();
+    let frame =
+        mlink::frame::Frame::new("c".into(), 0, None, 64, 48, vec![90u8; 64 * 48 * 3].into())
+            .unwrap();
+    for (budget, nanodet_loads) in [(45.0, 1), (40.0, 2)] {
+        let metrics = Arc::new(mlink::metrics::Metrics::new());
+        let mut pool = ModelPool::new(
+            &cfg.models,
+            vec![25.0, 20.0, 25.0],
+            Some(budget),
+            dir.path(),
+            metrics.clone(),
+        );
+        pool.load(1).unwrap();
+        let keep = ModelSet::from_indices(3, [1]);
+        // CenterNet's turn: 25 MB beside NanoDet's 20.
+        let outs = pool
+            .run_all_in_turns(&[vec![0]], std::slice::from_ref(&frame), &keep)
+            .unwrap();
+        assert!(outs[0].values[0].is_some(), "the turn ran CenterNet");
+        let loads = |id: &str| metrics.model_loads.with_label_values(&[id]).get();
+        assert_eq!(loads("nanodet"), nanodet_loads, "budget {budget} MB");
+        assert_eq!(loads("centernet"), 1);
+        assert_eq!(
+            pool.loaded(),
+            &keep,
+            "the kept set is loaded after the turn"
+        );
+        assert!(pool.peak_mb() <= budget);
+    }
+}
+
 #[test]
 fn hot_reload_adds_a_camera_and_rejects_an_invalid_edit() {
     let dir = tempfile::tempdir().unwrap();

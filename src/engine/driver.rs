@@ -734,6 +734,10 @@ impl Driver {
                 && let Some(reused) = self.reused(frame, m)
             {
                 self.summary.reused_outputs += 1;
+                self.metrics
+                    .model_reused
+                    .with_label_values(&[&self.ids[m]])
+                    .inc();
                 batch.push(reused);
                 continue;
             }

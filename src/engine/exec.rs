@@ -210,11 +210,8 @@ impl ModelPool {
                 budget_mb: budget,
             });
         }
+        // The session counts itself in `model_loads` (`LoadedModel::load`).
         self.registry.load(&self.ids[m])?;
-        self.metrics
-            .model_loads
-            .with_label_values(&[&self.ids[m]])
-            .inc();
         self.loaded.insert(m);
         self.accounted_mb = would_be;
         self.peak_mb = self.peak_mb.max(would_be);
@@ -410,8 +407,9 @@ impl ModelPool {
 
     /// Runs every model on every frame of `frames` without ever exceeding the memory budget:
     /// the models are grouped as the profiling plan packs them (one group when they all fit),
-    /// and groups run in turns (load, run over the buffered frames, unload). Parents run in
-    /// an earlier or the same group as their dependents. Leaves `keep` loaded at the end.
+    /// and groups run in turns (load, run over the buffered frames, unload); `keep` stays
+    /// loaded through a group that fits beside it. Parents run in an earlier or the same
+    /// group as their dependents. Leaves `keep` loaded at the end.
     pub fn run_all_in_turns(
         &mut self,
         groups: &[Vec<usize>],
@@ -425,10 +423,27 @@ impl ModelPool {
             for &m in &group {
                 set.insert(m);
             }
-            // Unload what this group does not need, then load it.
+            // The models to keep stay loaded when the group fits beside them (a triggered
+            // model beside the exact set, as the hybrid's plan charges it); otherwise the
+            // group runs alone.
             for m in self.loaded.clone().iter() {
-                if !set.contains(m) {
+                if !set.contains(m) && !keep.contains(m) {
                     self.unload(m)?;
+                }
+            }
+            let to_load: f64 = group
+                .iter()
+                .filter(|&&m| !self.loaded.contains(m))
+                .map(|&m| self.memory_mb[m])
+                .sum();
+            let fits_beside = self
+                .budget_mb
+                .is_none_or(|b| self.accounted_mb + to_load <= b + 1e-9);
+            if !fits_beside {
+                for m in self.loaded.clone().iter() {
+                    if !set.contains(m) {
+                        self.unload(m)?;
+                    }
                 }
             }
             for &m in &group {

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub model_executions: IntCounterVec,
     /// Outputs of a model predicted by links.
     pub model_predictions: IntCounterVec,
+    /// Outputs of a triggered model served from its last exact output (policy hybrid).
+    pub model_reused: IntCounterVec,
     /// Explicit session loads and unloads.
     pub model_loads: IntCounterVec,
     pub model_unloads: IntCounterVec,
@@ -144,6 +146,11 @@ impl Metrics {
             model_predictions: counter(
                 "mlink_model_predictions_total",
                 "Model outputs predicted by links",
+                &["model"],
+            ),
+            model_reused: counter(
+                "mlink_model_reused_total",
+                "Model outputs served from the model's last exact output (policy hybrid)",
                 &["model"],
             ),
             model_loads: counter("mlink_model_loads_total", "Model session loads", &["model"]),
