@@ -636,7 +636,8 @@ fn an_engine_with_an_aggregator_takes_part_in_federated_rounds() {
 
 /// The hybrid policy in the engine: a model its plan triggers and keeps loaded runs on the
 /// frames its trigger selects, and between them its last exact output on the camera is
-/// served (`how: reused`), never older than `max_output_age_s`.
+/// served (`how: reused`), never older than `max_output_age_s`; the same from a link bundle,
+/// where the trigger's curves come from frames profiled at start-up.
 ///
 /// The declared costs make the plan deterministic: NanoDet's count is cheap (exact on every
 /// frame), EfficientNet's label is declared far too slow to run on every frame within the
@@ -690,24 +691,45 @@ metrics:
     );
     let p = dir.path().join("pipeline.yaml");
     write_atomically(&p, &text);
-    let opts = RunOptions {
-        max_frames: Some(60),
-        offline: true,
-        ..RunOptions::default()
-    };
-    let (_stop, handle) = run_in_thread(p, opts);
-    let summary = handle.join().unwrap();
-    assert_eq!(summary.frames, 60);
-    assert!(summary.reused_outputs > 0, "{summary:?}");
+    let bundle = dir.path().join("links.bundle");
+    let decisions = dir.path().join("decisions.jsonl");
+    // First with links trained on the warm-up (whose samples give the trigger its curves),
+    // then from those links, where consecutive frames are profiled for the curves first.
+    for from_bundle in [false, true] {
+        let out = dir.path().join("out.jsonl");
+        let _ = std::fs::remove_file(&out);
+        let opts = RunOptions {
+            max_frames: Some(60),
+            offline: true,
+            links_out: Some(bundle.clone()),
+            bundle: from_bundle.then(|| bundle.clone()),
+            decisions: from_bundle.then(|| decisions.clone()),
+            ..RunOptions::default()
+        };
+        let (_stop, handle) = run_in_thread(p.clone(), opts);
+        let summary = handle.join().unwrap();
+        assert_eq!(summary.frames, 60);
+        check_reuse(&read_records(&out), &summary, max_age_s);
+    }
+    let causes = std::fs::read_to_string(&decisions).unwrap();
+    assert!(
+        causes.contains("\"cause\":\"curves\""),
+        "no selection after the curves were measured: {causes}"
+    );
+}
 
-    let records = read_records(&dir.path().join("out.jsonl"));
+/// The hybrid's records: some reused, each the exact value of an earlier frame of the same
+/// model and never older than `max_age_s`; the triggered model ran outside profiling frames
+/// (it was loaded beside the exact one) and nothing failed for want of loading.
+fn check_reuse(records: &[OutputRecord], summary: &RunSummary, max_age_s: f64) {
+    assert!(summary.reused_outputs > 0, "{summary:?}");
     let exact: BTreeMap<(String, u64), &OutputRecord> = records
         .iter()
         .filter(|r| r.is_exact())
         .map(|r| ((r.model.clone(), r.seq), r))
         .collect();
     let mut reused = 0;
-    for r in &records {
+    for r in records {
         if let Provenance::Unavailable { reason } = &r.provenance {
             assert!(
                 !reason.contains("not loaded"),

@@ -695,7 +695,9 @@ pub struct LinksConfig {
     /// Share of samples held out to score links.
     #[serde(default = "default_validation")]
     pub validation_split: f64,
-    /// Aligned samples collected before the first training when no bundle is given.
+    /// Aligned samples collected before the first training when no bundle is given; under
+    /// `policy: hybrid` with a bundle, the frames (at least 8) profiled one after another at
+    /// start-up for the trigger's curves.
     #[serde(default = "default_warmup")]
     pub warmup_samples: usize,
     /// Random seed for reproducible training.

@@ -143,6 +143,9 @@ pub enum Purpose {
     /// Frames the hybrid's trigger selected for a model run in turns (only that model ran:
     /// no complete samples).
     Trigger,
+    /// Consecutive frames every model runs on for the hybrid's operating curves, when serving
+    /// started from given links without a warm-up.
+    Curves,
 }
 
 /// What the driver tells the controller.
@@ -401,6 +404,20 @@ pub struct Serving {
     pub period: PeriodState,
     pub drift: DriftState,
     pub queue: LabelQueue,
+    pub curves: CurveSampling,
+}
+
+/// Under the hybrid policy, after serving started from given links (no warm-up, so no
+/// consecutive exact samples for the trigger's curves): the next frames are profiled one after
+/// another, and the plan is made again once they are measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CurveSampling {
+    /// Frames still to take.
+    pub to_take: u64,
+    /// Frames taken but not measured yet.
+    pub awaiting: u64,
+    /// Frames kept for a run in turns.
+    pub kept: Vec<FrameId>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -508,8 +525,13 @@ pub struct Controller {
     warm_features: VecDeque<Option<(usize, f64, Vec<f32>)>>,
     /// Commands to send after the current frame's (a new plan's flush).
     deferred: Vec<Command>,
+    /// The frame just taken for the hybrid's curves ([`CurveSampling`]).
+    curve_frame: Option<FrameId>,
 }
 
+/// Consecutive frames profiled for the hybrid's curves at least, when serving starts from given
+/// links.
+const MIN_CURVE_FRAMES: usize = 8;
 /// Consecutive samples kept at most for the hybrid's curves.
 pub const MAX_TRIGGER_SAMPLES: usize = 2000;
 
@@ -568,6 +590,7 @@ impl Controller {
             trigger_samples: Vec::new(),
             curves: vec![Vec::new(); k],
             features: None,
+            curve_frame: None,
             warm_features: VecDeque::new(),
             deferred: Vec::new(),
             meter: Meter {
@@ -852,8 +875,9 @@ impl Controller {
         let features = self.features.take().filter(|f| f.0 == id);
         let mut out = self.retry_failed(time_s, links)?;
         let inner = self.on_frame_inner(id, time_s)?;
-        if matches!(self.phase, Phase::Warmup { .. }) {
-            // Pair warm-up frames with their samples for the hybrid's curves.
+        let for_curves = std::mem::take(&mut self.curve_frame) == Some(id);
+        if matches!(self.phase, Phase::Warmup { .. }) || for_curves {
+            // Pair warm-up (and curve) frames with their samples for the hybrid's curves.
             for c in &inner {
                 let sent = match c {
                     Command::Profile { frame, .. } => *frame == id,
@@ -1007,6 +1031,30 @@ impl Controller {
                     if kept.len() >= WARMUP_CHUNK.min(remaining.max(1)) {
                         let frames = std::mem::take(kept);
                         out.push(self.in_turns(frames, Purpose::Warmup));
+                    }
+                }
+            }
+            Phase::Serving(s) if s.curves.to_take > 0 => {
+                // The hybrid's curves first: consecutive frames, every model exact.
+                s.curves.to_take -= 1;
+                s.curves.awaiting += 1;
+                self.curve_frame = Some(id);
+                if all_fit {
+                    out.push(Command::Profile {
+                        frame: id,
+                        purpose: Purpose::Curves,
+                    });
+                } else {
+                    out.push(Command::Serve {
+                        frame: id,
+                        active,
+                        predict,
+                    });
+                    out.push(Command::Keep { frame: id });
+                    s.curves.kept.push(id);
+                    if s.curves.kept.len() >= WARMUP_CHUNK || s.curves.to_take == 0 {
+                        let frames = std::mem::take(&mut s.curves.kept);
+                        out.push(self.in_turns(frames, Purpose::Curves));
                     }
                 }
             }
@@ -1201,23 +1249,11 @@ impl Controller {
         links: Option<&dyn Predictor>,
     ) -> Result<Vec<Command>, ControlError> {
         let mut out = Vec::new();
+        if matches!(purpose, Purpose::Warmup | Purpose::Curves) {
+            self.pair_trigger_samples(frames, &batch.rows);
+        }
         match (&mut self.phase, purpose) {
             (Phase::Warmup { samples, .. }, Purpose::Warmup) => {
-                let paired: Vec<Option<(usize, f64, Vec<f32>)>> = (0..frames)
-                    .map(|_| self.warm_features.pop_front().flatten())
-                    .collect();
-                if batch.rows.len() == frames {
-                    for (f, row) in paired.into_iter().zip(&batch.rows) {
-                        if let Some((camera, time_s, diffs)) = f {
-                            self.trigger_samples.push(TriggerSample {
-                                camera,
-                                time_s,
-                                diffs,
-                                row: row.clone(),
-                            });
-                        }
-                    }
-                }
                 samples.extend(batch.rows, batch.views);
                 if samples.len() >= self.settings.warmup_samples {
                     let Batch { rows, views } = std::mem::take(samples);
@@ -1228,6 +1264,13 @@ impl Controller {
                         samples: rows,
                         views,
                     });
+                }
+            }
+            (Phase::Serving(s), Purpose::Curves) => {
+                s.curves.awaiting = s.curves.awaiting.saturating_sub(frames as u64);
+                if s.curves.to_take == 0 && s.curves.awaiting == 0 {
+                    self.curves = self.measure_curves();
+                    out.push(self.select(Cause::Curves, links)?);
                 }
             }
             (Phase::Serving(s), Purpose::Period) => {
@@ -1292,6 +1335,32 @@ impl Controller {
             _ => {}
         }
         Ok(out)
+    }
+
+    /// Pairs measured warm-up or curve frames (in the order they were sent) with their
+    /// frame-difference features: consecutive exact samples for the hybrid's curves. A batch
+    /// with an incomplete frame pairs none (its rows no longer line up with the frames).
+    fn pair_trigger_samples(&mut self, frames: usize, rows: &[Row]) {
+        let paired: Vec<Option<(usize, f64, Vec<f32>)>> = (0..frames)
+            .map(|_| self.warm_features.pop_front().flatten())
+            .collect();
+        if rows.len() != frames {
+            return;
+        }
+        for (f, row) in paired.into_iter().zip(rows) {
+            if let Some((camera, time_s, diffs)) = f {
+                self.trigger_samples.push(TriggerSample {
+                    camera,
+                    time_s,
+                    diffs,
+                    row: row.clone(),
+                });
+            }
+        }
+        let n = self.trigger_samples.len();
+        if n > MAX_TRIGGER_SAMPLES {
+            self.trigger_samples.drain(..n - MAX_TRIGGER_SAMPLES);
+        }
     }
 
     /// The policy that fine-tunes on every period's samples, if any.
@@ -1365,7 +1434,11 @@ impl Controller {
                 frames: std::mem::take(kept),
             });
         }
-        self.phase = Phase::Serving(Box::new(self.new_serving()));
+        let mut serving = self.new_serving();
+        if self.settings.policy == SelectionPolicy::Hybrid && self.trigger_samples.is_empty() {
+            serving.curves.to_take = self.settings.warmup_samples.max(MIN_CURVE_FRAMES) as u64;
+        }
+        self.phase = Phase::Serving(Box::new(serving));
         if self.curves.iter().all(Vec::is_empty) && !self.trigger_samples.is_empty() {
             self.curves = self.measure_curves();
         }
@@ -1416,6 +1489,7 @@ impl Controller {
                 loss_mean: 0.0,
                 loss_seen: 0,
             },
+            curves: CurveSampling::default(),
         }
     }
 
@@ -1923,6 +1997,62 @@ mod tests {
                     _ => None,
                 })
                 .collect()
+        }
+    }
+
+    /// Serving from given links under the hybrid policy: no warm-up gave the trigger its
+    /// curves, so the first frames are profiled one after another, the curves measured on
+    /// them and the plan made again; with curves from a warm-up, no frame is taken for them.
+    #[test]
+    fn a_hybrid_started_from_given_links_profiles_consecutive_frames_for_its_curves() {
+        let row = |i: FrameId| vec![v(1.0), v((i / 5) as f32), v(2.0)];
+        let diff = |i: FrameId| vec![if i.is_multiple_of(5) { 1.0f32 } else { 0.01 }];
+        let links = CopyLinks;
+        for seeded in [false, true] {
+            let mut s = settings();
+            s.policy = SelectionPolicy::Hybrid;
+            s.warmup_samples = 10;
+            let mut c = controller(s, 100.0, vec![None; 3]);
+            if seeded {
+                c.seed_trigger_samples(
+                    (0..20)
+                        .map(|i| TriggerSample {
+                            camera: 0,
+                            time_s: i as f64,
+                            diffs: diff(i),
+                            row: row(i),
+                        })
+                        .collect(),
+                );
+            }
+            let mut d = Driver::new(c, row);
+            d.links = Some(&links);
+            d.send(Event::LinksReady {
+                cause: Cause::Startup,
+            });
+            for i in 0..30 {
+                d.send(Event::Features {
+                    id: i,
+                    camera: 0,
+                    diffs: diff(i),
+                });
+                d.frame(i, i as f64);
+            }
+            let taken: Vec<FrameId> = d
+                .profiled
+                .iter()
+                .filter(|(_, p)| *p == Purpose::Curves)
+                .map(|(f, _)| *f)
+                .collect();
+            let reselected = d.selections().iter().any(|s| s.2 == Cause::Curves);
+            if seeded {
+                assert!(taken.is_empty() && !reselected, "{taken:?}");
+            } else {
+                assert_eq!(taken, (0..10).collect::<Vec<FrameId>>());
+                assert!(reselected, "{:?}", d.selections());
+                assert_eq!(d.c.trigger_samples.len(), 10);
+                assert!(d.c.curves.iter().all(|c| !c.is_empty()));
+            }
         }
     }
 

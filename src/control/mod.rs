@@ -51,6 +51,9 @@ pub enum Cause {
     ModelFailure,
     /// The cameras' offered rate changed the time per frame a selection must fit.
     OfferedRate,
+    /// Under the hybrid policy, the trigger's operating curves were measured on consecutive
+    /// frames after serving started from given links.
+    Curves,
 }
 
 impl Cause {
@@ -66,6 +69,7 @@ impl Cause {
             Cause::Reload => "reload",
             Cause::ModelFailure => "model_failure",
             Cause::OfferedRate => "offered_rate",
+            Cause::Curves => "curves",
         }
     }
 }
