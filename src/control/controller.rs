@@ -1014,18 +1014,7 @@ impl Controller {
                 predict,
             }),
             Phase::Warmup { samples, kept } => {
-                if all_fit {
-                    out.push(Command::Profile {
-                        frame: id,
-                        purpose: Purpose::Warmup,
-                    });
-                } else {
-                    out.push(Command::Serve {
-                        frame: id,
-                        active,
-                        predict,
-                    });
-                    out.push(Command::Keep { frame: id });
+                if profile_or_keep(&mut out, id, &active, predict, all_fit, Purpose::Warmup) {
                     kept.push(id);
                     let remaining = self.settings.warmup_samples.saturating_sub(samples.len());
                     if kept.len() >= WARMUP_CHUNK.min(remaining.max(1)) {
@@ -1039,18 +1028,7 @@ impl Controller {
                 s.curves.to_take -= 1;
                 s.curves.awaiting += 1;
                 self.curve_frame = Some(id);
-                if all_fit {
-                    out.push(Command::Profile {
-                        frame: id,
-                        purpose: Purpose::Curves,
-                    });
-                } else {
-                    out.push(Command::Serve {
-                        frame: id,
-                        active,
-                        predict,
-                    });
-                    out.push(Command::Keep { frame: id });
+                if profile_or_keep(&mut out, id, &active, predict, all_fit, Purpose::Curves) {
                     s.curves.kept.push(id);
                     if s.curves.kept.len() >= WARMUP_CHUNK || s.curves.to_take == 0 {
                         let frames = std::mem::take(&mut s.curves.kept);
@@ -1072,18 +1050,7 @@ impl Controller {
                 if s.period.to_profile > 0 {
                     s.period.to_profile -= 1;
                     s.period.awaiting += 1;
-                    if all_fit {
-                        out.push(Command::Profile {
-                            frame: id,
-                            purpose: Purpose::Period,
-                        });
-                    } else {
-                        out.push(Command::Serve {
-                            frame: id,
-                            active,
-                            predict,
-                        });
-                        out.push(Command::Keep { frame: id });
+                    if profile_or_keep(&mut out, id, &active, predict, all_fit, Purpose::Period) {
                         s.period.kept.push(id);
                         if s.period.to_profile == 0 {
                             let frames = std::mem::take(&mut s.period.kept);
@@ -1091,18 +1058,7 @@ impl Controller {
                         }
                     }
                 } else if probe_due && self.settings.drift_margin.is_some() {
-                    if all_fit {
-                        out.push(Command::Profile {
-                            frame: id,
-                            purpose: Purpose::Probe,
-                        });
-                    } else {
-                        out.push(Command::Serve {
-                            frame: id,
-                            active,
-                            predict,
-                        });
-                        out.push(Command::Keep { frame: id });
+                    if profile_or_keep(&mut out, id, &active, predict, all_fit, Purpose::Probe) {
                         out.push(self.in_turns(vec![id], Purpose::Probe));
                     }
                 } else {
@@ -1812,6 +1768,30 @@ impl Controller {
             rate_unmet: false,
         })))
     }
+}
+
+/// Profiles frame `id` for `purpose`: at once when every model fits together; otherwise the
+/// frame is served with the active set and kept for a run in turns. Returns whether it was
+/// kept.
+fn profile_or_keep(
+    out: &mut Vec<Command>,
+    id: FrameId,
+    active: &ModelSet,
+    predict: bool,
+    all_fit: bool,
+    purpose: Purpose,
+) -> bool {
+    if all_fit {
+        out.push(Command::Profile { frame: id, purpose });
+        return false;
+    }
+    out.push(Command::Serve {
+        frame: id,
+        active: active.clone(),
+        predict,
+    });
+    out.push(Command::Keep { frame: id });
+    true
 }
 
 /// `active` and the plan's resident triggered models.
