@@ -109,6 +109,10 @@ function renderCameras(status) {
     const rows = cam.outputs.map((r) => {
       let how = r.how;
       if (r.how === "exact" && r.profiling) how = "exact (profiling)";
+      if (r.how === "reused") {
+        // Policy hybrid: the model's last exact output on this camera, and how old it is.
+        how = `reused (frame ${r.from_seq}${r.age_s === undefined ? "" : `, ${num(r.age_s, 1)} s old`})`;
+      }
       return el("tr", { "data-model": r.model },
         el("td", {}, r.model),
         el("td", {}, r.how === "unavailable" ? r.reason : showValue(r.value)),
