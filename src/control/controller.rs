@@ -1980,6 +1980,22 @@ mod tests {
         }
     }
 
+    /// `n` consecutive samples of camera 0, one a second, with the given features and rows.
+    fn one_camera_samples(
+        n: FrameId,
+        diff: impl Fn(FrameId) -> Vec<f32>,
+        row: impl Fn(FrameId) -> Row,
+    ) -> Vec<TriggerSample> {
+        (0..n)
+            .map(|i| TriggerSample {
+                camera: 0,
+                time_s: i as f64,
+                diffs: diff(i),
+                row: row(i),
+            })
+            .collect()
+    }
+
     /// Serving from given links under the hybrid policy: no warm-up gave the trigger its
     /// curves, so the first frames are profiled one after another, the curves measured on
     /// them and the plan made again; with curves from a warm-up, no frame is taken for them.
@@ -1994,16 +2010,7 @@ mod tests {
             s.warmup_samples = 10;
             let mut c = controller(s, 100.0, vec![None; 3]);
             if seeded {
-                c.seed_trigger_samples(
-                    (0..20)
-                        .map(|i| TriggerSample {
-                            camera: 0,
-                            time_s: i as f64,
-                            diffs: diff(i),
-                            row: row(i),
-                        })
-                        .collect(),
-                );
+                c.seed_trigger_samples(one_camera_samples(20, diff, row));
             }
             let mut d = Driver::new(c, row);
             d.links = Some(&links);
@@ -2051,16 +2058,7 @@ mod tests {
             ..HybridSettings::default()
         };
         let mut c = controller(s, 100.0, vec![None; 3]);
-        c.seed_trigger_samples(
-            (0..40)
-                .map(|i| TriggerSample {
-                    camera: 0,
-                    time_s: i as f64,
-                    diffs: diff(i),
-                    row: row(i),
-                })
-                .collect(),
-        );
+        c.seed_trigger_samples(one_camera_samples(40, diff, row));
         let links = CopyLinks;
         let mut log = c
             .handle(
