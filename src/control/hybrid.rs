@@ -34,7 +34,7 @@
 //! between: Reducto bound by the memory budget, with its loads charged.
 
 use super::scores::Row;
-use crate::eval::reducto::{self, DiffStep};
+use crate::eval::reducto::{self, DiffStep, SinceSent};
 use crate::output::{OutputSpec, score};
 use crate::schedule::{Budget, Costs, ModelSet};
 
@@ -616,18 +616,12 @@ pub struct Triggers {
     pub plan: Plan,
     /// Video seconds after which a model's output is refreshed whatever the change.
     max_age_s: f64,
-    acc: Vec<Vec<Option<Since>>>,
+    /// Per camera and model, the trigger's state.
+    acc: Vec<Vec<Option<SinceSent>>>,
     /// Per model, the frames kept for its next turn.
     pub buffered: Vec<Vec<u64>>,
     /// Video time of the oldest kept frame.
     since: Option<f64>,
-}
-
-/// A model's change and age on one camera since its last selected frame.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Since {
-    change: f64,
-    selected_at_s: f64,
 }
 
 /// What the trigger says of one frame.
@@ -679,24 +673,15 @@ impl Triggers {
             else {
                 continue;
             };
-            let d = diffs
-                .and_then(|d| d.get(feature))
-                .map_or(0.0, |&x| f64::from(x.max(0.0)));
-            let slot = &mut self.acc[camera][m];
-            let fire = match *slot {
-                None => true,
-                Some(s) => s.change + d >= threshold || time_s - s.selected_at_s >= self.max_age_s,
-            };
-            *slot = Some(match *slot {
-                Some(s) if !fire => Since {
-                    change: s.change + d,
-                    ..s
-                },
-                _ => Since {
-                    change: 0.0,
-                    selected_at_s: time_s,
-                },
-            });
+            // A feature not measured counts as no change.
+            let d = diffs.and_then(|d| d.get(feature)).copied().unwrap_or(0.0);
+            let fire = reducto::trigger(
+                &mut self.acc[camera][m],
+                d,
+                time_s,
+                threshold,
+                self.max_age_s,
+            );
             if fire {
                 if self.plan.in_turns.contains(m) {
                     fired.later.push(m);
@@ -731,10 +716,7 @@ impl Triggers {
     pub fn reset_camera(&mut self, camera: usize, time_s: f64) {
         if let Some(row) = self.acc.get_mut(camera) {
             for a in row.iter_mut().filter(|a| a.is_some()) {
-                *a = Some(Since {
-                    change: 0.0,
-                    selected_at_s: time_s,
-                });
+                *a = Some(SinceSent::sent_at(time_s));
             }
         }
     }

@@ -31,34 +31,66 @@ pub struct DiffStep {
     pub diff: f32,
 }
 
-/// Which frames are sent for `threshold`: a frame is sent when the accumulated difference since
-/// the last sent frame of its stream reaches the threshold (so a zero threshold sends every
-/// frame), when it is the first frame of its stream, or when the last sent frame of its stream
+/// One stream's trigger state: the difference accumulated since its last sent frame and that
+/// frame's video time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SinceSent {
+    change: f64,
+    sent_at_s: f64,
+}
+
+impl SinceSent {
+    /// The state just after a frame at `time_s` was sent (or run exactly for another reason).
+    pub fn sent_at(time_s: f64) -> Self {
+        SinceSent {
+            change: 0.0,
+            sent_at_s: time_s,
+        }
+    }
+}
+
+/// Whether a stream's frame with difference `diff` (negative or NaN: none) at `time_s` is sent,
+/// updating the stream's `state` (None: nothing sent yet). The one rule of Reducto's filter,
+/// the curves measured on it and the hybrid's trigger at serving: a frame is sent when the
+/// accumulated difference since the last sent frame reaches the threshold (so a zero
+/// threshold sends every frame), when it is the stream's first, or when the last sent frame
 /// is `max_age_s` or more older (infinite: never; Reducto's own filter has no refresh).
+pub fn trigger(
+    state: &mut Option<SinceSent>,
+    diff: f32,
+    time_s: f64,
+    threshold: f64,
+    max_age_s: f64,
+) -> bool {
+    let send = match state {
+        None => true,
+        Some(s) => {
+            s.change += f64::from(diff.max(0.0));
+            s.change >= threshold || time_s - s.sent_at_s >= max_age_s
+        }
+    };
+    if send {
+        *state = Some(SinceSent::sent_at(time_s));
+    }
+    send
+}
+
+/// Which frames are sent for `threshold` ([`trigger`] per stream).
 pub fn filter(steps: &[DiffStep], threshold: f64, max_age_s: f64) -> Vec<bool> {
-    // Per stream: the accumulated difference and the time of the last sent frame.
-    let mut last: Vec<Option<(f64, f64)>> = Vec::new();
+    let mut streams: Vec<Option<SinceSent>> = Vec::new();
     steps
         .iter()
         .map(|s| {
-            if last.len() <= s.stream {
-                last.resize(s.stream + 1, None);
+            if streams.len() <= s.stream {
+                streams.resize(s.stream + 1, None);
             }
-            let send = match last[s.stream] {
-                None => true,
-                Some((acc, sent_at)) => {
-                    let acc = acc + f64::from(s.diff.max(0.0));
-                    let send = acc >= threshold || s.time_s - sent_at >= max_age_s;
-                    if !send {
-                        last[s.stream] = Some((acc, sent_at));
-                    }
-                    send
-                }
-            };
-            if send {
-                last[s.stream] = Some((0.0, s.time_s));
-            }
-            send
+            trigger(
+                &mut streams[s.stream],
+                s.diff,
+                s.time_s,
+                threshold,
+                max_age_s,
+            )
         })
         .collect()
 }

@@ -60,6 +60,10 @@ pub enum LearnerState {
         in_norm: Norm,
         out_norm: Option<Norm>,
         params: Vec<f32>,
+        /// A label target's classes the network predicts, in order (absent: every class);
+        /// see [`MlpLearner`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        classes: Option<Vec<usize>>,
     },
 }
 
@@ -119,6 +123,7 @@ impl LearnerState {
                 in_norm,
                 out_norm,
                 params,
+                classes,
             } => {
                 let input = match input.as_str() {
                     "view" => "view",
@@ -132,14 +137,20 @@ impl LearnerState {
                 in_norm
                     .check(in_dim)
                     .map_err(|e| format!("mlp input norm: {e}"))?;
+                if let Some(c) = &classes {
+                    check_classes(c, m, target.task)?;
+                }
+                let net_target = net_target(target, classes.as_deref());
+                let out_len = target_len(&net_target)?;
                 if let Some(n) = &out_norm {
-                    n.check(m).map_err(|e| format!("mlp output norm: {e}"))?;
+                    n.check(out_len)
+                        .map_err(|e| format!("mlp output norm: {e}"))?;
                 }
                 let src = OutputSpec::vector(in_dim, TaskKind::Regression);
                 let mut rng = StdRng::seed_from_u64(0);
                 let mut net = LinkNet::with_norms(
                     &src,
-                    target,
+                    &net_target,
                     hidden_factor,
                     Some(in_norm),
                     out_norm,
@@ -152,6 +163,8 @@ impl LearnerState {
                     input,
                     hidden_factor,
                     in_dim,
+                    classes,
+                    out_len: m,
                 }))
             }
         }
@@ -309,12 +322,79 @@ pub fn mode<'a>(items: impl Iterator<Item = (&'a [f32], f64)>) -> Option<Vec<f32
         .map(|(v, _, _)| v.to_vec())
 }
 
+/// Label targets with more classes than this are learned over the classes their training
+/// targets hold (see [`MlpLearner`]).
+pub const MAX_FULL_LABEL_CLASSES: usize = 64;
+
 /// The paper's link network (an MLP, [`LinkNet`]) on the same inputs as the other learners.
+///
+/// A label target with many classes (an ImageNet classifier's 1,000) is learned over the
+/// classes its training targets hold, a handful on a short clip: the network's output layer,
+/// and its hidden layer (a multiple of the output length), are then that many wide instead of
+/// 1,000, which is what makes a link to such a classifier affordable to train several times
+/// over in a choice. A class no training target holds is one the full-width network is only
+/// ever taught to score low, so it predicts the same classes.
 pub struct MlpLearner {
     net: LinkNet,
     input: &'static str,
     hidden_factor: usize,
     in_dim: usize,
+    /// The target's classes the network predicts, in order (None: the target as it is).
+    classes: Option<Vec<usize>>,
+    /// The target's length.
+    out_len: usize,
+}
+
+/// The classes a label target's training values hold (a one-hot or multi-hot vector per
+/// value), in order; None when the target is not a label of more than
+/// [`MAX_FULL_LABEL_CLASSES`] classes or every class appears.
+fn seen_classes(t: &[&[f32]], target: &OutputSpec) -> Option<Vec<usize>> {
+    if !matches!(target.task, TaskKind::SingleLabel | TaskKind::MultiLabel) {
+        return None;
+    }
+    let len = target_len(target).ok()?;
+    if len <= MAX_FULL_LABEL_CLASSES {
+        return None;
+    }
+    let mut seen = vec![false; len];
+    for row in t {
+        for (s, v) in seen.iter_mut().zip(row.iter()) {
+            *s |= *v > 0.0;
+        }
+    }
+    let mut classes: Vec<usize> = (0..len).filter(|&i| seen[i]).collect();
+    // A single-label network needs two outputs to rank; a class no target holds is added.
+    if classes.len() < 2 {
+        let extra = (0..len).find(|i| !classes.contains(i))?;
+        classes.push(extra);
+        classes.sort_unstable();
+    }
+    (classes.len() < len).then_some(classes)
+}
+
+/// The spec the network learns: the target, or its kept classes.
+fn net_target(target: &OutputSpec, classes: Option<&[usize]>) -> OutputSpec {
+    match classes {
+        Some(c) => OutputSpec::vector(c.len(), target.task),
+        None => target.clone(),
+    }
+}
+
+/// Checks a stored class list: at least two classes, increasing, within the target.
+fn check_classes(classes: &[usize], len: usize, task: TaskKind) -> Result<(), String> {
+    if !matches!(task, TaskKind::SingleLabel | TaskKind::MultiLabel) {
+        return Err("mlp classes are kept for a target that is not a label".into());
+    }
+    if classes.len() < 2 {
+        return Err(format!("mlp keeps {} classes, fewer than 2", classes.len()));
+    }
+    if classes.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("mlp classes are not increasing".into());
+    }
+    match classes.last() {
+        Some(&c) if c >= len => Err(format!("mlp class {c} is outside the target's {len}")),
+        _ => Ok(()),
+    }
 }
 
 impl MlpLearner {
@@ -327,19 +407,34 @@ impl MlpLearner {
         input: &'static str,
     ) -> Result<Self, LinkError> {
         let d = x.first().map_or(0, |r| r.len());
+        let out_len = target_len(target).map_err(LinkError::Form)?;
         let src = OutputSpec::vector(d, TaskKind::Regression);
+        let classes = seen_classes(t, target);
+        let net_target = net_target(target, classes.as_deref());
         let xs: Vec<OutputValue> = x.iter().map(|r| OutputValue::Vector(r.to_vec())).collect();
-        let ts: Vec<OutputValue> = t.iter().map(|r| OutputValue::Vector(r.to_vec())).collect();
+        let ts: Vec<OutputValue> = t
+            .iter()
+            .map(|r| match &classes {
+                Some(c) => OutputValue::Vector(
+                    c.iter()
+                        .map(|&i| r.get(i).copied().unwrap_or(0.0))
+                        .collect(),
+                ),
+                None => OutputValue::Vector(r.to_vec()),
+            })
+            .collect();
         let xr: Vec<&OutputValue> = xs.iter().collect();
         let tr: Vec<&OutputValue> = ts.iter().collect();
         let mut rng = StdRng::seed_from_u64(params.seed ^ 0x006d_6c70);
-        let mut net = LinkNet::new(&src, target, params, &xr, &tr, &mut rng)?;
+        let mut net = LinkNet::new(&src, &net_target, params, &xr, &tr, &mut rng)?;
         net.fit(&xr, &tr, params, &mut rng)?;
         Ok(Self {
             net,
             input,
             hidden_factor: params.hidden_factor,
             in_dim: d,
+            classes,
+            out_len,
         })
     }
 }
@@ -349,12 +444,22 @@ impl Learner for MlpLearner {
         format!("mlp({})", self.input)
     }
     fn parameters(&self) -> usize {
-        self.net.params().len()
+        self.net.params().len() + self.classes.as_ref().map_or(0, Vec::len)
     }
     fn predict(&self, x: &[f32]) -> Vec<f32> {
-        match self.net.predict(&OutputValue::Vector(x.to_vec())) {
+        let v = match self.net.predict(&OutputValue::Vector(x.to_vec())) {
             Ok(OutputValue::Vector(v)) => v,
-            _ => Vec::new(),
+            _ => return Vec::new(),
+        };
+        match &self.classes {
+            Some(classes) => {
+                let mut full = vec![0.0; self.out_len];
+                for (&c, value) in classes.iter().zip(v) {
+                    full[c] = value;
+                }
+                full
+            }
+            None => v,
         }
     }
     fn state(&self) -> LearnerState {
@@ -369,6 +474,7 @@ impl Learner for MlpLearner {
                 .unwrap_or_else(|| Norm::identity(self.in_dim)),
             out_norm: self.net.out_norm().cloned(),
             params: self.net.params(),
+            classes: self.classes.clone(),
         }
     }
 }
@@ -398,6 +504,104 @@ mod tests {
         assert_eq!(Majority::fit(&t).predict(&[]), vec![2.0]);
         let m = mode([(&a[..], 0.1), (&b[..], 0.5)].into_iter()).unwrap();
         assert_eq!(m, vec![1.0]);
+    }
+
+    /// 40 frames of a one-dimensional input whose sign decides between two of a 200-class
+    /// label's classes (17 and 150).
+    fn wide_label_pairs() -> (Vec<Vec<f32>>, Vec<Vec<f32>>, OutputSpec) {
+        let spec = OutputSpec::vector(200, TaskKind::SingleLabel);
+        let x: Vec<Vec<f32>> = (0..40)
+            .map(|i| vec![if i % 2 == 0 { 1.0 } else { -1.0 }])
+            .collect();
+        let t = x
+            .iter()
+            .map(|r| {
+                let mut v = vec![0.0; 200];
+                v[if r[0] > 0.0 { 17 } else { 150 }] = 1.0;
+                v
+            })
+            .collect();
+        (x, t, spec)
+    }
+
+    #[test]
+    fn a_wide_label_target_is_learned_over_its_seen_classes_and_restored() {
+        let (x, t, spec) = wide_label_pairs();
+        let xr: Vec<&[f32]> = x.iter().map(Vec::as_slice).collect();
+        let tr: Vec<&[f32]> = t.iter().map(Vec::as_slice).collect();
+        let params = TrainParams {
+            epochs: 60,
+            ..TrainParams::default()
+        };
+        let m = MlpLearner::fit(&xr, &tr, &spec, &params, "view").unwrap();
+        // Two kept classes: the net is 2 wide (hidden 16), not 200 (hidden 400).
+        assert_eq!(m.classes.as_deref(), Some(&[17, 150][..]));
+        assert!(m.parameters() < 100, "{} parameters", m.parameters());
+        for (xi, ti) in x.iter().zip(&t) {
+            let p = m.predict(xi);
+            assert_eq!(p.len(), 200);
+            assert_eq!(&decode(spec.task, p), ti);
+        }
+        let state = m.state();
+        let json = serde_json::to_string(&state).unwrap();
+        let back: LearnerState = serde_json::from_str(&json).unwrap();
+        let restored = back.restore(&spec).unwrap();
+        for xi in &x {
+            assert_eq!(restored.predict(xi), m.predict(xi));
+        }
+        // A stored form whose classes are damaged is refused with the reason.
+        let with_classes = |c: Vec<usize>| match state.clone() {
+            LearnerState::Mlp {
+                input,
+                in_dim,
+                hidden_factor,
+                in_norm,
+                out_norm,
+                params,
+                ..
+            } => LearnerState::Mlp {
+                input,
+                in_dim,
+                hidden_factor,
+                in_norm,
+                out_norm,
+                params,
+                classes: Some(c),
+            },
+            other => other,
+        };
+        for (classes, reason) in [
+            (vec![17, 200], "outside"),
+            (vec![150, 17], "increasing"),
+            (vec![17], "fewer than 2"),
+        ] {
+            let err = with_classes(classes).restore(&spec).err().unwrap();
+            assert!(err.contains(reason), "{err}");
+        }
+        // Three classes against a net trained on two: the output norm or the parameter count
+        // says so.
+        assert!(with_classes(vec![1, 17, 150]).restore(&spec).is_err());
+    }
+
+    #[test]
+    fn a_narrow_label_target_keeps_every_class() {
+        let (x, t, _) = wide_label_pairs();
+        // The same task over a label of MAX_FULL_LABEL_CLASSES classes: learned as it is.
+        let spec = OutputSpec::vector(MAX_FULL_LABEL_CLASSES, TaskKind::SingleLabel);
+        let t: Vec<Vec<f32>> = t
+            .iter()
+            .map(|r| {
+                let mut v = vec![0.0; MAX_FULL_LABEL_CLASSES];
+                v[if r[17] > 0.0 { 3 } else { 40 }] = 1.0;
+                v
+            })
+            .collect();
+        let tr: Vec<&[f32]> = t.iter().map(Vec::as_slice).collect();
+        assert_eq!(seen_classes(&tr, &spec), None);
+        let xr: Vec<&[f32]> = x.iter().map(Vec::as_slice).collect();
+        let m = MlpLearner::fit(&xr, &tr, &spec, &TrainParams::default(), "view").unwrap();
+        assert_eq!(m.classes, None);
+        assert!(matches!(m.state(), LearnerState::Mlp { classes: None, .. }));
     }
 
     #[test]
