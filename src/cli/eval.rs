@@ -63,6 +63,11 @@ pub struct Args {
     /// Periods of profiling frames a selection's scores are measured on.
     #[arg(long, default_value_t = 4)]
     pub profile_window: usize,
+    /// With `--bundle`, the hybrid's frames profiled one after another for its trigger's
+    /// curves: the pipeline's `links.warmup_samples`, as `mlink run --bundle` takes them
+    /// (at least 8).
+    #[arg(long, default_value_t = crate::config::DEFAULT_WARMUP_SAMPLES)]
+    pub curve_frames: usize,
     /// Accuracy Reducto's thresholds are tuned for on the training part.
     #[arg(long, default_value_t = 0.9)]
     pub reducto_target: f64,
@@ -93,13 +98,16 @@ pub struct Args {
     pub report: Option<PathBuf>,
     /// Replay with the links of this bundle (trained on the trace's models) instead of
     /// training them: every frame of the trace is replayed, as `mlink run --bundle` serves
-    /// it, and only the selection methods (MLink, Gain) are reported.
+    /// it, and only the methods that run on given links (MLink, Gain, Hybrid) are reported.
     #[arg(long, value_name = "FILE")]
     pub bundle: Option<PathBuf>,
-    /// Write MLink's selections at the first budget here, one JSON object a line (the
-    /// format of `mlink run --decisions`).
+    /// Write the selections of one method (`--decisions-policy`) at the first budget here,
+    /// one JSON object a line (the format of `mlink run --decisions`).
     #[arg(long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
+    /// Whose selections `--decisions` writes: mlink, gain or hybrid.
+    #[arg(long, value_name = "POLICY", default_value = "mlink", value_parser = parse_decisions_policy)]
+    pub decisions_policy: SelectionPolicy,
 }
 
 fn parse_cost(s: &str) -> anyhow::Result<Cost> {
@@ -172,6 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         latency_s: args.latency_s,
         load_ms_per_mb: args.load_ms_per_mb,
         max_age_s: args.max_age_s,
+        curve_frames: args.curve_frames,
     };
     if !(args.latency_s.is_finite() && args.latency_s >= 0.0) {
         bail!("--latency-s must be a finite number of at least 0");
@@ -195,7 +204,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         });
     }
     if let Some(path) = &args.bundle {
-        return run_with_bundle(&problem, cfg, &budgets, path, args.decisions.as_deref());
+        let decisions = args
+            .decisions
+            .as_deref()
+            .map(|p| (p, args.decisions_policy));
+        return run_with_bundle(&problem, cfg, &budgets, path, decisions);
     }
     let report = evaluate(&problem, cfg.clone(), &budgets)?;
     let seeds = if args.seeds > 1 {
@@ -213,7 +226,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     if let Some(path) = &args.decisions
         && let Some(first) = report.budgets.first()
-        && let Some(m) = first.methods.iter().find(|m| m.method == Method::Mlink)
+        && let Some(m) = first
+            .methods
+            .iter()
+            .find(|m| m.method == method_of(args.decisions_policy))
     {
         write_decisions(path, &m.outcome.decisions)?;
     }
@@ -245,13 +261,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The selection methods over every frame of the trace with the given links.
+/// `--decisions-policy`: a policy whose selections a replay reports.
+fn parse_decisions_policy(s: &str) -> Result<SelectionPolicy, String> {
+    match s {
+        "mlink" => Ok(SelectionPolicy::Mlink),
+        "gain" => Ok(SelectionPolicy::Gain),
+        "hybrid" => Ok(SelectionPolicy::Hybrid),
+        other => Err(format!("{other:?} is not mlink, gain or hybrid")),
+    }
+}
+
+/// The report's method of a policy `--decisions-policy` accepts.
+fn method_of(policy: SelectionPolicy) -> Method {
+    match policy {
+        SelectionPolicy::Gain => Method::Gain,
+        SelectionPolicy::Hybrid => Method::Hybrid,
+        _ => Method::Mlink,
+    }
+}
+
+/// The methods that run on given links over every frame of the trace: the paper's and the
+/// marginal-gain selections, and the hybrid policy with the engine's settings (its compute
+/// allowance is what the paper's set costs, as `mlink run` gives it; an engine started from
+/// links measures the trigger's curves on its first frames, and so does this replay).
 fn run_with_bundle(
     problem: &Problem,
     cfg: ReplayConfig,
     budgets: &[Budget],
     bundle: &std::path::Path,
-    decisions: Option<&std::path::Path>,
+    decisions: Option<(&std::path::Path, SelectionPolicy)>,
 ) -> anyhow::Result<ExitCode> {
     let links = LinkBundle::load(bundle)
         .with_context(|| format!("loading the links {}", bundle.display()))?;
@@ -260,8 +298,14 @@ fn run_with_bundle(
         for (name, policy) in [
             ("MLink", SelectionPolicy::Mlink),
             ("Gain", SelectionPolicy::Gain),
+            ("Hybrid", SelectionPolicy::Hybrid),
         ] {
-            let o = replay.run_policy(policy, b)?;
+            let o = match policy {
+                SelectionPolicy::Hybrid => {
+                    replay.run_hybrid(b, replay.settings(policy).hybrid, true)?
+                }
+                _ => replay.run_policy(policy, b)?,
+            };
             println!(
                 "{:<12} {name:<6} accuracy {:.1}%  {:.1} ms/frame  executions saved {:.1}%",
                 budget_label(b),
@@ -270,8 +314,8 @@ fn run_with_bundle(
                 o.executions_saved * 100.0
             );
             if n == 0
-                && policy == SelectionPolicy::Mlink
-                && let Some(path) = decisions
+                && let Some((path, of)) = decisions
+                && of == policy
             {
                 write_decisions(path, &o.decisions)?;
             }

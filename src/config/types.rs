@@ -735,8 +735,11 @@ fn default_lr() -> f64 {
 fn default_validation() -> f64 {
     0.2
 }
+/// Warm-up samples by default (`links.warmup_samples`).
+pub const DEFAULT_WARMUP_SAMPLES: usize = 200;
+
 fn default_warmup() -> usize {
-    200
+    DEFAULT_WARMUP_SAMPLES
 }
 
 /// The scheduler.

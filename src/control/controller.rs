@@ -286,10 +286,15 @@ impl Selected {
 
     /// The decision-file line of this selection, with the models' ids.
     pub fn decision(&self, ids: &[String]) -> Decision {
+        let features: Vec<String> = crate::eval::reducto::FEATURE_NAMES
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
         Decision {
             frame: self.frames_seen,
             active: self.to.iter().filter_map(|m| ids.get(m).cloned()).collect(),
             cause: self.cause,
+            plan: self.plan.as_ref().map(|p| p.summary(ids, &features)),
         }
     }
 }
@@ -301,6 +306,9 @@ pub struct Decision {
     pub frame: u64,
     pub active: Vec<String>,
     pub cause: Cause,
+    /// Under the hybrid policy, every model's mode ([`Plan::summary`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -78,6 +78,10 @@ pub struct ReplayConfig {
     /// Hybrid and memory-bound Reducto: video seconds a triggered model's last exact output
     /// is served at most (infinite: never refreshed).
     pub max_age_s: f64,
+    /// Hybrid on given links ([`Replay::with_links`]): frames profiled one after another for
+    /// the trigger's curves before the first plan from them, as an engine started from links
+    /// profiles its pipeline's `links.warmup_samples` (at least 8).
+    pub curve_frames: usize,
 }
 
 impl Default for ReplayConfig {
@@ -96,6 +100,7 @@ impl Default for ReplayConfig {
             latency_s: control::hybrid::DEFAULT_LATENCY_S,
             load_ms_per_mb: control::hybrid::DEFAULT_LOAD_MS_PER_MB,
             max_age_s: control::hybrid::DEFAULT_MAX_AGE_S,
+            curve_frames: crate::config::DEFAULT_WARMUP_SAMPLES,
         }
     }
 }
@@ -559,7 +564,9 @@ impl<'p> Replay<'p> {
             profile_window: self.cfg.profile_window,
             fps_hint: fps_of(self.problem, self.test.clone()),
             drift_margin: None,
-            warmup_samples: 0,
+            // No warm-up: the links are given. Under the hybrid, the curves' frames when no
+            // training part seeds them.
+            warmup_samples: self.cfg.curve_frames,
             labelling: Labelling::None,
             federated: false,
             hybrid: HybridSettings {

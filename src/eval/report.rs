@@ -150,11 +150,20 @@ pub fn default_budgets(costs: &Costs) -> Vec<Budget> {
     out
 }
 
-/// A short label for a budget.
+/// A short label for a budget: whole megabytes, or tenths where the budget has them (the
+/// default budgets hold a set's links too: 25.3 MB is not the 25 MB that `--budget-mb 25`
+/// gives).
 pub fn budget_label(b: &Budget) -> String {
+    let mb = |m: f64| {
+        if (m - m.round()).abs() < 0.05 {
+            format!("{m:.0}")
+        } else {
+            format!("{m:.1}")
+        }
+    };
     match (b.memory_mb, b.ms_per_frame) {
-        (Some(m), Some(t)) => format!("{m:.0} MB, {t:.1} ms"),
-        (Some(m), None) => format!("{m:.0} MB"),
+        (Some(m), Some(t)) => format!("{} MB, {t:.1} ms", mb(m)),
+        (Some(m), None) => format!("{} MB", mb(m)),
         (None, Some(t)) => format!("{t:.1} ms"),
         (None, None) => "unbounded".into(),
     }
