@@ -1603,6 +1603,7 @@ impl Controller {
         paper: &ModelSet,
         costs: &Costs,
         scores: &S,
+        profiled: usize,
     ) -> Plan {
         let h = &self.settings.hybrid;
         let cap = h
@@ -1636,26 +1637,24 @@ impl Controller {
             reuse_at_most: h.trigger_target,
         };
         let k = self.k();
-        let paper_expected = (0..k)
-            .map(|j| {
-                if paper.contains(j) {
-                    1.0
-                } else {
-                    ensemble(paper, j)
-                }
-            })
-            .sum::<f64>()
-            / k.max(1) as f64;
-        // Triggers are estimated on a short stretch of frames: a plan replaces the paper's set
-        // only when it expects clearly more.
+        let mut paper_plan = Plan::exact_only(paper.clone());
+        for j in (0..k).filter(|&j| !paper.contains(j)) {
+            paper_plan.accuracy[j] = ensemble(paper, j);
+        }
+        paper_plan.expected = paper_plan.accuracy.iter().sum::<f64>() / k.max(1) as f64;
+        paper_plan.ms_per_frame = costs.set_cost(paper).ms_per_frame;
+        // The scores and curves come from few samples on a short clip: a plan replaces the
+        // paper's set only when it expects more than the fixed margin and the estimates'
+        // noise.
+        let curve = self.trigger_samples.len();
         let mut p = hybrid::plan(&input)
-            .filter(|p| !h.links || p.expected >= paper_expected + hybrid::MIN_GAIN)
-            .unwrap_or_else(|| {
-                let mut p = Plan::exact_only(paper.clone());
-                p.expected = paper_expected;
-                p.ms_per_frame = costs.set_cost(paper).ms_per_frame;
-                p
-            });
+            .filter(|p| {
+                !h.links
+                    || p.expected
+                        >= paper_plan.expected
+                            + hybrid::required_gain(p, &paper_plan, profiled, curve)
+            })
+            .unwrap_or(paper_plan);
         for m in failed.iter() {
             p.exact.remove(m);
             p.resident.remove(m);
@@ -1718,7 +1717,7 @@ impl Controller {
         let mut to = self.without_failed(sel.active, &costs_now);
         let mut plan = None;
         if self.settings.policy == SelectionPolicy::Hybrid {
-            let p = self.hybrid_plan(&to, &costs_now, &scores);
+            let p = self.hybrid_plan(&to, &costs_now, &scores, samples.len());
             to = p.exact.clone();
             if !self.settings.hybrid.links {
                 predict = false;

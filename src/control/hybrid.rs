@@ -49,7 +49,7 @@ pub const DEFAULT_LOAD_MS_PER_MB: f64 = 5.0;
 /// Milliseconds charged per load and unload whatever the model's size.
 pub const LOAD_MS_FIXED: f64 = 20.0;
 /// Expected accuracy a plan with triggers must add to the paper's set (all else predicted) to
-/// replace it.
+/// replace it, beyond the estimates' uncertainty ([`required_gain`]).
 pub const MIN_GAIN: f64 = 0.02;
 /// Exchange rates swept between accuracy and milliseconds.
 const RATE_STEPS: i32 = 160;
@@ -246,6 +246,10 @@ pub struct Plan {
     pub expected: f64,
     /// Expected compute per frame (ms), loads included.
     pub ms_per_frame: f64,
+    /// Per model, the expected accuracy of its mode (1 for an exact model).
+    pub accuracy: Vec<f64>,
+    /// Per model, the share of frames it runs on exactly (1 exact, 0 predicted).
+    pub sent: Vec<f64>,
 }
 
 impl Plan {
@@ -264,6 +268,12 @@ impl Plan {
                 .collect(),
             resident: ModelSet::empty(k),
             in_turns: ModelSet::empty(k),
+            accuracy: (0..k)
+                .map(|m| if exact.contains(m) { 1.0 } else { 0.0 })
+                .collect(),
+            sent: (0..k)
+                .map(|m| if exact.contains(m) { 1.0 } else { 0.0 })
+                .collect(),
             exact,
             expected: 0.0,
             ms_per_frame: 0.0,
@@ -595,6 +605,13 @@ pub fn plan(input: &PlanInput<'_>) -> Option<Plan> {
                         }
                     })
                     .collect();
+                let of = |j: usize, exact_value: f64, f: fn(&Option_) -> f64| {
+                    if exact.contains(j) {
+                        exact_value
+                    } else {
+                        chosen[j].as_ref().map_or(0.0, f)
+                    }
+                };
                 best = Some(Plan {
                     modes,
                     exact: exact.clone(),
@@ -602,11 +619,67 @@ pub fn plan(input: &PlanInput<'_>) -> Option<Plan> {
                     in_turns,
                     expected: acc,
                     ms_per_frame: ms,
+                    accuracy: (0..k).map(|j| of(j, 1.0, |o| o.accuracy)).collect(),
+                    sent: (0..k).map(|j| of(j, 1.0, |o| o.sent)).collect(),
                 });
             }
         }
     }
     best
+}
+
+/// Sampling variance of a mean score `p` measured on `n` samples, with one hit and one miss
+/// added (a score of 1 on two samples is not a certainty).
+fn score_variance(p: f64, n: usize) -> f64 {
+    let n = n as f64;
+    let p = (p.clamp(0.0, 1.0) * n + 1.0) / (n + 2.0);
+    p * (1.0 - p) / (n + 2.0)
+}
+
+/// Sampling variance of a plan's expected accuracy for model `j`: a predicted model's score
+/// was profiled on `profiled` samples; a triggered one's between-frames accuracy on `curve`
+/// consecutive samples (reuse) or `profiled` (links), on the share of frames not selected.
+fn model_variance(plan: &Plan, j: usize, profiled: usize, curve: usize) -> f64 {
+    let acc = plan.accuracy.get(j).copied().unwrap_or(0.0);
+    let sent = plan.sent.get(j).copied().unwrap_or(0.0).clamp(0.0, 1.0);
+    match plan.modes.get(j) {
+        Some(Mode::Exact) | None => 0.0,
+        Some(Mode::Predicted) => score_variance(acc, profiled),
+        Some(Mode::Triggered { between, .. }) => {
+            if sent >= 1.0 {
+                return 0.0;
+            }
+            let between_acc = (acc - sent) / (1.0 - sent);
+            let n = match between {
+                Between::Reuse => curve,
+                Between::Link => profiled,
+            };
+            (1.0 - sent).powi(2) * score_variance(between_acc, n)
+        }
+    }
+}
+
+/// How much more than `paper` (the paper's set, its models' expected accuracies filled in)
+/// `plan` must expect to replace it: [`MIN_GAIN`] plus one standard error of the difference.
+/// Every model whose expected accuracy differs between the two adds both estimates' sampling
+/// variance. On a short clip the scores rest on a few profiled frames and the curves on a
+/// few tens of consecutive ones, and a plan that only looks better by less than that noise
+/// does worse as often as not.
+pub fn required_gain(plan: &Plan, paper: &Plan, profiled: usize, curve: usize) -> f64 {
+    let k = plan.modes.len().max(1);
+    let variance: f64 = (0..plan.modes.len())
+        .filter(|&j| {
+            plan.modes.get(j) != paper.modes.get(j)
+                || (plan.accuracy.get(j).copied().unwrap_or(0.0)
+                    - paper.accuracy.get(j).copied().unwrap_or(0.0))
+                .abs()
+                    > 1e-9
+        })
+        .map(|j| {
+            model_variance(plan, j, profiled, curve) + model_variance(paper, j, profiled, curve)
+        })
+        .sum();
+    MIN_GAIN + variance.sqrt() / k as f64
 }
 
 /// The trigger at serving time: per camera and model, the feature accumulated since the
@@ -845,6 +918,46 @@ mod tests {
         assert!(t.due(10.0, 10.0));
         assert_eq!(t.take(), vec![(1, vec![0, 1, 3])]);
         assert!(!t.due(20.0, 10.0));
+    }
+
+    /// The paper's set {0} of two models (model 1 predicted at 0.6) and a plan that triggers
+    /// model 1 on a fifth of the frames, reusing its output at 0.9 in between.
+    fn paper_and_triggered() -> (Plan, Plan) {
+        let mut paper = Plan::exact_only(ModelSet::from_indices(2, [0]));
+        paper.accuracy[1] = 0.6;
+        let mut plan = paper.clone();
+        plan.modes[1] = Mode::Triggered {
+            feature: 0,
+            threshold: 1.0,
+            between: Between::Reuse,
+        };
+        plan.sent[1] = 0.2;
+        plan.accuracy[1] = 0.2 + 0.8 * 0.9;
+        (paper, plan)
+    }
+
+    #[test]
+    fn a_plan_must_beat_the_papers_set_by_more_than_its_estimates_noise() {
+        let (paper, plan) = paper_and_triggered();
+        // The same plan: nothing differs, the fixed margin only.
+        assert!((required_gain(&paper, &paper, 4, 30) - MIN_GAIN).abs() < 1e-12);
+        let few = required_gain(&plan, &paper, 1, 20);
+        let many = required_gain(&plan, &paper, 200, 2000);
+        assert!(few > many && many > MIN_GAIN, "{few} {many}");
+        // One profiled sample and 20 curve samples: a standard error of about 0.29 on the
+        // predicted score and 0.07 on the reuse (on 80% of the frames), over two models.
+        let se = (score_variance(0.6, 1) + 0.64 * score_variance(0.9, 20)).sqrt() / 2.0;
+        assert!((few - MIN_GAIN - se).abs() < 1e-12, "{few} {se}");
+        // The plan expects 0.32 more on model 1 (0.16 on the mean): enough with many samples,
+        // not with one profiled frame.
+        let gain =
+            plan.accuracy.iter().sum::<f64>() / 2.0 - paper.accuracy.iter().sum::<f64>() / 2.0;
+        assert!(
+            gain >= many && gain < few,
+            "gain {gain}, needs {many} / {few}"
+        );
+        // A score of 1 on two samples is not certain.
+        assert!(score_variance(1.0, 2) > 0.0);
     }
 
     #[test]
