@@ -28,7 +28,8 @@
 //! fits the memory budget with its links is tried, and for each, one exchange rate between
 //! accuracy and milliseconds picks every other model's mode and threshold; the rate is swept
 //! and the plan with the best expected accuracy whose expected compute stays within the
-//! allowance wins.
+//! allowance wins. It replaces the paper's set only when it expects more by [`MIN_GAIN`] and
+//! one standard error of the estimates the two differ on ([`required_gain`]).
 //!
 //! Without links (`HybridSettings::links` false) every model is triggered and reused in
 //! between: Reducto bound by the memory budget, with its loads charged.
