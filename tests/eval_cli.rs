@@ -180,3 +180,50 @@ fn eval_keeps_only_the_models_asked_for_and_rejects_unknown_ones() {
         "unclear error: {err}"
     );
 }
+
+#[test]
+fn eval_writes_the_chosen_policys_decisions_and_refuses_other_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("t.trace");
+    write_trace(&trace, 300);
+    let read = |p: &Path| -> Vec<mlink::control::Decision> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let of = |policy: &str| {
+        let file = dir.path().join(format!("{policy}.jsonl"));
+        let f = file.to_str().unwrap().to_string();
+        let report = dir.path().join(format!("r-{policy}"));
+        eval(
+            &trace,
+            &report,
+            0,
+            &["--decisions", &f, "--decisions-policy", policy],
+        );
+        read(&file)
+    };
+    let mlink = of("mlink");
+    let hybrid = of("hybrid");
+    assert!(!mlink.is_empty() && !hybrid.is_empty());
+    // Only the hybrid's selections carry a plan, one mode per model.
+    assert!(mlink.iter().all(|d| d.plan.is_none()), "{mlink:?}");
+    for d in &hybrid {
+        let plan = d.plan.as_deref().unwrap_or_else(|| panic!("no plan: {d:?}"));
+        for id in ["a ", "b ", "c "] {
+            assert!(plan.contains(id), "{plan}");
+        }
+    }
+    // A policy that makes no selections of its own is refused with the choices.
+    let out = Command::new(env!("CARGO_BIN_EXE_mlink"))
+        .arg("eval")
+        .arg(&trace)
+        .args(["--decisions", "x.jsonl", "--decisions-policy", "optimal"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not mlink, gain or hybrid"), "{err}");
+}
