@@ -211,7 +211,10 @@ fn eval_writes_the_chosen_policys_decisions_and_refuses_other_policies() {
     // Only the hybrid's selections carry a plan, one mode per model.
     assert!(mlink.iter().all(|d| d.plan.is_none()), "{mlink:?}");
     for d in &hybrid {
-        let plan = d.plan.as_deref().unwrap_or_else(|| panic!("no plan: {d:?}"));
+        let plan = d
+            .plan
+            .as_deref()
+            .unwrap_or_else(|| panic!("no plan: {d:?}"));
         for id in ["a ", "b ", "c "] {
             assert!(plan.contains(id), "{plan}");
         }

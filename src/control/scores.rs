@@ -55,19 +55,19 @@ pub struct BundleLinks<'a> {
 }
 
 impl BundleLinks<'_> {
-    /// Mean parameter memory of one link between the pipeline's models, in MB (f32
-    /// weights): what the scheduler charges per link network.
+    /// Mean parameter memory of one serving link between the pipeline's models, in MB (f32
+    /// weights): what the scheduler charges per link.
     pub fn mean_link_memory_mb(&self) -> Option<f64> {
         let k = self.to_bundle.len();
         let mut total = 0usize;
         let mut n = 0usize;
         for i in 0..k {
             for j in (0..k).filter(|&j| j != i) {
-                if let Ok(p) = self
+                if let Some(p) = self
                     .bundle
-                    .link_params(self.to_bundle[i], self.to_bundle[j])
+                    .serving_link_parameters(self.to_bundle[i], self.to_bundle[j])
                 {
-                    total += p.len();
+                    total += p;
                     n += 1;
                 }
             }
@@ -87,10 +87,10 @@ impl BundleLinks<'_> {
                     .map(|j| {
                         match self
                             .bundle
-                            .link_params(self.to_bundle[i], self.to_bundle[j])
+                            .serving_link_parameters(self.to_bundle[i], self.to_bundle[j])
                         {
-                            Ok(p) if i != j => {
-                                crate::schedule::Cost::new(p.len() as f64 * 4.0 / 1e6, ms)
+                            Some(p) if i != j => {
+                                crate::schedule::Cost::new(p as f64 * 4.0 / 1e6, ms)
                             }
                             _ => crate::schedule::Cost::ZERO,
                         }

@@ -400,7 +400,7 @@ impl<'p> Replay<'p> {
                 }
                 let params = match &self.chosen {
                     Some(c) => c.link_parameters(i, j),
-                    None => self.links.link_params(i, j).ok().map(|p| p.len()),
+                    None => self.links.serving_link_parameters(i, j),
                 };
                 *cell = match params {
                     Some(n) => Cost::new(n as f64 * 4.0 / 1e6, n as f64 * LINK_MS_PER_PARAMETER),

@@ -191,6 +191,17 @@ impl LinkBundle {
         self.view_links.as_ref()
     }
 
+    /// Numbers the serving link `source -> target` holds (its memory is 4 bytes each): the
+    /// link over the views where the bundle has one (they serve wherever the sources' views
+    /// are at hand, which the engine always has), else the paper's network. None without
+    /// either.
+    pub fn serving_link_parameters(&self, source: usize, target: usize) -> Option<usize> {
+        self.view_links
+            .as_ref()
+            .and_then(|v| v.link_parameters(source, target))
+            .or_else(|| self.link_params(source, target).ok().map(|p| p.len()))
+    }
+
     /// The ensemble of a target (its sources and weights).
     pub fn ensemble(&self, target: usize) -> Option<&Ensemble> {
         self.ensembles.get(target).map(|e| &e.ensemble)
