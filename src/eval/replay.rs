@@ -5,7 +5,7 @@
 //! otherwise they are served with the active set and labelled in turns, as in the engine);
 //! the profiled link and ensemble scores drive one selection per period.
 //!
-//! The selection methods (MLink, Gain) drive the engine's own controller
+//! The selection methods (MLink, Gain) and the hybrid policy drive the engine's own controller
 //! ([`crate::control::Controller`]) over the test frames with the trace's clock, so the
 //! replay measures the decisions `mlink run` makes; periods and profiling frames of every
 //! method come from the same period clock.
