@@ -254,9 +254,13 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every model exact or predicted as `exact` says (no triggers): the paper's shape.
+    /// Every model exact or predicted as `exact` says (no triggers): the paper's shape. The
+    /// predicted models' expected accuracy is 0 until the caller fills in their scores.
     pub fn exact_only(exact: ModelSet) -> Self {
         let k = exact.capacity();
+        let exact_share: Vec<f64> = (0..k)
+            .map(|m| if exact.contains(m) { 1.0 } else { 0.0 })
+            .collect();
         Plan {
             modes: (0..k)
                 .map(|m| {
@@ -269,12 +273,8 @@ impl Plan {
                 .collect(),
             resident: ModelSet::empty(k),
             in_turns: ModelSet::empty(k),
-            accuracy: (0..k)
-                .map(|m| if exact.contains(m) { 1.0 } else { 0.0 })
-                .collect(),
-            sent: (0..k)
-                .map(|m| if exact.contains(m) { 1.0 } else { 0.0 })
-                .collect(),
+            accuracy: exact_share.clone(),
+            sent: exact_share,
             exact,
             expected: 0.0,
             ms_per_frame: 0.0,
