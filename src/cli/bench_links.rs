@@ -1,4 +1,7 @@
-use crate::link::bench::{seq2vec_link, six_source_bundle, train_vec2vec, vec2vec_workload};
+use crate::link::bench::{
+    choose_wide_label, seq2vec_link, six_source_bundle, train_vec2vec, vec2vec_workload,
+    wide_label_link,
+};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -87,6 +90,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let seq = measure(5, 200, || {
         std::hint::black_box(seq.predict(&input).ok());
     });
+    let wide = wide_label_link();
+    let choice = measure(3, 1, || {
+        std::hint::black_box(choose_wide_label(&wide).map(|c| c.held_out));
+    });
     let profile = if cfg!(debug_assertions) {
         "dev"
     } else {
@@ -106,6 +113,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "predict_ensemble_6_sources_cpu_us": cpu(ens, 1e6),
                 "predict_seq2vec_20_tokens_us": seq.wall * 1e6,
                 "predict_seq2vec_20_tokens_cpu_us": cpu(seq, 1e6),
+                "choose_link_to_1000_class_label_80_pairs_s": choice.wall,
+                "choose_link_to_1000_class_label_80_pairs_cpu_s": cpu(choice, 1.0),
             })
         );
     } else {
@@ -129,6 +138,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         line("predict vec2vec, one sample", vec, 1e6, "us", "20");
         line("predict six-source ensemble", ens, 1e6, "us", "100");
         line("predict seq2vec, 20 tokens", seq, 1e6, "us", "200");
+        line(
+            "choose a link to a 1,000-class label, 80 pairs, every candidate",
+            choice,
+            1.0,
+            "s",
+            "1",
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

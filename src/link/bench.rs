@@ -1,6 +1,7 @@
 //! The link speed figures shared by `benches/links.rs` and `mlink bench links`: the workloads
 //! are built here once so both measure the same thing.
 
+use super::choose::{Candidate, Chosen, LinkData, choose};
 use super::net::{LinkNet, TrainParams};
 use super::{LinkBundle, Sample};
 use crate::output::{OutputSpec, OutputValue, TaskKind};
@@ -76,4 +77,50 @@ pub fn seq2vec_link() -> (LinkNet, OutputValue) {
     net.fit(&x, &t, &p, &mut rng).expect("data");
     let input = OutputValue::Tokens((0..20).map(|k| 1 + (k % 49) as u32).collect());
     (net, input)
+}
+
+/// The training pairs of one link into an ImageNet-like classifier on a short clip: 80
+/// consecutive frames of a 40-wide source view and a one-long head, and a 1,000-class label
+/// target that holds 5 classes (which one follows the view).
+pub struct WideLabelLink {
+    pub view: Vec<Vec<f32>>,
+    pub head: Vec<Vec<f32>>,
+    pub target: Vec<Vec<f32>>,
+    pub spec: OutputSpec,
+}
+
+pub fn wide_label_link() -> WideLabelLink {
+    let mut rng = StdRng::seed_from_u64(5);
+    let classes = [3usize, 140, 409, 611, 930];
+    let mut view = Vec::new();
+    let mut head = Vec::new();
+    let mut target = Vec::new();
+    for _ in 0..80 {
+        let c = rng.random_range(0..classes.len());
+        let v: Vec<f32> = (0..40)
+            .map(|d| if d % classes.len() == c { 1.0 } else { 0.0 } + rng.random_range(0.0..0.3))
+            .collect();
+        head.push(vec![c as f32]);
+        view.push(v);
+        let mut t = vec![0.0; 1000];
+        t[classes[c]] = 1.0;
+        target.push(t);
+    }
+    WideLabelLink {
+        view,
+        head,
+        target,
+        spec: OutputSpec::vector(1000, TaskKind::SingleLabel),
+    }
+}
+
+/// The learner choice for [`wide_label_link`] with every candidate (each trained before the
+/// held-out block, the tie-break blocks and the winner again on all pairs).
+pub fn choose_wide_label(w: &WideLabelLink) -> Option<Chosen> {
+    let data = LinkData {
+        view: w.view.iter().map(Vec::as_slice).collect(),
+        head: w.head.iter().map(Vec::as_slice).collect(),
+        target: w.target.iter().map(Vec::as_slice).collect(),
+    };
+    choose(&data, &w.spec, &TrainParams::default(), &Candidate::all())
 }
