@@ -578,6 +578,9 @@ mod tests {
             let err = with_classes(classes).restore(&spec).err().unwrap();
             assert!(err.contains(reason), "{err}");
         }
+        let count = OutputSpec::vector(200, TaskKind::Count);
+        let err = state.clone().restore(&count).err().unwrap();
+        assert!(err.contains("not a label"), "{err}");
         // Three classes against a net trained on two: the output norm or the parameter count
         // says so.
         assert!(with_classes(vec![1, 17, 150]).restore(&spec).is_err());
