@@ -550,25 +550,12 @@ mod tests {
             assert_eq!(restored.predict(xi), m.predict(xi));
         }
         // A stored form whose classes are damaged is refused with the reason.
-        let with_classes = |c: Vec<usize>| match state.clone() {
-            LearnerState::Mlp {
-                input,
-                in_dim,
-                hidden_factor,
-                in_norm,
-                out_norm,
-                params,
-                ..
-            } => LearnerState::Mlp {
-                input,
-                in_dim,
-                hidden_factor,
-                in_norm,
-                out_norm,
-                params,
-                classes: Some(c),
-            },
-            other => other,
+        let with_classes = |c: Vec<usize>| {
+            let mut damaged = state.clone();
+            if let LearnerState::Mlp { classes, .. } = &mut damaged {
+                *classes = Some(c);
+            }
+            damaged
         };
         for (classes, reason) in [
             (vec![17, 200], "outside"),
