@@ -53,6 +53,11 @@ log "eval building (the paper's links)"
 "$MLINK" eval traces/building.trace --links paper --seeds 3 --report out/report-building-paper
 log "eval traffic-file"
 "$MLINK" eval traces/traffic-file.trace --seeds 3 --report out/report-traffic-file
+# The view links trained again every period on the profiling samples (adaptation: periodic).
+log "eval building and traffic-file with periodic adaptation"
+"$MLINK" eval traces/building.trace --seeds 3 --adapt --report out/report-building-adapt
+"$MLINK" eval traces/building.trace --seeds 1 --adapt --report out/report-building-adapt-seed0
+"$MLINK" eval traces/traffic-file.trace --seeds 3 --adapt --report out/report-traffic-file-adapt
 
 # The remaining baselines on the building trace recorded with 32x32 thumbnails: Table V with
 # MTL and DRLS, the distilled students of Fig. 5, the online training of Fig. 6 and the

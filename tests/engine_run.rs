@@ -533,6 +533,43 @@ fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
     mlink::link::LinkBundle::load(&links).unwrap();
 }
 
+/// Periodic adaptation reaches the links that serve: the view links, first trained on the
+/// 12 warm-up samples, learn again from those and every period's profiling samples.
+#[test]
+fn periodic_adaptation_trains_the_serving_view_links_again_on_profiling_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        &vtest_camera("cam"),
+        30.0,
+        free_port(),
+        "adaptation:\n  policy: periodic\n",
+    );
+    let links = dir.path().join("links.bundle");
+    let opts = RunOptions {
+        // 14 s of video at 5 frames a second: 12 warm-up frames, then 2 s periods with 2
+        // profiling frames each.
+        max_frames: Some(70),
+        links_out: Some(links.clone()),
+        offline: true,
+        ..RunOptions::default()
+    };
+    let (_stop, handle) = run_in_thread(p, opts);
+    let summary = handle.join().unwrap();
+    assert!(
+        summary.online_training_runs >= 1,
+        "no online training run: {summary:?}"
+    );
+    let bundle = mlink::link::LinkBundle::load(&links).unwrap();
+    let view_links = bundle
+        .view_links()
+        .expect("the saved links have view links");
+    let frames = view_links.trained_frames().expect("a frame count is saved");
+    // More than the warm-up's 12: the profiling samples were learned from, beside the
+    // warm-up samples the engine handed over (without those there would be too few).
+    assert!(frames >= 14, "view links trained on {frames} frames");
+}
+
 #[test]
 fn the_uncertainty_policy_queues_frames_with_one_active_model() {
     // 30 MB fits one model: every prediction has a single source, so there is no spread

@@ -230,3 +230,57 @@ fn eval_writes_the_chosen_policys_decisions_and_refuses_other_policies() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not mlink, gain or hybrid"), "{err}");
 }
+
+/// `--adapt` on the committed building trace: the policies that run through the controller
+/// train the chosen view links again every period (5 periods, 5 runs each), the links they
+/// serve then are the retrained ones (MLink's accuracy moves), the rows that keep the links
+/// as trained do not move, and the paper's links are refused.
+#[test]
+fn eval_adapt_trains_the_view_links_again_every_period_for_the_controller_policies() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let trace = root.join("traces/building.trace");
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mlink"))
+            .arg("eval")
+            .arg(&trace)
+            .args(["--budget-mb", "25.3", "--seeds", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let row = |text: &str, method: &str| -> String {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&format!("{method} ")))
+            .unwrap_or_else(|| panic!("no {method} row in {text}"))
+            .to_string()
+    };
+    let accuracy = |line: &str| -> f64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+    let (ok, fixed, err) = run(&[]);
+    assert!(ok, "{err}");
+    let (ok, adapted, err) = run(&["--adapt"]);
+    assert!(ok, "{err}");
+    for method in ["MLink", "Gain", "Hybrid"] {
+        assert!(
+            row(&adapted, method).contains("(links trained again 5x)"),
+            "{}",
+            row(&adapted, method)
+        );
+        assert!(!row(&fixed, method).contains("trained again"));
+    }
+    assert_ne!(
+        accuracy(&row(&adapted, "MLink")),
+        accuracy(&row(&fixed, "MLink")),
+        "the retrained links did not serve"
+    );
+    for method in ["Standalone", "Optimal"] {
+        assert_eq!(row(&adapted, method), row(&fixed, method));
+    }
+    let (ok, _, err) = run(&["--adapt", "--links", "paper"]);
+    assert!(!ok);
+    assert!(err.contains("--links paper"), "{err}");
+}

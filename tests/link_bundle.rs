@@ -939,3 +939,67 @@ fn refit_after_fine_tuning_follows_sources_whose_reliability_changed() {
     assert!(b.refit(&short, held_out).is_err());
     assert_eq!(b.link_score(2, 0), s2);
 }
+
+/// Online retraining of the view links never trades them for links that learned from fewer
+/// frames, keeps only frames whose views have the lengths the links read, and records what
+/// they learned from in the stored form.
+#[test]
+fn view_links_are_trained_again_only_on_at_least_as_many_frames() {
+    let (models, samples) = class_data(80, 5, 1);
+    let p = TrainParams {
+        epochs: 5,
+        ..TrainParams::default()
+    };
+    let mut b = LinkBundle::train(&models, &samples[..40], &p, 0.25, 2, &|_| {}).unwrap();
+    let heads: Vec<Vec<Vec<f32>>> = samples
+        .iter()
+        .map(|s| {
+            s.outputs
+                .iter()
+                .map(|o| match o {
+                    Some(OutputValue::Vector(h)) => h.clone(),
+                    _ => unreachable!(),
+                })
+                .collect()
+        })
+        .collect();
+    let views: Vec<Vec<Vec<f32>>> = heads
+        .iter()
+        .map(|f| f.iter().map(|h| squared_view(h)).collect())
+        .collect();
+    let frames = |range: std::ops::Range<usize>, short_every: Option<usize>| {
+        range
+            .map(|f| {
+                (0..3)
+                    .map(|m| mlink::link::view_links::ModelInput {
+                        view: match short_every {
+                            Some(e) if f % e == 0 => &views[f][m][..6],
+                            _ => &views[f][m],
+                        },
+                        head: &heads[f][m],
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    // Without view links there is nothing to train again.
+    assert_eq!(b.retrain_view_links(frames(0..60, None), &p), None);
+    b.train_view_links(frames(0..40, None), &p);
+    let first = b.view_links().unwrap().state();
+    assert_eq!(first.frames, Some(40));
+    // Fewer frames than the links learned from: the links held stay.
+    assert_eq!(b.retrain_view_links(frames(40..70, None), &p), None);
+    assert_eq!(b.view_links().unwrap().state(), first);
+    // 50 frames of which every fifth has a short view: 40 are usable, as many as before.
+    assert_eq!(b.retrain_view_links(frames(30..80, Some(5)), &p), Some(40));
+    let second = b.view_links().unwrap();
+    assert_eq!(second.trained_frames(), Some(40));
+    assert_eq!(second.view_dims(), &[12, 12, 12]);
+    assert_ne!(second.state(), first, "the links learned from other frames");
+    // The count survives a save and load.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("links.mlb");
+    b.save(&path).unwrap();
+    let c = LinkBundle::load(&path).unwrap();
+    assert_eq!(c.view_links().unwrap().trained_frames(), Some(40));
+}

@@ -68,6 +68,11 @@ pub struct Args {
     /// (at least 8).
     #[arg(long, default_value_t = crate::config::DEFAULT_WARMUP_SAMPLES)]
     pub curve_frames: usize,
+    /// Periodic adaptation, as `adaptation.policy: periodic` in the engine: MLink, Gain and
+    /// the hybrid train the chosen view links again on the training frames and every
+    /// period's profiling samples so far (needs `--links chosen`).
+    #[arg(long)]
+    pub adapt: bool,
     /// Accuracy Reducto's thresholds are tuned for on the training part.
     #[arg(long, default_value_t = 0.9)]
     pub reducto_target: f64,
@@ -181,6 +186,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         load_ms_per_mb: args.load_ms_per_mb,
         max_age_s: args.max_age_s,
         curve_frames: args.curve_frames,
+        adapt: args.adapt,
     };
     if !(args.latency_s.is_finite() && args.latency_s >= 0.0) {
         bail!("--latency-s must be a finite number of at least 0");

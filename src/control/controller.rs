@@ -178,7 +178,8 @@ pub enum Event {
     },
     /// Links exist now (loaded at start-up or trained): serving starts.
     LinksReady { cause: Cause },
-    /// The links were replaced by fine-tuned ones (selection waits for the next period).
+    /// The links were replaced by fine-tuned ones (selection waits for the next period, and
+    /// scores them on samples profiled after the update).
     LinksUpdated,
     /// Initial training failed: warm up again.
     TrainingFailed,
@@ -268,9 +269,11 @@ pub enum Command {
         samples: Vec<Row>,
         views: Vec<Views>,
     },
-    /// Fine-tune the links on labelled samples, off the frame path.
+    /// Fine-tune the links on labelled samples (with each row's link views: `views[s]` for
+    /// `samples[s]`, empty when unknown), off the frame path.
     Train {
         samples: Vec<Row>,
+        views: Vec<Views>,
         policy: TrainingPolicy,
     },
     /// Release kept frames without running anything (queued frames no longer wanted).
@@ -786,7 +789,13 @@ impl Controller {
                 predicted_loss,
             } => Ok(self.on_served(id, uncertainty, predicted_loss)),
             Event::LinksReady { cause } => self.on_links_ready(cause, links),
-            Event::LinksUpdated => Ok(Vec::new()),
+            Event::LinksUpdated => {
+                // The links learned from every profiled sample held (they were handed over
+                // for training): scoring them there would measure their fit, not their
+                // accuracy, so the next selection scores on samples profiled from now on.
+                self.history.clear();
+                Ok(Vec::new())
+            }
             Event::ModelFailed { model } => self.on_model_failed(model, links),
             Event::Cost {
                 ms,
@@ -1252,6 +1261,7 @@ impl Controller {
                     } else if let Some(policy) = self.periodic_policy() {
                         out.push(Command::Train {
                             samples: batch.rows,
+                            views: batch.views,
                             policy,
                         });
                     }
@@ -1280,8 +1290,8 @@ impl Controller {
             }
             (Phase::Serving(_), Purpose::Label) => {
                 let period = match &self.phase {
-                    Phase::Serving(s) => s.period.samples.rows.clone(),
-                    _ => Vec::new(),
+                    Phase::Serving(s) => s.period.samples.clone(),
+                    _ => Batch::default(),
                 };
                 let policy = match self.settings.labelling {
                     Labelling::Uncertainty { .. } => Some(TrainingPolicy::Uncertainty),
@@ -1290,8 +1300,13 @@ impl Controller {
                 };
                 if let Some(policy) = policy {
                     let mut samples = period;
-                    samples.extend(batch.rows);
-                    out.push(Command::Train { samples, policy });
+                    samples.append(&batch);
+                    let Batch { rows, views } = samples;
+                    out.push(Command::Train {
+                        samples: rows,
+                        views,
+                        policy,
+                    });
                 }
             }
             // Samples for a phase that has ended (e.g. warm-up chunks after training began)
@@ -1980,7 +1995,9 @@ mod tests {
             self.log
                 .iter()
                 .filter_map(|c| match c {
-                    Command::Train { samples, policy } => Some((samples.len(), *policy)),
+                    Command::Train {
+                        samples, policy, ..
+                    } => Some((samples.len(), *policy)),
                     _ => None,
                 })
                 .collect()
@@ -2362,6 +2379,26 @@ mod tests {
         assert_eq!(labelled, [3]);
         // Trained on the period's two samples and the labelled one.
         assert_eq!(d.trains(), [(3, TrainingPolicy::Uncertainty)]);
+    }
+
+    #[test]
+    fn links_updated_online_are_scored_only_on_samples_they_did_not_learn_from() {
+        let mut s = settings();
+        s.labelling = Labelling::Periodic;
+        let mut d = serving(s, 1000.0, |_| sample(true));
+        for i in 0..11 {
+            d.frame(i, i as f64);
+        }
+        assert_eq!(d.trains(), [(2, TrainingPolicy::Periodic)]);
+        assert!(!d.c.history.is_empty());
+        d.send(Event::LinksUpdated);
+        assert!(d.c.history.is_empty());
+        // The next period's samples are what the next selection scores on.
+        for i in 11..21 {
+            d.frame(i, i as f64);
+        }
+        assert_eq!(d.c.history.len(), 1);
+        assert_eq!(d.c.history[0].len(), 2);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub(super) struct Driver {
     pub training: Option<Receiver<Result<LinkBundle, String>>>,
     /// The warm-up samples, whose latest score the links until the first period is profiled.
     warm_tail: Batch,
+    /// The warm-up samples the links are being trained on (pipeline order), for the online
+    /// trainer's reservoir once the trained links are installed.
+    learned: Batch,
     /// Frames kept for a run in turns or for labelling, by id.
     kept: BTreeMap<FrameId, Frame>,
     next_id: FrameId,
@@ -126,6 +129,7 @@ impl Driver {
             trainer: None,
             training: None,
             warm_tail: Batch::default(),
+            learned: Batch::default(),
             #[cfg(feature = "opencv")]
             differs: BTreeMap::new(),
             last_exact: Default::default(),
@@ -462,13 +466,19 @@ impl Driver {
                     samples.iter().rev().take(newest).cloned().collect(),
                     views.iter().rev().take(newest).cloned().collect(),
                 );
+                self.learned = Batch::new(samples.clone(), views.clone());
                 self.start_training(samples, views);
                 Ok(None)
             }
-            Command::Train { samples, policy } => {
+            Command::Train {
+                samples,
+                views,
+                policy,
+            } => {
                 if let Some(t) = &self.trainer {
                     t.submit(TrainBatch {
                         rows: self.to_bundle_order(samples),
+                        views: self.to_bundle_order(views),
                         policy: policy.as_label(),
                     });
                 }
@@ -848,7 +858,7 @@ impl Driver {
             .unwrap_or_else(|| format!("#{bundle_index}"))
     }
 
-    fn to_bundle_order(&self, rows: Vec<Row>) -> Vec<Vec<OutputValue>> {
+    fn to_bundle_order<T: Clone>(&self, rows: Vec<Vec<T>>) -> Vec<Vec<T>> {
         rows.into_iter()
             .map(|r| {
                 let mut out = r.clone();
@@ -934,6 +944,7 @@ impl Driver {
             if let Some(b) = newest {
                 // The trainer saved it: not a change for the file watch to pick up.
                 self.links_seen = super::reload::stamp(&self.links_path);
+                self.charge_link_costs(&b);
                 self.bundle = Some(b);
                 self.send(Event::LinksUpdated, None)?;
             }
@@ -970,10 +981,26 @@ impl Driver {
             tracing::info!(path = %self.links_path.display(), "links saved");
         }
         self.links_seen = super::reload::stamp(&self.links_path);
-        // Links are charged at their own size from now on (their prediction time is
-        // measured while serving).
+        self.charge_link_costs(&bundle);
+        self.bundle = Some(Arc::new(bundle));
+        // Only links trained here learned from the warm-up samples held.
+        let learned = std::mem::take(&mut self.learned);
+        self.start_trainer(if cause == Cause::Trained {
+            learned
+        } else {
+            Batch::default()
+        });
+        let tail = std::mem::take(&mut self.warm_tail);
+        self.ctl.seed_batch(&tail);
+        self.send(Event::LinksReady { cause }, None)
+    }
+
+    /// Charges links at their own size from now on (their prediction time is measured while
+    /// serving): at install, and after online training, which can change it (a lookup link
+    /// holds the samples it learned from).
+    fn charge_link_costs(&mut self, bundle: &LinkBundle) {
         let links = BundleLinks {
-            bundle: &bundle,
+            bundle,
             to_bundle: &self.to_bundle,
         };
         if let Some(mb) = links.mean_link_memory_mb() {
@@ -984,15 +1011,11 @@ impl Driver {
             self.ctl.set_link_costs(links.link_costs(cost.ms_per_frame));
             tracing::info!(mean_memory_mb = mb, "link costs from the links' parameters");
         }
-        self.bundle = Some(Arc::new(bundle));
-        self.start_trainer();
-        let tail = std::mem::take(&mut self.warm_tail);
-        self.ctl.seed_batch(&tail);
-        self.send(Event::LinksReady { cause }, None)
     }
 
-    /// Starts the online trainer when the adaptation settings call for one.
-    pub fn start_trainer(&mut self) {
+    /// Starts the online trainer when the adaptation settings call for one; `learned` are the
+    /// samples (pipeline order) the links were trained on, where known.
+    pub fn start_trainer(&mut self, learned: Batch) {
         let adapts = self.cfg.adaptation.policy != crate::config::AdaptationPolicy::None
             || self.cfg.adaptation.aggregator.is_some();
         if adapts && self.trainer.is_none() && self.bundle.is_some() {
@@ -1001,6 +1024,11 @@ impl Driver {
                 self.cfg.links.seed,
                 self.cfg.adaptation.aggregator.clone(),
                 self.metrics.clone(),
+                TrainBatch {
+                    rows: self.to_bundle_order(learned.rows),
+                    views: self.to_bundle_order(learned.views),
+                    policy: crate::control::TrainingPolicy::Initial.as_label(),
+                },
             ) {
                 Ok(t) => self.trainer = Some(t),
                 Err(e) => tracing::warn!(error = %e, "online link training disabled"),

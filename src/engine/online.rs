@@ -5,6 +5,11 @@
 //! batch does not make the links forget), saves the bundle atomically and sends the updated
 //! bundle back; the engine swaps it in between two frames.
 //!
+//! The view links (the few-sample links over the link views, which serve wherever the bundle
+//! has them) are trained again on the same samples with their views, once the trainer holds
+//! at least as many as they learned from: an engine that trained its links itself hands the
+//! warm-up samples over first, so they keep learning from the first period on.
+//!
 //! With `adaptation.aggregator` in the pipeline the engine is also an edge of cross-site
 //! aggregation (paper Algorithm 1): after each batch, for every link the aggregator shares
 //! whose models this pipeline has, the trainer pulls the global link, computes its update on
@@ -14,18 +19,17 @@ use crate::adapt::aggregate::client::AggregatorClient;
 use crate::adapt::aggregate::tokens::Token;
 use crate::adapt::edge::federated_round;
 use crate::config::AggregatorConfig;
+use crate::link::reservoir::{Reservoir, view_inputs};
 use crate::link::{LinkBundle, Sample};
 use crate::metrics::Metrics;
 use crate::output::OutputValue;
 use crossbeam_channel::{Receiver, Sender, bounded};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Earlier samples kept for fine-tuning alongside each new batch.
-pub const RESERVOIR: usize = 1000;
+pub const RESERVOIR: usize = crate::link::reservoir::CAPACITY;
 /// Epochs of each fine-tuning run.
 pub const FINE_TUNE_EPOCHS: usize = 20;
 /// Local epochs of each federated round.
@@ -97,6 +101,8 @@ impl Federation {
 /// A batch of complete samples (every model's exact output, bundle order) and why it came.
 pub struct TrainBatch {
     pub rows: Vec<Vec<OutputValue>>,
+    /// Per row, every model's link view (bundle order; empty where unknown).
+    pub views: Vec<Vec<Vec<f32>>>,
     /// `periodic`, `uncertainty` or `loss_prediction`: the metrics label of the run.
     pub policy: &'static str,
 }
@@ -110,12 +116,15 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Starts the trainer on the bundle saved at `path` (it keeps its own copy).
+    /// Starts the trainer on the bundle saved at `path` (it keeps its own copy). `learned`
+    /// are the samples the links were trained on, with their views (bundle order), where the
+    /// engine has them: the reservoir starts with them.
     pub fn start(
         path: PathBuf,
         seed: u64,
         aggregator: Option<AggregatorConfig>,
         metrics: Arc<Metrics>,
+        learned: TrainBatch,
     ) -> Result<Self, crate::link::BundleError> {
         let mut bundle = LinkBundle::load(&path)?;
         let (tx, rx) = bounded::<TrainBatch>(4);
@@ -123,15 +132,16 @@ impl Trainer {
         let thread = std::thread::Builder::new()
             .name("link trainer".into())
             .spawn(move || {
-                let mut rng = StdRng::seed_from_u64(seed ^ 0x000a_111e);
-                let mut reservoir: Vec<Sample> = Vec::new();
-                let mut seen = 0usize;
+                let mut reservoir = Reservoir::new(RESERVOIR, seed ^ 0x000a_111e);
+                reservoir.keep_batch(learned.rows, learned.views);
                 let mut federation: Option<Federation> = None;
                 for batch in rx {
-                    let new: Vec<Sample> =
-                        batch.rows.into_iter().map(Sample::complete).collect();
-                    let mut samples = reservoir.clone();
-                    samples.extend(new.iter().cloned());
+                    let policy = batch.policy;
+                    let labelled = reservoir.with_batch(&batch.rows, &batch.views);
+                    let samples: Vec<Sample> = labelled
+                        .iter()
+                        .map(|k| Sample::complete(k.row.iter().cloned()))
+                        .collect();
                     let started = std::time::Instant::now();
                     // The newest block is held out to rescore on (samples are in time order).
                     let (fit_on, held_out) = bundle.split_in_time(&samples);
@@ -139,7 +149,7 @@ impl Trainer {
                         tracing::warn!(error = %e, "online link training failed; keeping the previous links");
                         continue;
                     }
-                    metrics.link_training_runs.with_label_values(&[batch.policy]).inc();
+                    metrics.link_training_runs.with_label_values(&[policy]).inc();
                     if let Some(cfg) = &aggregator {
                         if federation.is_none() {
                             match Federation::connect(cfg, &bundle) {
@@ -156,18 +166,13 @@ impl Trainer {
                     if let Err(e) = bundle.refit(fit_on, held_out) {
                         tracing::warn!(error = %e, "refitting the ensembles and scores failed; keeping the previous ones");
                     }
-                    // Reservoir sampling keeps a uniform sample of everything seen so far.
-                    for s in new {
-                        seen += 1;
-                        if reservoir.len() < RESERVOIR {
-                            reservoir.push(s);
-                        } else {
-                            let at = rng.random_range(0..seen);
-                            if at < RESERVOIR {
-                                reservoir[at] = s;
-                            }
-                        }
+                    // The view links learn again from every labelled sample held.
+                    let params = bundle.meta.params.clone();
+                    if let Some(n) = bundle.retrain_view_links(view_inputs(&labelled), &params) {
+                        metrics.link_training_runs.with_label_values(&["view_links"]).inc();
+                        tracing::info!(frames = n, "view links trained again on the labelled samples");
                     }
+                    reservoir.keep_batch(batch.rows, batch.views);
                     if let Err(e) = bundle.save(&path) {
                         tracing::warn!(error = %e, path = %path.display(), "cannot save the updated links");
                         continue;
@@ -176,7 +181,7 @@ impl Trainer {
                     match LinkBundle::load(&path) {
                         Ok(copy) => {
                             tracing::info!(
-                                policy = batch.policy,
+                                policy,
                                 samples = samples.len(),
                                 seconds = started.elapsed().as_secs_f64(),
                                 "links fine-tuned online"

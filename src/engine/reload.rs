@@ -179,7 +179,7 @@ pub(super) fn reload(
     let budget = Budget::from(&new.scheduler.budget);
     d.pool.set_budget_mb(budget.memory_mb);
     d.cfg = new;
-    d.start_trainer();
+    d.start_trainer(crate::control::Batch::default());
     let event = Event::ConfigChanged {
         settings: Box::new(Settings::from_pipeline(&d.cfg)),
         budget,

@@ -364,5 +364,7 @@ pub fn run(replay: &Replay, policy: &DrlsPolicy) -> Outcome {
         active: by_share.iter().map(|(m, _)| ids(*m)).collect(),
         detail,
         decisions: Vec::new(),
+        link_retrainings: 0,
+        adapted_links: Vec::new(),
     }
 }

@@ -179,7 +179,7 @@ pub fn train_chosen(
     frames: &[FrameRow],
     seed: u64,
     learners: LinkLearners,
-) -> Option<Box<dyn Linker>> {
+) -> Option<ViewLinks> {
     let specs: Vec<OutputSpec> = problem.models.iter().map(|m| m.spec.clone()).collect();
     if learners != LinkLearners::Chosen || !ViewLinks::supports(&specs) {
         return None;
@@ -204,7 +204,7 @@ pub fn train_chosen(
         seed,
         ..TrainParams::default()
     };
-    Some(Box::new(ViewLinks::train(&specs, &inputs, &params)))
+    Some(ViewLinks::train(&specs, &inputs, &params))
 }
 
 /// Trains every link and ensemble on `samples` (one complete output row per training frame),

@@ -89,5 +89,7 @@ pub fn run(replay: &Replay, mtl: &Mtl) -> Result<Outcome, EvalError> {
             mtl.train_frames
         ),
         decisions: Vec::new(),
+        link_retrainings: 0,
+        adapted_links: Vec::new(),
     })
 }

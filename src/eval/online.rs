@@ -22,11 +22,10 @@ use crate::control::{
     self, BundleLinks, Command, Controller, Event, Labelling, PeriodLength, Purpose, Settings,
 };
 use crate::engine::online::{FINE_TUNE_EPOCHS, RESERVOIR};
+use crate::link::reservoir::Reservoir;
 use crate::link::{LinkBundle, Sample};
 use crate::output::OutputValue;
 use crate::schedule::{Budget, Costs};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -263,12 +262,15 @@ fn run_policy(
     )
     .map_err(err)?;
     let identity = [0usize, 1];
-    let mut reservoir: Vec<Sample> = pair.frames[..n_init]
-        .iter()
-        .map(|f| Sample::complete(f.outputs.iter().cloned()))
-        .collect();
-    let mut seen = reservoir.len();
-    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x000a_111e);
+    // The samples the links learned from start the reservoir, as in the engine.
+    let mut reservoir = Reservoir::new(RESERVOIR, cfg.seed ^ 0x000a_111e);
+    reservoir.keep_batch(
+        pair.frames[..n_init]
+            .iter()
+            .map(|f| f.outputs.clone())
+            .collect(),
+        Vec::new(),
+    );
     let mut per_segment: Vec<Vec<f64>> = vec![Vec::new(); cfg.segments];
     let mut labelled = 0usize;
     let mut profiled = 0usize;
@@ -372,26 +374,18 @@ fn run_policy(
         }
         for rows in train_batches {
             // What the engine's link trainer does with a batch (engine::online).
-            let new: Vec<Sample> = rows.into_iter().map(Sample::complete).collect();
-            let mut samples = reservoir.clone();
-            samples.extend(new.iter().cloned());
+            let samples: Vec<Sample> = reservoir
+                .with_batch(&rows, &[])
+                .into_iter()
+                .map(|k| Sample::complete(k.row))
+                .collect();
             let (fit_on, held_out) = bundle.split_in_time(&samples);
             if bundle.fine_tune(fit_on, FINE_TUNE_EPOCHS).is_ok() {
                 let _ = bundle.refit(fit_on, held_out);
                 trainings += 1;
                 pending.push_back(Event::LinksUpdated);
             }
-            for s in new {
-                seen += 1;
-                if reservoir.len() < RESERVOIR {
-                    reservoir.push(s);
-                } else {
-                    let at = rng.random_range(0..seen);
-                    if at < RESERVOIR {
-                        reservoir[at] = s;
-                    }
-                }
-            }
+            reservoir.keep_batch(rows, Vec::new());
         }
     }
     let segments: Vec<f64> = per_segment

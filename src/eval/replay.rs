@@ -24,7 +24,9 @@ use crate::control::{
     self, BundleLinks, Command, Controller, Decision, Event, FrameId, Labelling, PeriodClock,
     PeriodLength, Predictor, Purpose, Settings,
 };
-use crate::link::LinkBundle;
+use crate::link::reservoir::{self as reservoir, Reservoir};
+use crate::link::view_links::ViewLinks;
+use crate::link::{LinkBundle, TrainParams};
 use crate::output::OutputValue;
 use crate::schedule::{self, Budget, Cost, Costs, LinkScores, ModelSet};
 use serde::Serialize;
@@ -82,6 +84,11 @@ pub struct ReplayConfig {
     /// the trigger's curves before the first plan from them, as an engine started from links
     /// profiles its pipeline's `links.warmup_samples` (at least 8).
     pub curve_frames: usize,
+    /// Periodic adaptation (`adaptation.policy: periodic`): the policies run through the
+    /// controller train the chosen view links again on the training frames and every
+    /// period's profiling samples so far, as the engine's online trainer does. Standalone,
+    /// Optimal and Reducto keep the links as trained.
+    pub adapt: bool,
 }
 
 impl Default for ReplayConfig {
@@ -101,6 +108,7 @@ impl Default for ReplayConfig {
             load_ms_per_mb: control::hybrid::DEFAULT_LOAD_MS_PER_MB,
             max_age_s: control::hybrid::DEFAULT_MAX_AGE_S,
             curve_frames: crate::config::DEFAULT_WARMUP_SAMPLES,
+            adapt: false,
         }
     }
 }
@@ -178,6 +186,17 @@ pub struct Outcome {
     /// The selections in order (selection methods only), as `--decisions` writes them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<Decision>,
+    /// Times the serving view links were trained again online (`--adapt`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub link_retrainings: usize,
+    /// Under `--adapt`, the single links' scores on the test frames (rows: sources, columns:
+    /// targets) once trained again for the last time; empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adapted_links: Vec<Vec<f64>>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn mask_of(set: &ModelSet) -> u64 {
@@ -208,7 +227,7 @@ pub struct Replay<'p> {
     /// Trace model order is the bundle's.
     identity: Vec<usize>,
     /// The few-sample links over the views (`--links chosen`), which serve the predictions.
-    chosen: Option<Box<dyn Linker>>,
+    chosen: Option<ViewLinks>,
     /// Per source row and target column, each link's parameter memory and measured time
     /// (empty when `link_cost` was given: every link costs it).
     link_costs: Vec<Vec<Cost>>,
@@ -247,6 +266,23 @@ impl Predictor for ServingLinks<'_> {
             Some(c) => c.held_out(sources, target),
             None => self.bundle.prior(sources, target),
         }
+    }
+}
+
+/// Under `--adapt`: one run's view links trained again on the profiling samples, as the
+/// engine's online trainer does (the same reservoir and the same retraining).
+struct Adaptation {
+    reservoir: Reservoir,
+    params: TrainParams,
+    /// The links trained online, oldest first; version `v` > 0 is `versions[v - 1]`, version
+    /// 0 the links trained on the training part.
+    versions: Vec<ViewLinks>,
+}
+
+impl Adaptation {
+    /// The version serving now.
+    fn version(&self) -> usize {
+        self.versions.len()
     }
 }
 
@@ -377,9 +413,88 @@ impl<'p> Replay<'p> {
 
     /// The links that serve, in the controller's terms (what it scores sets with).
     pub fn serving_links(&self) -> ServingLinks<'_> {
+        self.serving_links_with(self.chosen.as_ref())
+    }
+
+    /// [`Replay::serving_links`] with the given view links in place of the trained ones.
+    fn serving_links_with<'a>(&'a self, chosen: Option<&'a ViewLinks>) -> ServingLinks<'a> {
         ServingLinks {
-            chosen: self.chosen.as_deref(),
+            chosen: chosen.map(|c| c as &dyn Linker),
             bundle: self.predictor(),
+        }
+    }
+
+    /// A run's adaptation state under `--adapt` with chosen links: the reservoir starts with
+    /// the training frames the links learned from, as the engine's trainer starts with the
+    /// warm-up samples.
+    fn adaptation(&self) -> Option<Adaptation> {
+        if !self.cfg.adapt {
+            return None;
+        }
+        self.chosen.as_ref()?;
+        let mut reservoir = Reservoir::new(reservoir::CAPACITY, self.cfg.seed ^ 0x000a_111e);
+        for t in self.train.clone() {
+            let f = &self.problem.frames[t];
+            reservoir.push(f.outputs.clone(), f.views.clone());
+        }
+        Some(Adaptation {
+            reservoir,
+            params: TrainParams {
+                seed: self.cfg.seed,
+                ..TrainParams::default()
+            },
+            versions: Vec::new(),
+        })
+    }
+
+    /// The view links of `version` (0: as trained on the training part).
+    fn chosen_at<'a>(
+        &'a self,
+        adaptation: Option<&'a Adaptation>,
+        version: usize,
+    ) -> Option<&'a ViewLinks> {
+        match adaptation {
+            Some(a) if version > 0 => a.versions.get(version - 1).or(self.chosen.as_ref()),
+            _ => self.chosen.as_ref(),
+        }
+    }
+
+    /// Carries out a `Train` command under `--adapt`: the serving view links learn again from
+    /// the samples held and the new ones; returns the new links' costs when they changed.
+    fn adapt(
+        &self,
+        a: &mut Adaptation,
+        rows: Vec<Vec<OutputValue>>,
+        views: Vec<Vec<Vec<f32>>>,
+    ) -> Option<(Vec<Vec<Cost>>, Cost)> {
+        let labelled = a.reservoir.with_batch(&rows, &views);
+        let retrained = self.chosen_at(Some(a), a.version()).and_then(|c| {
+            c.retrained(
+                reservoir::view_inputs(&labelled),
+                &a.params,
+                c.trained_frames().unwrap_or(0),
+            )
+        });
+        a.reservoir.keep_batch(rows, views);
+        let links = retrained?;
+        let costs = self.link_costs_of(Some(&links));
+        a.versions.push(links);
+        costs
+    }
+
+    /// Per model, the score on frame `t` with the view links of `version` (see
+    /// [`Replay::frame_scores`]; version 0 is cached).
+    fn frame_scores_at(
+        &self,
+        adaptation: Option<&Adaptation>,
+        version: usize,
+        mask: u64,
+        t: usize,
+    ) -> Vec<f64> {
+        if version == 0 {
+            self.frame_scores(mask, t)
+        } else {
+            self.frame_scores_with(self.chosen_at(adaptation, version), mask, t)
         }
     }
 
@@ -388,8 +503,18 @@ impl<'p> Replay<'p> {
     /// ([`LINK_MS_PER_PARAMETER`]) rather than timed, so that the same trace and seed give the
     /// same report; unless a link cost was given.
     fn measure_link_costs(&mut self) {
+        if let Some((per_link, mean)) = self.link_costs_of(self.chosen.as_ref()) {
+            self.cfg.link_cost = mean;
+            self.link_costs = per_link;
+        }
+    }
+
+    /// Per link its cost with the given view links serving (the paper's bundle where None),
+    /// and the mean over the links (the report's single link cost); None when a link cost
+    /// was given.
+    fn link_costs_of(&self, chosen: Option<&ViewLinks>) -> Option<(Vec<Vec<Cost>>, Cost)> {
         if !self.cfg.link_memory_from_links {
-            return;
+            return None;
         }
         let k = self.k;
         let mut costs = vec![vec![Cost::ZERO; k]; k];
@@ -398,8 +523,8 @@ impl<'p> Replay<'p> {
                 if i == j {
                     continue;
                 }
-                let params = match &self.chosen {
-                    Some(c) => c.link_parameters(i, j),
+                let params = match chosen {
+                    Some(c) => Linker::link_parameters(c, i, j),
                     None => self.links.serving_link_parameters(i, j),
                 };
                 *cell = match params {
@@ -408,15 +533,16 @@ impl<'p> Replay<'p> {
                 };
             }
         }
-        // The report's single link cost: the mean over the links.
         let n = (k * k.saturating_sub(1)).max(1) as f64;
         let (mb, ms) = costs.iter().flatten().fold((0.0, 0.0), |(a, b), c| {
             (a + c.memory_mb, b + c.ms_per_frame)
         });
-        if k > 1 {
-            self.cfg.link_cost = Cost::new(mb / n, ms / n);
-        }
-        self.link_costs = costs;
+        let mean = if k > 1 {
+            Cost::new(mb / n, ms / n)
+        } else {
+            self.cfg.link_cost
+        };
+        Some((costs, mean))
     }
 
     /// What each chosen link learned with (see [`Linker::describe`]); empty with the paper's.
@@ -470,20 +596,28 @@ impl<'p> Replay<'p> {
         if let Some(s) = self.cache.borrow().get(&(mask, t)) {
             return s.clone();
         }
+        let scores = self.frame_scores_with(self.chosen.as_ref(), mask, t);
+        self.cache.borrow_mut().insert((mask, t), scores.clone());
+        scores
+    }
+
+    /// [`Replay::frame_scores`] with the given view links (the paper's bundle where None),
+    /// not cached.
+    fn frame_scores_with(&self, chosen: Option<&ViewLinks>, mask: u64, t: usize) -> Vec<f64> {
         let frame = &self.problem.frames[t];
         let sources: Vec<(usize, &OutputValue)> = (0..self.k)
             .filter(|i| mask >> i & 1 == 1)
             .map(|i| (i, &frame.outputs[i]))
             .collect();
         let source_ids: Vec<usize> = sources.iter().map(|(i, _)| *i).collect();
-        let scores: Vec<f64> = (0..self.k)
+        (0..self.k)
             .map(|j| {
                 if mask >> j & 1 == 1 {
                     1.0
                 } else if sources.is_empty() {
                     0.0
                 } else {
-                    let p = match &self.chosen {
+                    let p = match chosen {
                         Some(c) => c.predict_frame(j, &source_ids, frame),
                         None => self.predictor().predict_viewed(j, &sources, &frame.views),
                     };
@@ -495,15 +629,24 @@ impl<'p> Replay<'p> {
                     }
                 }
             })
-            .collect();
-        self.cache.borrow_mut().insert((mask, t), scores.clone());
-        scores
+            .collect()
     }
 
     /// The score of the single link `source -> target` on frame `t`.
     fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
+        self.link_score_with(self.chosen.as_ref(), source, target, t)
+    }
+
+    /// [`Replay::link_score`] with the given view links (the paper's bundle where None).
+    fn link_score_with(
+        &self,
+        chosen: Option<&ViewLinks>,
+        source: usize,
+        target: usize,
+        t: usize,
+    ) -> f64 {
         let frame = &self.problem.frames[t];
-        let p = match &self.chosen {
+        let p = match chosen {
             Some(c) => c.predict_frame(target, &[source], frame),
             None => self.predictor().predict_viewed(
                 target,
@@ -519,6 +662,27 @@ impl<'p> Replay<'p> {
             ),
             None => 0.0,
         }
+    }
+
+    /// Link scores `p(g_ij)` of the given view links on the test frames.
+    fn test_link_matrix_with(&self, chosen: &ViewLinks) -> Vec<Vec<f64>> {
+        (0..self.k)
+            .map(|i| {
+                (0..self.k)
+                    .map(|j| {
+                        if i == j {
+                            1.0
+                        } else {
+                            mean(
+                                self.test
+                                    .clone()
+                                    .map(|t| self.link_score_with(Some(chosen), i, j, t)),
+                            )
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Link scores `p(g_ij)` measured on `frames`.
@@ -553,7 +717,7 @@ impl<'p> Replay<'p> {
     }
 
     /// The controller's settings for this replay: the engine's defaults where the replay has
-    /// no knob of its own (no drift margin, no fine-tuning: the links stay as trained).
+    /// no knob of its own (no drift margin; fine-tuning every period only with `adapt`).
     pub fn settings(&self, policy: SelectionPolicy) -> Settings {
         Settings {
             policy,
@@ -567,7 +731,11 @@ impl<'p> Replay<'p> {
             // No warm-up: the links are given. Under the hybrid, the curves' frames when no
             // training part seeds them.
             warmup_samples: self.cfg.curve_frames,
-            labelling: Labelling::None,
+            labelling: if self.cfg.adapt && self.chosen.is_some() {
+                Labelling::Periodic
+            } else {
+                Labelling::None
+            },
             federated: false,
             hybrid: HybridSettings {
                 latency_s: self.cfg.latency_s,
@@ -635,7 +803,7 @@ impl<'p> Replay<'p> {
         hybrid: HybridSettings,
         profile: bool,
     ) -> Result<Outcome, EvalError> {
-        let costs = self.costs();
+        let mut costs = self.costs();
         let k = self.k;
         let specs: Vec<_> = self.problem.models.iter().map(|m| m.spec.clone()).collect();
         let parents: Vec<Option<usize>> = self.problem.models.iter().map(|m| m.parent).collect();
@@ -662,12 +830,12 @@ impl<'p> Replay<'p> {
                 })
                 .collect(),
         );
-        let links = self.serving_links();
+        let mut adaptation = if links_on { self.adaptation() } else { None };
         let mut tally = Tally::new(k);
         let mut decisions = Vec::new();
         let mut active_sets: Vec<Vec<String>> = Vec::new();
-        // Per test frame: what ran on it when served, and the plan then.
-        let mut served: BTreeMap<usize, (ModelSet, bool, Option<Plan>)> = BTreeMap::new();
+        // Per test frame: what ran on it when served, the plan then and the links' version.
+        let mut served: BTreeMap<usize, (ModelSet, bool, Option<Plan>, usize)> = BTreeMap::new();
         let mut exact_frames: Vec<bool> = vec![false; self.problem.frames.len()];
         // Per model: (frame, index of the frame after which its output is known).
         let mut late: Vec<Vec<(usize, usize)>> = vec![Vec::new(); k];
@@ -679,6 +847,8 @@ impl<'p> Replay<'p> {
         let mut finished = false;
         loop {
             let mut commands = Vec::new();
+            let version = adaptation.as_ref().map_or(0, Adaptation::version);
+            let links = self.serving_links_with(self.chosen_at(adaptation.as_ref(), version));
             match pending.pop_front() {
                 Some(e) => commands.extend(ctl.handle(e, Some(&links)).map_err(err)?),
                 None => match frames.next() {
@@ -718,7 +888,10 @@ impl<'p> Replay<'p> {
                             Costs::models_only(costs.models.clone())
                         };
                         tally.charge(&charged, &active);
-                        served.insert(frame as usize, (active, predict, ctl.plan().cloned()));
+                        served.insert(
+                            frame as usize,
+                            (active, predict, ctl.plan().cloned(), version),
+                        );
                     }
                     Command::Profile { frame, purpose } => {
                         let t = frame as usize;
@@ -762,16 +935,23 @@ impl<'p> Replay<'p> {
                             active_sets.push(ids);
                         }
                     }
+                    Command::Train { samples, views, .. } => {
+                        if let Some(a) = adaptation.as_mut()
+                            && let Some(changed) = self.adapt(a, samples, views)
+                        {
+                            adopt_link_costs(&mut ctl, &mut costs, changed);
+                            pending.push_back(Event::LinksUpdated);
+                        }
+                    }
                     Command::Keep { .. }
                     | Command::Release { .. }
-                    | Command::StartTraining { .. }
-                    | Command::Train { .. } => {}
+                    | Command::StartTraining { .. } => {}
                 }
             }
         }
         // Scores, now that every turn is known.
         let mut known: Vec<Vec<(usize, usize)>> = late.clone();
-        for (&t, (active, _, _)) in &served {
+        for (&t, (active, ..)) in &served {
             for m in active.iter() {
                 known[m].push((t, t));
             }
@@ -788,13 +968,13 @@ impl<'p> Replay<'p> {
                 tally.add_scores(&vec![1.0; k]);
                 continue;
             }
-            let Some((active, predict, plan)) = served.get(&t) else {
+            let Some((active, predict, plan, version)) = served.get(&t) else {
                 tally.add_scores(&vec![0.0; k]);
                 continue;
             };
             let camera = self.problem.frames[t].camera;
             let linked = if *predict && links_on {
-                self.frame_scores(mask_of(active), t)
+                self.frame_scores_at(adaptation.as_ref(), *version, mask_of(active), t)
             } else {
                 vec![0.0; k]
             };
@@ -842,6 +1022,10 @@ impl<'p> Replay<'p> {
             .map(|p| p.summary(&ids, &names))
             .unwrap_or_default();
         out.decisions = decisions;
+        out.link_retrainings = adaptation.as_ref().map_or(0, Adaptation::version);
+        if let Some(last) = adaptation.as_ref().and_then(|a| a.versions.last()) {
+            out.adapted_links = self.test_link_matrix_with(last);
+        }
         Ok(out)
     }
 
@@ -853,7 +1037,7 @@ impl<'p> Replay<'p> {
         policy: SelectionPolicy,
         budget: &Budget,
     ) -> Result<Outcome, EvalError> {
-        let costs = self.costs();
+        let mut costs = self.costs();
         let k = self.k;
         let specs: Vec<_> = self.problem.models.iter().map(|m| m.spec.clone()).collect();
         let parents: Vec<Option<usize>> = self.problem.models.iter().map(|m| m.parent).collect();
@@ -867,7 +1051,7 @@ impl<'p> Replay<'p> {
             false,
         )
         .map_err(err)?;
-        let links = self.serving_links();
+        let mut adaptation = self.adaptation();
         let mut tally = Tally::new(k);
         let mut decisions = Vec::new();
         let mut active_sets: Vec<Vec<String>> = Vec::new();
@@ -886,7 +1070,12 @@ impl<'p> Replay<'p> {
                     None => break,
                 },
             };
-            for cmd in ctl.handle(event, Some(&links)).map_err(err)? {
+            let commands = {
+                let version = adaptation.as_ref().map_or(0, Adaptation::version);
+                let links = self.serving_links_with(self.chosen_at(adaptation.as_ref(), version));
+                ctl.handle(event, Some(&links)).map_err(err)?
+            };
+            for cmd in commands {
                 match cmd {
                     Command::Serve {
                         frame,
@@ -896,7 +1085,10 @@ impl<'p> Replay<'p> {
                         let t = frame as usize;
                         let mask = mask_of(&active);
                         if predict {
-                            tally.add(&self.frame_scores(mask, t), &costs, &active);
+                            let version = adaptation.as_ref().map_or(0, Adaptation::version);
+                            let scores =
+                                self.frame_scores_at(adaptation.as_ref(), version, mask, t);
+                            tally.add(&scores, &costs, &active);
                         } else {
                             let alone: Vec<f64> = (0..k)
                                 .map(|j| f64::from(u8::from(active.contains(j))))
@@ -926,15 +1118,26 @@ impl<'p> Replay<'p> {
                             active_sets.push(ids);
                         }
                     }
+                    Command::Train { samples, views, .. } => {
+                        if let Some(a) = adaptation.as_mut()
+                            && let Some(changed) = self.adapt(a, samples, views)
+                        {
+                            adopt_link_costs(&mut ctl, &mut costs, changed);
+                            pending.push_back(Event::LinksUpdated);
+                        }
+                    }
                     Command::Keep { .. }
                     | Command::Release { .. }
-                    | Command::StartTraining { .. }
-                    | Command::Train { .. } => {}
+                    | Command::StartTraining { .. } => {}
                 }
             }
         }
         let mut out = tally.outcome(self.test.len(), active_sets);
         out.decisions = decisions;
+        out.link_retrainings = adaptation.as_ref().map_or(0, Adaptation::version);
+        if let Some(last) = adaptation.as_ref().and_then(|a| a.versions.last()) {
+            out.adapted_links = self.test_link_matrix_with(last);
+        }
         Ok(out)
     }
 
@@ -1061,6 +1264,8 @@ impl<'p> Replay<'p> {
             active: masks.iter().map(|&m| self.ids(m)).collect(),
             detail,
             decisions: Vec::new(),
+            link_retrainings: 0,
+            adapted_links: Vec::new(),
         }
     }
 
@@ -1175,6 +1380,8 @@ impl<'p> Replay<'p> {
             active: vec![self.ids((1u64 << k) - 1)],
             detail,
             decisions: Vec::new(),
+            link_retrainings: 0,
+            adapted_links: Vec::new(),
         }
     }
 
@@ -1297,6 +1504,12 @@ fn check_config(cfg: &ReplayConfig) -> Result<(), EvalError> {
     if !cfg.link_cost.is_valid() {
         return bad("the link cost must be finite and not negative");
     }
+    if cfg.adapt && cfg.links == LinkLearners::Paper {
+        return bad(
+            "adaptation trains the chosen view links again; the paper's links (--links paper) \
+             are fine-tuned online only by the engine",
+        );
+    }
     match cfg.period {
         Period::Frames(0) | Period::Count(0) => bad("a period must hold at least one frame"),
         Period::Seconds(s) if !(s > 0.0 && s.is_finite()) => {
@@ -1367,6 +1580,19 @@ fn plan_periods(
         .collect())
 }
 
+/// The link costs of view links trained again online, charged from now on by the
+/// controller and the run's tally alike (the engine re-charges them the same way).
+fn adopt_link_costs(
+    ctl: &mut Controller,
+    costs: &mut Costs,
+    (per_link, mean): (Vec<Vec<Cost>>, Cost),
+) {
+    ctl.set_link_cost(mean);
+    ctl.set_link_costs(per_link.clone());
+    costs.link = mean;
+    costs.per_link = per_link;
+}
+
 /// What a replayed method spent and scored, frame by frame.
 struct Tally {
     per_model: Vec<f64>,
@@ -1422,6 +1648,8 @@ impl Tally {
             active,
             detail: String::new(),
             decisions: Vec::new(),
+            link_retrainings: 0,
+            adapted_links: Vec::new(),
         }
     }
 }

@@ -443,6 +443,11 @@ pub fn render_text(r: &Report) -> String {
                 active_summary(&m.outcome)
             );
         }
+        if let Some(m) = b.methods.iter().find(|m| m.method == Method::Mlink)
+            && let Some(line) = adapted_links_line(&m.outcome, &r.trace.models)
+        {
+            let _ = writeln!(s, "  {line}");
+        }
     }
     let t = &r.reducto_at_target;
     let _ = writeln!(
@@ -456,6 +461,28 @@ pub fn render_text(r: &Report) -> String {
     s
 }
 
+/// Under `--adapt`, the single links' test-frame scores once trained again for the last time.
+fn adapted_links_line(o: &Outcome, models: &[ModelSummary]) -> Option<String> {
+    if o.adapted_links.is_empty() {
+        return None;
+    }
+    let mut cells = Vec::new();
+    for (i, row) in o.adapted_links.iter().enumerate() {
+        for (j, score) in row.iter().enumerate() {
+            if i != j
+                && let (Some(a), Some(b)) = (models.get(i), models.get(j))
+            {
+                cells.push(format!("{}->{} {}", a.id, b.id, pct(*score)));
+            }
+        }
+    }
+    Some(format!(
+        "MLink's links after {} online trainings, scored on the test frames (%): {}",
+        o.link_retrainings,
+        cells.join(", ")
+    ))
+}
+
 fn active_summary(o: &Outcome) -> String {
     let mut sets: Vec<String> = o
         .active
@@ -464,10 +491,14 @@ fn active_summary(o: &Outcome) -> String {
         .collect();
     let n = sets.len();
     sets.dedup();
-    if n > 1 && sets.len() == 1 {
+    let summary = if n > 1 && sets.len() == 1 {
         format!("{} every period", sets[0])
     } else {
         sets.join(" ")
+    };
+    match o.link_retrainings {
+        0 => summary,
+        r => format!("{summary} (links trained again {r}x)"),
     }
 }
 
@@ -597,6 +628,13 @@ pub fn render_markdown(r: &Report, plots: &[(&str, &str)]) -> String {
                 m.outcome.detail.clone()
             };
             let _ = writeln!(s, "- {} at {}: {}", m.method.name(), b.label, detail);
+        }
+    }
+    for b in &r.budgets {
+        if let Some(m) = b.methods.iter().find(|m| m.method == Method::Mlink)
+            && let Some(line) = adapted_links_line(&m.outcome, &r.trace.models)
+        {
+            let _ = writeln!(s, "\nAt {}: {line}", b.label);
         }
     }
     let _ = writeln!(s, "\nPer-model accuracy (%):\n");

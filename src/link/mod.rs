@@ -12,6 +12,8 @@
 //!   a learner ([`ridge`], [`knn`], the paper's MLP, ...; [`learner`]) chosen on a held-out
 //!   block in time ([`choose`]), per target the best link or a [`joint`] multi-source link;
 //!   [`temporal`] inputs (the sources' recent views, the target's last exact output).
+//! - [`reservoir`]: the labelled samples online training keeps, with their views, in time
+//!   order.
 //!
 //! Pure Rust: no GStreamer, no ONNX Runtime.
 
@@ -28,6 +30,7 @@ pub mod mlp;
 pub mod net;
 pub mod norm;
 pub mod optim;
+pub mod reservoir;
 pub mod ridge;
 pub mod sample;
 pub mod seq;

@@ -55,6 +55,8 @@ pub struct ViewLinks {
     links: Vec<Option<Chosen>>,
     joints: Vec<Option<JointLink>>,
     combiners: Vec<Combiner>,
+    /// Frames the links were trained on (None: restored from a file that did not say).
+    frames: Option<usize>,
 }
 
 fn vector_len(spec: &OutputSpec) -> Option<usize> {
@@ -192,6 +194,7 @@ impl ViewLinks {
             links,
             joints,
             combiners,
+            frames: Some(n),
         }
     }
 
@@ -288,6 +291,30 @@ impl ViewLinks {
             .reduce(f64::max)
     }
 
+    /// Online: the links trained again on `frames` (time order; the labelled samples held,
+    /// newest last) from the frames where every model's view has the length these links
+    /// read; None (keep these) with fewer than `at_least` such frames.
+    pub fn retrained(
+        &self,
+        frames: Vec<Vec<ModelInput<'_>>>,
+        params: &TrainParams,
+        at_least: usize,
+    ) -> Option<ViewLinks> {
+        let dims = &self.view_dims;
+        let frames: Vec<Vec<ModelInput<'_>>> = frames
+            .into_iter()
+            .filter(|f| {
+                f.len() == dims.len() && f.iter().zip(dims).all(|(m, &d)| m.view.len() == d)
+            })
+            .collect();
+        (frames.len() >= at_least.max(1)).then(|| ViewLinks::train(&self.specs, &frames, params))
+    }
+
+    /// Frames the links were trained on, where known.
+    pub fn trained_frames(&self) -> Option<usize> {
+        self.frames
+    }
+
     /// The stored form of every link and joint link, JSON-serialisable (link bundles of
     /// format 3 hold it beside the paper's links).
     pub fn state(&self) -> ViewLinksState {
@@ -314,6 +341,7 @@ impl ViewLinks {
                 .enumerate()
                 .filter_map(|(j, jl)| jl.as_ref().map(|jl| (j, jl.state())))
                 .collect(),
+            frames: self.frames,
         }
     }
 
@@ -382,6 +410,7 @@ impl ViewLinks {
             links,
             joints,
             combiners,
+            frames: state.frames,
         })
     }
 }
@@ -393,6 +422,9 @@ pub struct ViewLinksState {
     pub links: Vec<LinkState>,
     /// (target, its joint link) for the targets a joint link serves.
     pub joints: Vec<(usize, JointState)>,
+    /// Frames the links were trained on (absent in bundles written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frames: Option<usize>,
 }
 
 /// One link's stored form.

@@ -187,6 +187,28 @@ impl LinkBundle {
         self.clear_cache();
     }
 
+    /// Online: trains the view links again on `frames` (time order: the samples online
+    /// training keeps, then the newest batch) where that does not mean fewer frames than the
+    /// links held were trained on; returns the frames they now learned from, or None when the
+    /// links held stay (no view links, or too few frames with every model's view at the
+    /// length the links read). For a bundle from a file that does not say how many frames its
+    /// view links learned from, its training samples count.
+    pub fn retrain_view_links(
+        &mut self,
+        frames: Vec<Vec<ModelInput<'_>>>,
+        params: &TrainParams,
+    ) -> Option<usize> {
+        let held = self.view_links.as_ref()?;
+        let before = held
+            .trained_frames()
+            .unwrap_or(self.meta.train_samples + self.meta.validation_samples);
+        let links = held.retrained(frames, params, before.max(MIN_VIEW_FRAMES))?;
+        let n = links.trained_frames();
+        self.view_links = Some(links);
+        self.clear_cache();
+        n
+    }
+
     /// Fits the ensemble of target j on the training samples and scores its source subsets on
     /// the validation samples.
     fn train_ensemble(
