@@ -34,6 +34,9 @@ pub const WARMUP_CHUNK: usize = 25;
 pub const LABEL_QUEUE: usize = 16;
 /// Warm-up samples that score the links until the first period is profiled.
 pub const WARM_SCORING_SAMPLES: usize = 32;
+/// Profiled samples after an online update below which the updated links' held-out scores
+/// make up the difference in their scores.
+const UPDATED_LINKS_PRIOR_SAMPLES: f64 = 8.0;
 /// Under `loss_prediction` without a threshold, a frame is queued when its predicted loss
 /// exceeds this multiple of the running mean.
 const LOSS_FACTOR: f64 = 2.0;
@@ -514,6 +517,8 @@ pub struct Controller {
     phase: Phase,
     /// Profiling batches that score the links, the latest last.
     history: VecDeque<Batch>,
+    /// The links were trained again online since the scoring window was last filled.
+    scoring_updated_links: bool,
     frames_seen: u64,
     last_frame: Option<FrameId>,
     meter: Meter,
@@ -592,6 +597,7 @@ impl Controller {
             parents,
             phase,
             history: VecDeque::new(),
+            scoring_updated_links: false,
             frames_seen: 0,
             last_frame: None,
             predict: true,
@@ -788,12 +794,18 @@ impl Controller {
                 uncertainty,
                 predicted_loss,
             } => Ok(self.on_served(id, uncertainty, predicted_loss)),
-            Event::LinksReady { cause } => self.on_links_ready(cause, links),
+            Event::LinksReady { cause } => {
+                // Links trained or loaded anew are scored on the window as it is.
+                self.scoring_updated_links = false;
+                self.on_links_ready(cause, links)
+            }
             Event::LinksUpdated => {
                 // The links learned from every profiled sample held (they were handed over
                 // for training): scoring them there would measure their fit, not their
-                // accuracy, so the next selection scores on samples profiled from now on.
+                // accuracy, so the next selection scores on samples profiled from now on,
+                // with the updated links' held-out scores making up for the few there are.
                 self.history.clear();
+                self.scoring_updated_links = true;
                 Ok(Vec::new())
             }
             Event::ModelFailed { model } => self.on_model_failed(model, links),
@@ -1693,7 +1705,20 @@ impl Controller {
         for b in &self.history {
             samples.append(b);
         }
-        let scores = ProfiledScores::with_views(links, &self.specs, &samples.rows, &samples.views);
+        // Links trained again online: their held-out scores count beside the few samples
+        // profiled since, until there are enough of those.
+        let prior_weight = if self.scoring_updated_links {
+            (UPDATED_LINKS_PRIOR_SAMPLES - samples.len() as f64).max(0.0)
+        } else {
+            0.0
+        };
+        let scores = ProfiledScores::weighing_prior(
+            links,
+            &self.specs,
+            &samples.rows,
+            &samples.views,
+            prior_weight,
+        );
         let mut sel = schedule::select(self.settings.policy, &self.costs, &self.budget, &scores)?;
         let mut predict = true;
         if sel.active.is_empty() && self.k() > 0 {
@@ -2391,8 +2416,11 @@ mod tests {
         }
         assert_eq!(d.trains(), [(2, TrainingPolicy::Periodic)]);
         assert!(!d.c.history.is_empty());
+        assert!(!d.c.scoring_updated_links);
         d.send(Event::LinksUpdated);
         assert!(d.c.history.is_empty());
+        // Until enough fresh samples, the updated links' held-out scores weigh in.
+        assert!(d.c.scoring_updated_links);
         // The next period's samples are what the next selection scores on.
         for i in 11..21 {
             d.frame(i, i as f64);

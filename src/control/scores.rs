@@ -162,6 +162,8 @@ pub struct ProfiledScores<'a, P: Predictor + ?Sized> {
     specs: &'a [OutputSpec],
     samples: &'a [Row],
     views: &'a [Views],
+    /// Samples' worth of weight the links' prior has beside the measured samples.
+    prior_weight: f64,
     matrix: Vec<Vec<f64>>,
     ensembles: RefCell<HashMap<(Vec<usize>, usize), f64>>,
 }
@@ -180,12 +182,25 @@ impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
         samples: &'a [Row],
         views: &'a [Views],
     ) -> Self {
+        Self::weighing_prior(links, specs, samples, views, 0.0)
+    }
+
+    /// As [`ProfiledScores::with_views`], each score counting the links' prior (their
+    /// held-out score) as `prior_weight` samples beside the measured ones: for links trained
+    /// again online, until enough samples were profiled after the update.
+    pub fn weighing_prior(
+        links: &'a P,
+        specs: &'a [OutputSpec],
+        samples: &'a [Row],
+        views: &'a [Views],
+        prior_weight: f64,
+    ) -> Self {
         let k = specs.len();
         let mut matrix = vec![vec![1.0; k]; k];
         for (i, row) in matrix.iter_mut().enumerate() {
             for (j, cell) in row.iter_mut().enumerate() {
                 if i != j {
-                    *cell = score_or_prior(links, specs, samples, views, &[i], j);
+                    *cell = score_or_prior(links, specs, samples, views, &[i], j, prior_weight);
                 }
             }
         }
@@ -194,6 +209,7 @@ impl<'a, P: Predictor + ?Sized> ProfiledScores<'a, P> {
             specs,
             samples,
             views,
+            prior_weight,
             matrix,
             ensembles: RefCell::new(HashMap::new()),
         }
@@ -278,13 +294,15 @@ impl<P: Predictor + ?Sized> LinkScores for ProfiledScores<'_, P> {
             self.views,
             &key.0,
             target,
+            self.prior_weight,
         );
         self.ensembles.borrow_mut().insert(key, s);
         s
     }
 }
 
-/// The measured mean score when there are samples, else the prior, else 0.
+/// The measured mean score when there are samples, else the prior, else 0; with a
+/// `prior_weight` > 0 and both known, their mean weighted by the samples and that weight.
 fn score_or_prior<P: Predictor + ?Sized>(
     links: &P,
     specs: &[OutputSpec],
@@ -292,11 +310,16 @@ fn score_or_prior<P: Predictor + ?Sized>(
     views: &[Views],
     sources: &[usize],
     target: usize,
+    prior_weight: f64,
 ) -> f64 {
-    mean_score_viewed(links, specs, samples, views, sources, target)
-        .or_else(|| links.prior(sources, target))
-        .unwrap_or(0.0)
-        .clamp(0.0, 1.0)
+    let measured = mean_score_viewed(links, specs, samples, views, sources, target);
+    let prior = links.prior(sources, target);
+    let n = samples.len() as f64;
+    match (measured, prior) {
+        (Some(m), Some(p)) if prior_weight > 0.0 => (n * m + prior_weight * p) / (n + prior_weight),
+        (m, p) => m.or(p).unwrap_or(0.0),
+    }
+    .clamp(0.0, 1.0)
 }
 
 /// Mean score of predicting `target` from `sources` over the samples (a failed prediction
@@ -393,6 +416,26 @@ mod tests {
         let a = ModelSet::from_indices(3, [0]);
         assert_eq!(s.measured_predicted_accuracy(&a), Some(0.75));
         assert_eq!(s.measured_per_model(&a), vec![None, Some(1.0), Some(0.5)]);
+    }
+
+    #[test]
+    fn a_prior_weight_counts_the_prior_as_that_many_samples() {
+        let specs = vec![OutputSpec::vector(1, TaskKind::Count); 3];
+        let rows = vec![vec![v(1.0), v(1.0), v(1.0)], vec![v(2.0), v(2.0), v(5.0)]];
+        // Two samples measured beside a prior of two samples' weight: the plain mean.
+        let s = ProfiledScores::weighing_prior(&CopyLinks, &specs, &rows, &[], 2.0);
+        assert!((s.link(0, 1) - (2.0 * 1.0 + 2.0 * 0.1) / 4.0).abs() < 1e-12);
+        assert!((s.link(0, 2) - (2.0 * 0.5 + 2.0 * 0.1) / 4.0).abs() < 1e-12);
+        let pair = ModelSet::from_indices(3, [0, 1]);
+        assert!((s.ensemble(&pair, 2) - (2.0 * 0.5 + 2.0 * 0.2) / 4.0).abs() < 1e-12);
+        // Measured accuracy stays measured; no weight, no prior; no samples, the prior.
+        let a = ModelSet::from_indices(3, [0]);
+        assert_eq!(s.measured_predicted_accuracy(&a), Some(0.75));
+        let plain = ProfiledScores::weighing_prior(&CopyLinks, &specs, &rows, &[], 0.0);
+        assert_eq!(plain.link(0, 2), 0.5);
+        let none: Vec<Row> = Vec::new();
+        let prior = ProfiledScores::weighing_prior(&CopyLinks, &specs, &none, &[], 8.0);
+        assert_eq!(prior.link(0, 2), 0.1);
     }
 
     #[test]
