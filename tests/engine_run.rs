@@ -501,29 +501,29 @@ fn an_oracle_link_corrects_the_model_output_the_engine_serves() {
     }
 }
 
-#[test]
-fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
-    let dir = tempfile::tempdir().unwrap();
-    let adaptation = "adaptation:\n  policy: loss_prediction\n  uncertainty_threshold: 0.000001\n";
-    let p = pipeline(
-        dir.path(),
-        &vtest_camera("cam"),
-        30.0,
-        free_port(),
-        adaptation,
-    );
-    let links = dir.path().join("links.bundle");
+/// 70 frames of vtest at 5 frames a second (14 s of video, several 2 s periods) through a
+/// 30 MB pipeline with the given adaptation section; the links are saved to the returned
+/// path. Offline, so that a busy machine does not drop frames until every frame starts a
+/// period.
+fn run_offline_adapting(dir: &Path, adaptation: &str) -> (RunSummary, PathBuf) {
+    let p = pipeline(dir, &vtest_camera("cam"), 30.0, free_port(), adaptation);
+    let links = dir.join("links.bundle");
     let opts = RunOptions {
-        // 70 frames at 5 frames a second: 14 s of video, several 2 s periods. Offline, so
-        // that a busy machine does not drop frames until every frame starts a period.
         max_frames: Some(70),
         links_out: Some(links.clone()),
         offline: true,
         ..RunOptions::default()
     };
-    let trained_at = || std::fs::metadata(&links).and_then(|m| m.modified()).ok();
     let (_stop, handle) = run_in_thread(p, opts);
-    let summary = handle.join().unwrap();
+    (handle.join().unwrap(), links)
+}
+
+#[test]
+fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let adaptation = "adaptation:\n  policy: loss_prediction\n  uncertainty_threshold: 0.000001\n";
+    let (summary, links) = run_offline_adapting(dir.path(), adaptation);
+    let trained_at = || std::fs::metadata(&links).and_then(|m| m.modified()).ok();
     assert!(
         summary.online_training_runs >= 1,
         "no online training run: {summary:?}"
@@ -538,24 +538,8 @@ fn loss_prediction_queues_hard_frames_and_fine_tunes_the_links_online() {
 #[test]
 fn periodic_adaptation_trains_the_serving_view_links_again_on_profiling_samples() {
     let dir = tempfile::tempdir().unwrap();
-    let p = pipeline(
-        dir.path(),
-        &vtest_camera("cam"),
-        30.0,
-        free_port(),
-        "adaptation:\n  policy: periodic\n",
-    );
-    let links = dir.path().join("links.bundle");
-    let opts = RunOptions {
-        // 14 s of video at 5 frames a second: 12 warm-up frames, then 2 s periods with 2
-        // profiling frames each.
-        max_frames: Some(70),
-        links_out: Some(links.clone()),
-        offline: true,
-        ..RunOptions::default()
-    };
-    let (_stop, handle) = run_in_thread(p, opts);
-    let summary = handle.join().unwrap();
+    // 12 warm-up frames, then 2 s periods with 2 profiling frames each.
+    let (summary, links) = run_offline_adapting(dir.path(), "adaptation:\n  policy: periodic\n");
     assert!(
         summary.online_training_runs >= 1,
         "no online training run: {summary:?}"

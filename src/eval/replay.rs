@@ -632,12 +632,8 @@ impl<'p> Replay<'p> {
             .collect()
     }
 
-    /// The score of the single link `source -> target` on frame `t`.
-    fn link_score(&self, source: usize, target: usize, t: usize) -> f64 {
-        self.link_score_with(self.chosen.as_ref(), source, target, t)
-    }
-
-    /// [`Replay::link_score`] with the given view links (the paper's bundle where None).
+    /// The score of the single link `source -> target` on frame `t`, with the given view links
+    /// (the paper's bundle where None).
     fn link_score_with(
         &self,
         chosen: Option<&ViewLinks>,
@@ -664,8 +660,13 @@ impl<'p> Replay<'p> {
         }
     }
 
-    /// Link scores `p(g_ij)` of the given view links on the test frames.
-    fn test_link_matrix_with(&self, chosen: &ViewLinks) -> Vec<Vec<f64>> {
+    /// Link scores `p(g_ij)` measured on `frames`.
+    pub fn link_matrix(&self, frames: &[usize]) -> Vec<Vec<f64>> {
+        self.link_matrix_with(self.chosen.as_ref(), frames)
+    }
+
+    /// [`Replay::link_matrix`] with the given view links (the paper's bundle where None).
+    fn link_matrix_with(&self, chosen: Option<&ViewLinks>, frames: &[usize]) -> Vec<Vec<f64>> {
         (0..self.k)
             .map(|i| {
                 (0..self.k)
@@ -674,27 +675,10 @@ impl<'p> Replay<'p> {
                             1.0
                         } else {
                             mean(
-                                self.test
-                                    .clone()
-                                    .map(|t| self.link_score_with(Some(chosen), i, j, t)),
+                                frames
+                                    .iter()
+                                    .map(|&t| self.link_score_with(chosen, i, j, t)),
                             )
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Link scores `p(g_ij)` measured on `frames`.
-    pub fn link_matrix(&self, frames: &[usize]) -> Vec<Vec<f64>> {
-        (0..self.k)
-            .map(|i| {
-                (0..self.k)
-                    .map(|j| {
-                        if i == j {
-                            1.0
-                        } else {
-                            mean(frames.iter().map(|&t| self.link_score(i, j, t)))
                         }
                     })
                     .collect()
@@ -1024,7 +1008,8 @@ impl<'p> Replay<'p> {
         out.decisions = decisions;
         out.link_retrainings = adaptation.as_ref().map_or(0, Adaptation::version);
         if let Some(last) = adaptation.as_ref().and_then(|a| a.versions.last()) {
-            out.adapted_links = self.test_link_matrix_with(last);
+            let test: Vec<usize> = self.test.clone().collect();
+            out.adapted_links = self.link_matrix_with(Some(last), &test);
         }
         Ok(out)
     }
@@ -1136,7 +1121,8 @@ impl<'p> Replay<'p> {
         out.decisions = decisions;
         out.link_retrainings = adaptation.as_ref().map_or(0, Adaptation::version);
         if let Some(last) = adaptation.as_ref().and_then(|a| a.versions.last()) {
-            out.adapted_links = self.test_link_matrix_with(last);
+            let test: Vec<usize> = self.test.clone().collect();
+            out.adapted_links = self.link_matrix_with(Some(last), &test);
         }
         Ok(out)
     }
