@@ -517,7 +517,8 @@ pub struct Controller {
     phase: Phase,
     /// Profiling batches that score the links, the latest last.
     history: VecDeque<Batch>,
-    /// The links were trained again online since the scoring window was last filled.
+    /// The links were trained again online since they were loaded or trained: their held-out
+    /// scores weigh in while the scoring window holds fewer than 8 samples.
     scoring_updated_links: bool,
     frames_seen: u64,
     last_frame: Option<FrameId>,

@@ -28,8 +28,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Earlier samples kept for fine-tuning alongside each new batch.
-pub const RESERVOIR: usize = crate::link::reservoir::CAPACITY;
 /// Epochs of each fine-tuning run.
 pub const FINE_TUNE_EPOCHS: usize = 20;
 /// Local epochs of each federated round.
@@ -132,7 +130,7 @@ impl Trainer {
         let thread = std::thread::Builder::new()
             .name("link trainer".into())
             .spawn(move || {
-                let mut reservoir = Reservoir::new(RESERVOIR, seed ^ 0x000a_111e);
+                let mut reservoir = Reservoir::online(seed);
                 reservoir.keep_batch(learned.rows, learned.views);
                 let mut federation: Option<Federation> = None;
                 for batch in rx {

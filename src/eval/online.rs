@@ -21,7 +21,7 @@ use crate::config::SelectionPolicy;
 use crate::control::{
     self, BundleLinks, Command, Controller, Event, Labelling, PeriodLength, Purpose, Settings,
 };
-use crate::engine::online::{FINE_TUNE_EPOCHS, RESERVOIR};
+use crate::engine::online::FINE_TUNE_EPOCHS;
 use crate::link::reservoir::Reservoir;
 use crate::link::{LinkBundle, Sample};
 use crate::output::OutputValue;
@@ -263,7 +263,7 @@ fn run_policy(
     .map_err(err)?;
     let identity = [0usize, 1];
     // The samples the links learned from start the reservoir, as in the engine.
-    let mut reservoir = Reservoir::new(RESERVOIR, cfg.seed ^ 0x000a_111e);
+    let mut reservoir = Reservoir::online(cfg.seed);
     reservoir.keep_batch(
         pair.frames[..n_init]
             .iter()

@@ -432,7 +432,7 @@ impl<'p> Replay<'p> {
             return None;
         }
         self.chosen.as_ref()?;
-        let mut reservoir = Reservoir::new(reservoir::CAPACITY, self.cfg.seed ^ 0x000a_111e);
+        let mut reservoir = Reservoir::online(self.cfg.seed);
         for t in self.train.clone() {
             let f = &self.problem.frames[t];
             reservoir.push(f.outputs.clone(), f.views.clone());

@@ -41,6 +41,13 @@ impl Reservoir {
         }
     }
 
+    /// The reservoir online training keeps for links trained with `seed`: [`CAPACITY`]
+    /// samples, chosen by a generator of its own (the engine's trainer and the replays of it
+    /// pick the same samples for the same seed).
+    pub fn online(seed: u64) -> Self {
+        Reservoir::new(CAPACITY, seed ^ 0x000a_111e)
+    }
+
     /// Offers one sample: kept while there is room, afterwards in place of a random kept one
     /// with probability `capacity / seen`.
     pub fn push(&mut self, row: Vec<OutputValue>, views: Vec<Vec<f32>>) {

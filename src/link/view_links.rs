@@ -17,6 +17,9 @@ use super::net::TrainParams;
 use crate::output::{OutputForm, OutputSpec, OutputValue, score};
 use serde::{Deserialize, Serialize};
 
+/// Frames view links need at least (a held-out block and something to fit before it).
+pub const MIN_FRAMES: usize = 8;
+
 /// Ridge penalty of the joint linear link.
 const JOINT_RIDGE_LAMBDA: f64 = 10.0;
 
@@ -293,7 +296,8 @@ impl ViewLinks {
 
     /// Online: the links trained again on `frames` (time order; the labelled samples held,
     /// newest last) from the frames where every model's view has the length these links
-    /// read; None (keep these) with fewer than `at_least` such frames.
+    /// read; None (keep these) with fewer than `at_least` such frames, or fewer than
+    /// [`MIN_FRAMES`].
     pub fn retrained(
         &self,
         frames: Vec<Vec<ModelInput<'_>>>,
@@ -307,7 +311,8 @@ impl ViewLinks {
                 f.len() == dims.len() && f.iter().zip(dims).all(|(m, &d)| m.view.len() == d)
             })
             .collect();
-        (frames.len() >= at_least.max(1)).then(|| ViewLinks::train(&self.specs, &frames, params))
+        (frames.len() >= at_least.max(MIN_FRAMES))
+            .then(|| ViewLinks::train(&self.specs, &frames, params))
     }
 
     /// Frames the links were trained on, where known.

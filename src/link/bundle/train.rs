@@ -202,7 +202,7 @@ impl LinkBundle {
         let before = held
             .trained_frames()
             .unwrap_or(self.meta.train_samples + self.meta.validation_samples);
-        let links = held.retrained(frames, params, before.max(MIN_VIEW_FRAMES))?;
+        let links = held.retrained(frames, params, before)?;
         let n = links.trained_frames();
         self.view_links = Some(links);
         self.clear_cache();
@@ -347,7 +347,7 @@ impl LinkBundle {
 
 /// The fewest frames with every model's view that view links are trained on: fewer leave
 /// no block to choose learners on.
-pub const MIN_VIEW_FRAMES: usize = 8;
+pub const MIN_VIEW_FRAMES: usize = crate::link::view_links::MIN_FRAMES;
 
 /// Each record's inputs for view links (time order), where every model ran with a vector
 /// head and a view (format 1 records hold no views, and give none).
